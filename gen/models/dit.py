@@ -1,0 +1,270 @@
+"""The adaLN-Zero transformer backbone shared by DiT and SiT (Peebles & Xie 2023; Ma et al. 2024).
+
+Sections follow the data flow: embedders, position embedding, block, final layer, the network.
+The attention of every block is MHSA or VCA; everything else matches the official DiT/SiT models.py,
+so official checkpoints load unchanged (see convert.py).
+"""
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .attention import Attention
+from .vca import VisualContrastAttention
+
+
+def modulate(x, shift, scale):
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+# -- embedders -----------------------------------------------------------------------------------------------
+class PatchEmbed(nn.Module):
+    """Image [B, C, H, W] -> tokens [B, (H/p)(W/p), hidden] by a strided convolution (timm's PatchEmbed)."""
+
+    def __init__(self, input_size: int, patch_size: int, in_channels: int, hidden_size: int):
+        super().__init__()
+        if input_size % patch_size:
+            raise ValueError(f"input size {input_size} is not divisible by patch size {patch_size}")
+        self.grid_size = (input_size // patch_size, input_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size, bias=True)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar timesteps -> vectors: sinusoidal frequencies, then a two-layer MLP."""
+
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size, bias=True),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size, bias=True),
+        )
+        self.frequency_embedding_size = frequency_embedding_size
+
+    @staticmethod
+    def timestep_embedding(t, dim: int, max_period: int = 10000):
+        half = dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = t[:, None].float() * freqs[None]
+        embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        if dim % 2:
+            embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
+        return embedding
+
+    def forward(self, t):
+        t_freq = self.timestep_embedding(t, self.frequency_embedding_size)
+        return self.mlp(t_freq.to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """Class labels -> vectors; the extra row `num_classes` is the null class that classifier-free guidance uses."""
+
+    def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float):
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), hidden_size)
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+
+    def token_drop(self, labels, force_drop_ids=None):
+        if force_drop_ids is None:
+            drop_ids = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+        else:
+            drop_ids = force_drop_ids == 1
+        return torch.where(drop_ids, self.num_classes, labels)
+
+    def forward(self, labels, train: bool, force_drop_ids=None):
+        if (train and self.dropout_prob > 0) or force_drop_ids is not None:
+            labels = self.token_drop(labels, force_drop_ids)
+        return self.embedding_table(labels)
+
+
+# -- fixed 2-D sin-cos position embedding (MAE / DiT) -------------------------------------------------------
+def get_1d_sincos_pos_embed(embed_dim: int, positions: np.ndarray) -> np.ndarray:
+    omega = 1.0 / 10000 ** (np.arange(embed_dim // 2, dtype=np.float64) / (embed_dim / 2.0))
+    out = np.einsum("m,d->md", positions.reshape(-1), omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> np.ndarray:
+    """[grid_size**2, embed_dim]; the first half of the channels encodes the column, the second the row."""
+    coords = np.arange(grid_size, dtype=np.float32)
+    grid_w, grid_h = np.meshgrid(coords, coords)  # DiT passes (w, h) to meshgrid and encodes w first
+    emb_first = get_1d_sincos_pos_embed(embed_dim // 2, grid_w)
+    emb_second = get_1d_sincos_pos_embed(embed_dim // 2, grid_h)
+    return np.concatenate([emb_first, emb_second], axis=1)
+
+
+# -- blocks --------------------------------------------------------------------------------------------------
+class Mlp(nn.Module):
+    def __init__(self, hidden_size: int, mlp_hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, mlp_hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(mlp_hidden, hidden_size)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DiTBlock(nn.Module):
+    """Attention and MLP, each modulated (shift, scale) and gated by the conditioning: adaLN-Zero."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, attn: nn.Module):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = attn
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size, bias=True))
+
+    def forward(self, x, c):
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels, bias=True)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size, bias=True))
+
+    def forward(self, x, c):
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+# -- the network ---------------------------------------------------------------------------------------------
+class DiT(nn.Module):
+    """Diffusion transformer: forward(x, t, y) -> eps (and the variance values when learn_sigma)."""
+
+    def __init__(
+        self,
+        input_size: int = 32,
+        patch_size: int = 2,
+        in_channels: int = 4,
+        hidden_size: int = 1152,
+        depth: int = 28,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        class_dropout_prob: float = 0.1,
+        num_classes: int = 1000,
+        learn_sigma: bool = True,
+        attention: str = "mhsa",
+        cfg_channels: int | None = 3,
+        vca_pool_size=None,
+        vca_stage2_softmax: str = "joint",
+        vca_local_term: bool = True,
+        vca_contrast_tokens: str = "pool",
+        vca_shared_pos_embed: bool = False,
+    ):
+        super().__init__()
+        if attention not in ("mhsa", "vca"):
+            raise ValueError(f"attention must be 'mhsa' or 'vca', got {attention!r}")
+        self.learn_sigma = learn_sigma
+        self.in_channels = in_channels
+        self.out_channels = in_channels * 2 if learn_sigma else in_channels
+        self.patch_size = patch_size
+        self.num_heads = num_heads
+        self.cfg_channels = cfg_channels  # 3: the official code's choice, kept for reproducibility; None: all
+        self.gradient_checkpointing = False
+
+        self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size)
+        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
+        num_patches = self.x_embedder.num_patches
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
+
+        def make_attention(layer_index):
+            if attention == "mhsa":
+                return Attention(hidden_size, num_heads, qkv_bias=True)
+            return VisualContrastAttention(
+                hidden_size, num_heads, self.x_embedder.grid_size, layer_index=layer_index,
+                pool_size=vca_pool_size, stage2_softmax=vca_stage2_softmax, local_term=vca_local_term,
+                contrast_tokens=vca_contrast_tokens, shared_pos_embed=vca_shared_pos_embed,
+            )
+
+        self.blocks = nn.ModuleList(
+            [DiTBlock(hidden_size, num_heads, mlp_ratio, make_attention(i)) for i in range(depth)]
+        )
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        def _basic_init(module):
+            if isinstance(module, nn.Linear):
+                torch.nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.constant_(module.bias, 0)
+
+        self.apply(_basic_init)
+        grid_side = self.x_embedder.grid_size[0]
+        pos_embed = get_2d_sincos_pos_embed(self.pos_embed.shape[-1], grid_side)
+        self.pos_embed.data.copy_(torch.from_numpy(pos_embed).float().unsqueeze(0))
+
+        # The patch embedding is initialised like a linear layer, not a convolution.
+        w = self.x_embedder.proj.weight.data
+        nn.init.xavier_uniform_(w.view([w.shape[0], -1]))
+        nn.init.constant_(self.x_embedder.proj.bias, 0)
+        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+
+        # adaLN-Zero: every residual branch and the output start at zero, so each block starts as the identity.
+        for block in self.blocks:
+            nn.init.constant_(block.adaLN_modulation[-1].weight, 0)
+            nn.init.constant_(block.adaLN_modulation[-1].bias, 0)
+        nn.init.constant_(self.final_layer.adaLN_modulation[-1].weight, 0)
+        nn.init.constant_(self.final_layer.adaLN_modulation[-1].bias, 0)
+        nn.init.constant_(self.final_layer.linear.weight, 0)
+        nn.init.constant_(self.final_layer.linear.bias, 0)
+
+    def unpatchify(self, x):
+        """[B, T, p*p*C] -> [B, C, H, W]."""
+        c, p = self.out_channels, self.patch_size
+        h, w = self.x_embedder.grid_size
+        x = x.reshape(x.shape[0], h, w, p, p, c)
+        x = torch.einsum("nhwpqc->nchpwq", x)
+        return x.reshape(x.shape[0], c, h * p, w * p)
+
+    def forward(self, x, t, y):
+        """x: [B, C, H, W] latents, t: [B] timesteps, y: [B] class labels (num_classes = the null class)."""
+        x = self.x_embedder(x) + self.pos_embed.to(x.dtype)
+        c = self.t_embedder(t) + self.y_embedder(y, self.training)
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, c, use_reentrant=False)
+            else:
+                x = block(x, c)
+        return self.unpatchify(self.final_layer(x, c))
+
+    def forward_with_cfg(self, x, t, y, cfg_scale: float):
+        """Classifier-free guidance over a batch whose second half carries the null labels."""
+        half = x[: len(x) // 2]
+        combined = torch.cat([half, half], dim=0)
+        model_out = self.forward(combined, t, y)
+        split = self.cfg_channels if self.cfg_channels is not None else self.in_channels
+        eps, rest = model_out[:, :split], model_out[:, split:]
+        cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
+        half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
+        eps = torch.cat([half_eps, half_eps], dim=0)
+        return torch.cat([eps, rest], dim=1)
+
+    def enable_gradient_checkpointing(self, enabled: bool = True):
+        self.gradient_checkpointing = enabled
+        return self
+
+
+class SiT(DiT):
+    """Scalable interpolant transformer: the DiT network whose output drops the learned-sigma half."""
+
+    def forward(self, x, t, y):
+        out = super().forward(x, t, y)
+        return out.chunk(2, dim=1)[0] if self.learn_sigma else out
