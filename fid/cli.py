@@ -1,0 +1,74 @@
+"""`python -m fid calc SAMPLES --ref REF` and `python -m fid ref IMAGES --out REF.npz`."""
+
+import argparse
+import os
+import sys
+
+from .errors import FIDError
+from .pipeline import compute_metrics
+from .reference import make_reference
+from .report import format_table, write_report
+from .weights import WEIGHTS_ENV, WEIGHTS_FILENAME
+
+
+def add_common_arguments(parser):
+    parser.add_argument("--inception-weights", default=None, metavar="PATH",
+                        help=f"local {WEIGHTS_FILENAME} (default: ${WEIGHTS_ENV}, torch's hub cache, "
+                        "else a download)")
+    parser.add_argument("--batch-size", type=int, default=200, help="images per Inception forward pass")
+    parser.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="image-decoding processes for folders")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m fid", description="FID-50K and friends, as ADM's "
+                                     "evaluator scores them, on torch-fidelity's TF-compatible Inception.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    calc = commands.add_parser("calc", help="score samples against reference statistics")
+    calc.add_argument("samples", help=".npz with arr_0 uint8 [N, H, W, 3] (what sample.py writes) "
+                      "or an image folder")
+    calc.add_argument("--ref", required=True, help="ADM reference batch (e.g. "
+                      "VIRTUAL_imagenet256_labeled.npz) or a file from `fid ref`")
+    calc.add_argument("--out-dir", default=None,
+                      help="where report.json and report.md go (default: next to SAMPLES)")
+    add_common_arguments(calc)
+    ref = commands.add_parser("ref", help="reference statistics in ADM's layout from images")
+    ref.add_argument("images", help="image folder (e.g. ImageNet train) or .npz with arr_0")
+    ref.add_argument("--out", required=True, help="the reference .npz to write")
+    ref.add_argument("--image-size", type=int, default=256, help="ADM center crop for folder images")
+    ref.add_argument("--num-kept", type=int, default=10000,
+                     help="random images kept as arr_0 for precision/recall (ADM keeps 10000)")
+    ref.add_argument("--seed", type=int, default=0, help="seed of the kept subset")
+    add_common_arguments(ref)
+    return parser
+
+
+def run_calc(args):
+    result = compute_metrics(args.samples, args.ref, inception_weights=args.inception_weights,
+                             device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
+                             progress=not args.no_progress)
+    out_dir = args.out_dir or os.path.dirname(os.path.abspath(os.path.normpath(args.samples)))
+    json_path, md_path = write_report(result, out_dir)
+    print(format_table(result))
+    print(f"wrote {json_path} and {md_path}")
+
+
+def run_ref(args):
+    written = make_reference(args.images, args.out, image_size=args.image_size, num_kept=args.num_kept,
+                             seed=args.seed, inception_weights=args.inception_weights, device=args.device,
+                             batch_size=args.batch_size, num_workers=args.num_workers,
+                             progress=not args.no_progress)
+    print(f"wrote {written['reference']}: statistics of {written['num_images']} images, "
+          f"{written['num_kept']} kept as arr_0")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        {"calc": run_calc, "ref": run_ref}[args.command](args)
+    except FIDError as error:
+        print(f"fid {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,5 @@
+"""The one error type of the FID pipeline: its message is a single line naming the problem and the fix."""
+
+
+class FIDError(ValueError):
+    """Bad input or missing files; the command line prints the message alone, without a traceback."""

@@ -1,0 +1,79 @@
+"""Inception features: torch-fidelity's TF-compatible Inception v3 ("inception-v3-compat").
+
+Per image it gives the 2048 pool features (FID, precision/recall, KID), the 1008 logits without the fc
+bias (ADM's IS graph multiplies by the fc weights only, torch-fidelity's 'logits_unbiased') and ADM's
+spatial features for sFID. Those are `mixed_6/conv` of the TF graph: the 17x17 blocks mixed_3..mixed_7 are
+torch-fidelity's Mixed_6a..Mixed_6e, so mixed_6 is Mixed_6d, and its first op `conv` is the 1x1 branch
+`Mixed_6d.branch1x1` (conv + batchnorm + ReLU, the first 192 channels of Mixed_6d's output). ADM keeps its
+first 7 channels in TF's channels-last order: [17, 17, 7] flattened to 2023 values.
+"""
+
+import numpy as np
+import torch
+import torch_fidelity
+import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+from tqdm import tqdm
+
+from .weights import load_inception_state_dict, resolve_inception_weights, sha256_of_file
+
+POOL_DIM, LOGITS_DIM, SPATIAL_DIM = 2048, 1008, 7 * 17 * 17
+EXTRACTOR_NAME = "inception-v3-compat"
+
+
+def default_device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class InceptionFeatures:
+    """Batched feature extraction with a progress bar; build once and reuse (e.g. inside training)."""
+
+    def __init__(self, weights=None, device=None):
+        self.weights_path = resolve_inception_weights(weights)
+        load_inception_state_dict(self.weights_path)  # validated without executing code before torch-fidelity
+        self.weights_sha256 = sha256_of_file(self.weights_path)
+        self.device = torch.device(device or default_device())
+        self.network = tf_inception.FeatureExtractorInceptionV3(
+            EXTRACTOR_NAME, ["2048", "logits_unbiased"], feature_extractor_weights_path=self.weights_path)
+        self.network.to(self.device)
+        self.spatial = None
+        self.network.Mixed_6d.branch1x1.register_forward_hook(self.keep_spatial)
+
+    def keep_spatial(self, module, inputs, output):
+        # NCHW -> NHWC before flattening, to match the order of ADM's TF features (and their mu_s, sigma_s).
+        self.spatial = output[:, :7].permute(0, 2, 3, 1).flatten(1).float()
+
+    def description(self):
+        return (f"torch-fidelity {torch_fidelity.__version__} {EXTRACTOR_NAME}: pool 2048, "
+                f"logits_unbiased 1008, spatial Mixed_6d.branch1x1[:7] (ADM mixed_6/conv) 2023")
+
+    @torch.no_grad()
+    def batch(self, images):
+        """Features of one uint8 batch [B, H, W, 3]: (pool, logits, spatial) float32 CPU tensors."""
+        images = torch.as_tensor(np.asarray(images)).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        pool, logits = self.network(images)
+        return pool.float().cpu(), logits.float().cpu(), self.spatial.cpu()
+
+    def __call__(self, source, batch_size=200, num_workers=0, progress=True, desc="features", keep=None):
+        """Features of every image of a source (see images.py) as float32 numpy arrays in a dict.
+
+        `keep`: sorted indices of images to return as well (under "images"), e.g. the reference subset.
+        """
+        pools, logits, spatials, kept = [], [], [], []
+        keep = None if keep is None else np.asarray(keep)
+        start = 0
+        with tqdm(total=len(source), unit="img", desc=desc, disable=not progress) as bar:
+            for images in source.batches(batch_size, num_workers):
+                pool, logit, spatial = self.batch(images)
+                pools.append(pool)
+                logits.append(logit)
+                spatials.append(spatial)
+                if keep is not None:
+                    chosen = keep[(keep >= start) & (keep < start + len(images))] - start
+                    kept.append(np.array(images[chosen]))
+                start += len(images)
+                bar.update(len(images))
+        features = {name: torch.cat(parts).numpy() for name, parts in
+                    (("pool", pools), ("logits", logits), ("spatial", spatials))}
+        if keep is not None:
+            features["images"] = np.concatenate(kept)
+        return features

@@ -1,0 +1,71 @@
+"""The metrics on Inception features: Frechet distance (FID, sFID), Inception Score and KID.
+
+FID and IS follow ADM's evaluator (guided-diffusion `evaluations/evaluator.py`) so that numbers compare
+with the DiT and SiT papers; KID follows torch-fidelity's defaults.
+"""
+
+import warnings
+
+import numpy as np
+import torch
+from scipy import linalg
+
+
+def feature_statistics(features):
+    """Mean and covariance of [N, D] features, in float64 as ADM's evaluator computes them."""
+    features = np.asarray(features, dtype=np.float64)
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """Frechet distance between two Gaussians: ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2)."""
+    mu1, mu2 = (np.atleast_1d(np.asarray(mu, np.float64)) for mu in (mu1, mu2))
+    sigma1, sigma2 = (np.atleast_2d(np.asarray(sigma, np.float64)) for sigma in (sigma1, sigma2))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"statistics differ in size: mu {mu1.shape} vs {mu2.shape}, "
+                         f"sigma {sigma1.shape} vs {sigma2.shape}")
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        # ADM's fallback: a singular product gets eps on both diagonals before the square root.
+        warnings.warn(f"singular covariance product; adding {eps} to the diagonals", stacklevel=2)
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        # Round-off makes small imaginary parts; large ones mean the statistics are broken.
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag))} in the matrix square root")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def inception_score(logits, splits=10):
+    """Mean and std over `splits` contiguous chunks of exp(E[KL(p(y|x) || p(y))]), from Inception logits."""
+    logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    log_probs = torch.log_softmax(logits, dim=1)
+    scores = []
+    for chunk in torch.tensor_split(log_probs, min(splits, len(log_probs))):
+        log_marginal = torch.logsumexp(chunk, dim=0) - np.log(len(chunk))
+        kl = (chunk.exp() * (chunk - log_marginal)).sum(dim=1).mean()
+        scores.append(float(kl.exp()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def kernel_inception_distance(features1, features2, subsets=100, subset_size=1000, seed=0, device="cpu"):
+    """Mean and std of the unbiased MMD^2 with the cubic polynomial kernel over random subsets."""
+    x_all = torch.as_tensor(np.asarray(features1), dtype=torch.float64, device=device)
+    y_all = torch.as_tensor(np.asarray(features2), dtype=torch.float64, device=device)
+    m = min(subset_size, len(x_all), len(y_all))
+    if m < 2:
+        return float("nan"), float("nan")
+    dim = x_all.shape[1]
+    rng = np.random.default_rng(seed)
+    mmds = []
+    for _ in range(subsets):
+        x = x_all[torch.as_tensor(rng.choice(len(x_all), m, replace=False), device=device)]
+        y = y_all[torch.as_tensor(rng.choice(len(y_all), m, replace=False), device=device)]
+        k_xx, k_yy, k_xy = ((a @ b.T / dim + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        # Unbiased: the diagonals (a point with itself) are left out of the within-set terms.
+        within = (k_xx.sum() - k_xx.trace() + k_yy.sum() - k_yy.trace()) / (m * (m - 1))
+        mmds.append(float(within - 2 * k_xy.mean()))
+    return float(np.mean(mmds)), float(np.std(mmds))

@@ -1,0 +1,96 @@
+"""Reference statistics in ADM's layout: `mu`, `sigma` (pool features), `mu_s`, `sigma_s` (spatial features)
+and `arr_0` (reference images, for precision/recall and KID).
+
+ADM's batches (e.g. VIRTUAL_imagenet256_labeled.npz) load as they are; `fid ref` writes the same keys.
+"""
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import FIDError
+from .features import POOL_DIM, SPATIAL_DIM, InceptionFeatures
+from .images import NpzImages, npz_keys, open_images
+from .metrics import feature_statistics
+from .weights import sha256_of_file
+
+EXPECTED_SHAPES = {"mu": (POOL_DIM,), "sigma": (POOL_DIM, POOL_DIM),
+                   "mu_s": (SPATIAL_DIM,), "sigma_s": (SPATIAL_DIM, SPATIAL_DIM)}
+REQUIRED_KEYS = ("mu", "sigma")
+
+
+@dataclass
+class Reference:
+    path: str
+    sha256: str
+    mu: np.ndarray
+    sigma: np.ndarray
+    mu_s: np.ndarray | None = None
+    sigma_s: np.ndarray | None = None
+    images: NpzImages | None = None
+    # Pool features of `images`, per Inception weights sha256: computed once, reused by later calls.
+    image_features: dict = field(default_factory=dict)
+
+
+def load_reference(path):
+    """Read and check a reference file; every problem is one FIDError naming the file and the key."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FIDError(f"reference file not found: {path} (use ADM's reference batch or make one with "
+                       f"`python -m fid ref IMAGES --out {path}`)")
+    try:
+        keys = npz_keys(path)
+        arrays = np.load(path)
+    except Exception as error:  # not a zip, truncated, pickled objects, ...
+        raise FIDError(f"{path} is not a readable .npz reference ({type(error).__name__}: {error})") from None
+    with arrays:
+        for key in REQUIRED_KEYS:
+            if key not in keys:
+                raise FIDError(f"reference {path} is missing '{key}' (has {keys}); ADM's layout is mu, sigma "
+                               f"[, mu_s, sigma_s, arr_0]; make one with `python -m fid ref`")
+        if ("mu_s" in keys) != ("sigma_s" in keys):
+            raise FIDError(f"reference {path} has only one of mu_s/sigma_s; sFID needs both or neither")
+        stats = {key: arrays[key].astype(np.float64) for key in EXPECTED_SHAPES if key in keys}
+    for key, value in stats.items():
+        if value.shape != EXPECTED_SHAPES[key]:
+            kind = "spatial" if key.endswith("_s") else "pool"
+            raise FIDError(f"reference {path}: '{key}' has shape {list(value.shape)}, expected "
+                           f"{list(EXPECTED_SHAPES[key])} (Inception {kind} features); made with another "
+                           f"feature extractor?")
+        if not np.isfinite(value).all():
+            raise FIDError(f"reference {path}: '{key}' has non-finite values")
+    images = NpzImages(path) if "arr_0" in keys else None
+    return Reference(path=path, sha256=sha256_of_file(path), images=images, **stats)
+
+
+def save_npz_atomically(path, **arrays):
+    """np.savez to a temporary name, then rename: an interrupted run never leaves a half-written file."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(temporary, "wb") as file:
+            np.savez(file, **arrays)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def make_reference(images, out, image_size=256, num_kept=10000, seed=0, inception_weights=None, device=None,
+                   batch_size=200, num_workers=0, progress=True, extractor=None):
+    """Statistics of every image (a folder, ADM-center-cropped to `image_size`, or an `.npz`), plus a seeded
+    random subset of `num_kept` images as `arr_0`, written to `out` in ADM's layout."""
+    images_name = os.fspath(images) if isinstance(images, str | os.PathLike) else "<array>"
+    source = open_images(images, image_size=image_size, name="reference images")
+    if len(source) < 2:
+        raise FIDError(f"{images_name}: a reference needs at least 2 images, got {len(source)}")
+    extractor = extractor or InceptionFeatures(inception_weights, device)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(source), min(num_kept, len(source)), replace=False))
+    features = extractor(source, batch_size, num_workers, progress, desc="reference", keep=keep)
+    mu, sigma = feature_statistics(features["pool"])
+    mu_s, sigma_s = feature_statistics(features["spatial"])
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    kept = {"arr_0": features["images"]} if len(keep) else {}  # no arr_0: precision/recall are skipped
+    save_npz_atomically(out, **kept, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
+    return {"reference": out, "num_images": len(source), "num_kept": len(keep), "images": images_name}

@@ -1,0 +1,1 @@
+"""DiT and SiT transformers with Visual-Contrast Attention: models, diffusion, training, sampling."""

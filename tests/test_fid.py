@@ -1,0 +1,303 @@
+"""FID pipeline pieces that need no Inception network: metrics, inputs, references, weights, report."""
+
+import json
+import os
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.numpy import load_file
+
+import fid
+import fid.metrics
+import fid.weights
+from fid.cli import main
+from fid.errors import FIDError
+from fid.images import FolderImages, NpzImages, center_crop_arr, open_images
+from fid.manifold import precision_recall
+from fid.metrics import feature_statistics, frechet_distance, inception_score, kernel_inception_distance
+from fid.pipeline import fid_label
+from fid.reference import load_reference
+from fid.report import format_table, write_report
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+# Frechet distance -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["small", "wide", "rankdef"])
+def test_frechet_distance_matches_adm_evaluator_fixtures(name):
+    features = load_file(os.path.join(FIXTURES, "frechet.safetensors"))
+    with open(os.path.join(FIXTURES, "frechet.json")) as file:
+        expected = json.load(file)["frechet_distance"][name]
+    stats1 = feature_statistics(features[f"{name}.features1"])
+    stats2 = feature_statistics(features[f"{name}.features2"])
+    assert fid.frechet_distance(*stats1, *stats2) == pytest.approx(expected, rel=1e-6)
+
+
+def test_frechet_distance_of_statistics_with_themselves_is_zero():
+    mu, sigma = feature_statistics(np.random.default_rng(0).standard_normal((500, 16)))
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-9 * np.trace(sigma)
+
+
+def test_frechet_distance_of_shifted_gaussians_is_the_squared_mean_shift():
+    rng = np.random.default_rng(1)
+    features = rng.standard_normal((400, 12)) @ rng.standard_normal((12, 12))
+    shift = rng.standard_normal(12)
+    # Shifting every feature moves the mean and keeps the covariance: FID = ||shift||^2 exactly.
+    distance = frechet_distance(*feature_statistics(features), *feature_statistics(features + shift))
+    assert distance == pytest.approx(shift @ shift, rel=1e-8)
+    assert isinstance(distance, float)
+
+
+def test_frechet_distance_falls_back_to_an_eps_offset_when_the_square_root_is_not_finite(monkeypatch):
+    rng = np.random.default_rng(2)
+    mu1, sigma1 = feature_statistics(rng.standard_normal((50, 6)))
+    mu2, sigma2 = feature_statistics(rng.standard_normal((50, 6)) + 1)
+    real_sqrtm, calls = fid.metrics.linalg.sqrtm, []
+
+    def sqrtm_failing_once(matrix):
+        calls.append(matrix)
+        return np.full_like(matrix, np.nan) if len(calls) == 1 else real_sqrtm(matrix)
+
+    monkeypatch.setattr(fid.metrics.linalg, "sqrtm", sqrtm_failing_once)
+    with pytest.warns(UserWarning, match="adding 1e-06"):
+        distance = frechet_distance(mu1, sigma1, mu2, sigma2)
+    offset = np.eye(6) * 1e-6
+    np.testing.assert_allclose(calls[1], (sigma1 + offset) @ (sigma2 + offset))
+    expected = (mu1 - mu2) @ (mu1 - mu2) + np.trace(sigma1) + np.trace(sigma2) \
+        - 2 * np.trace(real_sqrtm((sigma1 + offset) @ (sigma2 + offset)).real)
+    assert distance == pytest.approx(expected, rel=1e-12)
+
+
+# Inception Score, KID, precision/recall --------------------------------------------------------------------
+
+def test_inception_score_of_uniform_logits_is_one():
+    mean, std = inception_score(np.zeros((100, 1008)))
+    assert mean == pytest.approx(1.0, abs=1e-12) and std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_inception_score_of_confident_distinct_classes_is_the_number_of_classes():
+    # Each of the 10 splits holds 10 samples, each confidently of its own class: exp(log 10) = 10.
+    logits = np.full((100, 1008), -1e4)
+    logits[np.arange(100), np.arange(100) % 10] = 0.0
+    mean, std = inception_score(logits, splits=10)
+    assert mean == pytest.approx(10.0, rel=1e-9) and std == pytest.approx(0.0, abs=1e-9)
+
+
+def test_kid_is_the_unbiased_cubic_kernel_mmd():
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((60, 32)), rng.standard_normal((60, 32)) + 0.3
+    k_xx, k_yy, k_xy = ((a @ b.T / 32 + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+    off_diagonal = ~np.eye(60, dtype=bool)
+    expected = k_xx[off_diagonal].mean() + k_yy[off_diagonal].mean() - 2 * k_xy.mean()
+    # One subset as large as the sets is a permutation of them: the full-set estimate.
+    mean, std = kernel_inception_distance(x, y, subsets=1, subset_size=60)
+    assert mean == pytest.approx(expected, rel=1e-10) and std == 0
+    same, _ = kernel_inception_distance(x, rng.standard_normal((60, 32)), subsets=20, subset_size=50)
+    assert abs(same) < expected / 5
+
+
+def test_precision_recall_follows_adm_manifold_semantics():
+    # k=1: each reference radius reaches its nearest other point; a sample counts if inside any ball (<=).
+    ref = np.array([[0.0], [1.0], [2.0], [3.0]])
+    samples = np.array([[0.5], [10.0]])
+    assert precision_recall(ref, samples, k=1) == (0.5, 1.0)
+    assert precision_recall(ref, ref + 100, k=1) == (0.0, 0.0)
+    features = np.random.default_rng(4).standard_normal((40, 8))
+    assert precision_recall(features, features.copy(), k=3) == (1.0, 1.0)
+
+
+def test_fid_label_names_fid_50k_only_at_50000():
+    assert fid_label(50000) == "FID-50K"
+    assert fid_label(10000) == "FID (N=10000)"
+
+
+# Inputs ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("images, problem", [
+    (np.zeros((4, 8, 8, 3), np.float32), "got float32 [4, 8, 8, 3]"),
+    (np.zeros((4, 8, 8), np.uint8), "got uint8 [4, 8, 8]"),
+    (np.zeros((4, 3, 8, 8), np.uint8), "got uint8 [4, 3, 8, 8]"),
+    (np.zeros((0, 8, 8, 3), np.uint8), "holds no images"),
+])
+def test_samples_of_the_wrong_dtype_or_shape_fail_with_one_line(tmp_path, images, problem):
+    path = tmp_path / "samples.npz"
+    np.savez(path, arr_0=images)
+    for source in (images, path):
+        with pytest.raises(FIDError, match=r"uint8 images \[N, H, W, 3\]|holds no images") as error:
+            open_images(source)
+        assert problem in str(error.value) and "\n" not in str(error.value)
+
+
+def test_npz_images_stream_the_same_pixels_in_batches(tmp_path):
+    images = np.random.default_rng(5).integers(0, 256, (23, 5, 7, 3), dtype=np.uint8)
+    for save in (np.savez, np.savez_compressed):
+        save(tmp_path / "samples.npz", arr_0=images, arr_1=np.arange(23))
+        source = NpzImages(tmp_path / "samples.npz")
+        batches = list(source.batches(batch_size=10))
+        assert len(source) == 23 and [len(batch) for batch in batches] == [10, 10, 3]
+        np.testing.assert_array_equal(np.concatenate(batches), images)
+
+
+def test_center_crop_follows_adm_box_halving_then_bicubic_short_side():
+    image = Image.fromarray(np.random.default_rng(6).integers(0, 256, (150, 700, 3), dtype=np.uint8))
+    cropped = center_crop_arr(image, 32)
+    assert cropped.shape == (32, 32, 3) and cropped.dtype == np.uint8
+    halved = image.resize((350, 75), Image.BOX).resize((350 // 2, 75 // 2), Image.BOX)  # short side < 64
+    expected = np.asarray(halved.resize((round(175 * 32 / 37), 32), Image.BICUBIC))
+    left = (expected.shape[1] - 32) // 2
+    np.testing.assert_array_equal(cropped, expected[:, left: left + 32])
+
+
+def test_image_folders_of_mixed_sizes_and_corrupt_files_fail_with_one_line(tmp_path):
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "0.png")
+    Image.new("RGB", (9, 8)).save(tmp_path / "a" / "1.png")
+    with pytest.raises(FIDError, match=r"1.png is 9x8 but .*0.png is 8x8; images in a folder must share"):
+        list(FolderImages(str(tmp_path)).batches(4))
+    assert [batch.shape for batch in FolderImages(str(tmp_path), image_size=4).batches(4)] == [(2, 4, 4, 3)]
+    (tmp_path / "a" / "2.png").write_bytes(b"not a png")
+    with pytest.raises(FIDError, match=r"cannot read image .*2.png"):
+        list(FolderImages(str(tmp_path), image_size=4).batches(4))
+    with pytest.raises(FIDError, match="no images"):
+        FolderImages(str(tmp_path / "missing"))
+
+
+# Reference files ------------------------------------------------------------------------------------------
+
+def write_reference(path, **overrides):
+    arrays = {"mu": np.zeros(2048), "sigma": np.eye(2048), "mu_s": np.zeros(2023), "sigma_s": np.eye(2023),
+              "arr_0": np.zeros((5, 8, 8, 3), np.uint8)}
+    arrays.update(overrides)
+    np.savez(path, **{key: value for key, value in arrays.items() if value is not None})
+    return str(path)
+
+
+def test_an_adm_layout_reference_loads(tmp_path):
+    reference = load_reference(write_reference(tmp_path / "ref.npz"))
+    assert reference.mu.shape == (2048,) and reference.sigma_s.shape == (2023, 2023)
+    assert len(reference.images) == 5 and len(reference.sha256) == 64
+    bare = load_reference(write_reference(tmp_path / "bare.npz", mu_s=None, sigma_s=None, arr_0=None))
+    assert bare.mu_s is None and bare.images is None
+
+
+@pytest.mark.parametrize("overrides, problem", [
+    ({"sigma": None}, "missing 'sigma'"),
+    ({"mu": None}, "missing 'mu'"),
+    ({"mu": np.zeros(64), "sigma": np.eye(64)}, "'mu' has shape [64], expected [2048] (Inception pool"),
+    ({"sigma_s": np.eye(7)}, "'sigma_s' has shape [7, 7], expected [2023, 2023] (Inception spatial"),
+    ({"sigma_s": None}, "only one of mu_s/sigma_s"),
+    ({"sigma": np.full((2048, 2048), np.nan)}, "'sigma' has non-finite values"),
+    ({"arr_0": np.zeros((5, 8, 8, 3), np.float32)}, "arr_0 must be uint8 images [N, H, W, 3], got float32"),
+])
+def test_a_bad_reference_fails_with_one_line_naming_the_problem(tmp_path, overrides, problem):
+    path = write_reference(tmp_path / "ref.npz", **overrides)
+    with pytest.raises(FIDError) as error:
+        load_reference(path)
+    assert problem in str(error.value) and path in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_reference_that_is_not_an_npz_fails_with_one_line(tmp_path):
+    (tmp_path / "ref.npz").write_text("hello")
+    with pytest.raises(FIDError, match="not a readable .npz"):
+        load_reference(tmp_path / "ref.npz")
+    with pytest.raises(FIDError, match="reference file not found"):
+        load_reference(tmp_path / "none.npz")
+
+
+def test_the_command_line_prints_one_error_line_and_exits_2(tmp_path, capsys):
+    np.savez(tmp_path / "samples.npz", arr_0=np.zeros((4, 8, 8, 3), np.uint8))
+    ref = write_reference(tmp_path / "ref.npz", sigma=None)
+    assert main(["calc", str(tmp_path / "samples.npz"), "--ref", ref]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("fid calc: error: reference") and "'sigma'" in error
+
+
+# Inception weights ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No cached weights, no env variable, and a download that fails as it does without network."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv(fid.weights.WEIGHTS_ENV, raising=False)
+
+    def no_network(url, path):
+        raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(fid.weights, "download_file", no_network)
+
+
+def test_offline_without_weights_names_the_file_the_flag_and_the_url(offline, tmp_path, capsys):
+    with pytest.raises(FIDError) as error:
+        fid.weights.resolve_inception_weights()
+    message = str(error.value)
+    for needed in ("pt_inception-2015-12-05-6726825d.pth", "--inception-weights", "FID_INCEPTION_WEIGHTS",
+                   "https://github.com/toshas/torch-fidelity/releases/", "Network is unreachable"):
+        assert needed in message
+    assert "\n" not in message
+    np.savez(tmp_path / "samples.npz", arr_0=np.zeros((4, 8, 8, 3), np.uint8))
+    ref = write_reference(tmp_path / "ref.npz")
+    assert main(["calc", str(tmp_path / "samples.npz"), "--ref", ref]) == 2
+    assert "pt_inception-2015-12-05-6726825d.pth" in capsys.readouterr().err
+
+
+def test_weights_come_from_the_flag_then_the_env_then_the_cache(offline, tmp_path, monkeypatch):
+    flag, env = tmp_path / "flag.pth", tmp_path / "env.pth"
+    flag.touch()
+    env.touch()
+    with pytest.raises(FIDError, match=f"no file at {tmp_path / 'missing.pth'}"):
+        fid.weights.resolve_inception_weights(str(tmp_path / "missing.pth"))
+    monkeypatch.setenv(fid.weights.WEIGHTS_ENV, str(env))
+    assert fid.weights.resolve_inception_weights(str(flag)) == str(flag)
+    assert fid.weights.resolve_inception_weights() == str(env)
+    monkeypatch.delenv(fid.weights.WEIGHTS_ENV)
+    cached = fid.weights.hub_cache_paths()[1]
+    os.makedirs(os.path.dirname(cached))
+    open(cached, "wb").close()
+    assert fid.weights.resolve_inception_weights() == cached
+
+
+def test_weights_that_are_not_an_inception_state_dict_are_refused(tmp_path):
+    import torch
+
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pth")
+    with pytest.raises(FIDError, match="does not hold the FID Inception state_dict"):
+        fid.weights.load_inception_state_dict(str(tmp_path / "other.pth"))
+
+
+# Report ---------------------------------------------------------------------------------------------------
+
+def test_report_files_hold_every_metric_and_leave_no_temporary_files(tmp_path):
+    result = {"fid_label": "FID-50K", "num_samples": 50000, "fid": 2.27, "sfid": None,
+              "inception_score": 278.2, "inception_score_std": 3.1, "precision": 0.83, "recall": 0.57,
+              "kid": 0.0011, "kid_std": 0.0001, "samples": "s.npz", "reference": "r.npz",
+              "reference_sha256": "0" * 64, "reference_num_images": 10000, "feature_extractor": "x",
+              "inception_weights": "w.pth", "inception_weights_sha256": "1" * 64, "device": "cuda",
+              "seconds": 12.5}
+    json_path, md_path = write_report(result, str(tmp_path / "out"))
+    with open(json_path) as file:
+        assert json.load(file) == result
+    with open(md_path) as file:
+        markdown = file.read()
+    assert markdown.startswith("# FID-50K: 2.27") and "| Inception Score | 278.20 +- 3.10 |" in markdown
+    assert "n/a (reference has no mu_s/sigma_s)" in format_table(result)
+    assert sorted(os.listdir(tmp_path / "out")) == ["report.json", "report.md"]
+
+
+def test_fid_ref_writes_npz_files_atomically(tmp_path):
+    from fid.reference import save_npz_atomically
+
+    save_npz_atomically(str(tmp_path / "ref.npz"), mu=np.zeros(3))
+    assert os.listdir(tmp_path) == ["ref.npz"]
+    with zipfile.ZipFile(tmp_path / "ref.npz") as archive:
+        assert archive.namelist() == ["mu.npy"]
+
+
+def test_public_api():
+    assert callable(fid.compute_metrics) and callable(fid.frechet_distance)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fid.frechet_distance(np.zeros(2), np.eye(2), np.ones(2), np.eye(2)) == pytest.approx(2.0)
