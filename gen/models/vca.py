@@ -53,9 +53,10 @@ class HeadRMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(head_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """RMSNorm(x) * scale; the scale folds into the gain so that no extra activation is stored."""
         dtype = torch.promote_types(x.dtype, torch.float32)
-        normed = F.rms_norm(x.to(dtype), (x.shape[-1],), self.weight.to(dtype), self.eps)
+        normed = F.rms_norm(x.to(dtype), (x.shape[-1],), self.weight.to(dtype) * scale, self.eps)
         return normed.to(x.dtype)
 
 
@@ -164,7 +165,7 @@ class VisualContrastAttention(nn.Module):
 
         # Stage I: the 2n contrast tokens gather global context from all N keys in one attention call.
         u_plus, u_minus = F.scaled_dot_product_attention(contrast, k, v).chunk(2, dim=2)
-        contrast_values = self.stage1_norm(u_plus - lambda1 * u_minus) * scale
+        contrast_values = self.stage1_norm(u_plus - lambda1 * u_minus, scale)
 
         # Stage II: (A+ - lambda2 A-) Vc as attention with values [Vc; -lambda2 Vc] (joint) or two calls.
         if self.stage2_softmax == "joint":
@@ -173,7 +174,7 @@ class VisualContrastAttention(nn.Module):
         else:
             out = (F.scaled_dot_product_attention(q, plus, contrast_values)
                    - lambda2 * F.scaled_dot_product_attention(q, minus, contrast_values))
-        return self._finish(self.stage2_norm(out) * scale, v)
+        return self._finish(self.stage2_norm(out, scale), v)
 
     # -- slow reference path, straight from the equations ----------------------------------------------------
     def reference_forward(self, x, return_attention_maps: bool = False):
@@ -185,7 +186,7 @@ class VisualContrastAttention(nn.Module):
 
         stage1_plus = torch.softmax(plus @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)  # [B, h, n, N]
         stage1_minus = torch.softmax(minus @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)
-        contrast_values = self.stage1_norm(stage1_plus @ v - lambda1 * (stage1_minus @ v)) * scale
+        contrast_values = self.stage1_norm(stage1_plus @ v - lambda1 * (stage1_minus @ v), scale)
 
         if self.stage2_softmax == "joint":
             logits = q @ torch.cat([plus, minus], dim=2).transpose(-1, -2) / math.sqrt(d)
@@ -193,7 +194,7 @@ class VisualContrastAttention(nn.Module):
         else:
             stage2_plus = torch.softmax(q @ plus.transpose(-1, -2) / math.sqrt(d), dim=-1)
             stage2_minus = torch.softmax(q @ minus.transpose(-1, -2) / math.sqrt(d), dim=-1)
-        out = self.stage2_norm((stage2_plus - lambda2 * stage2_minus) @ contrast_values) * scale
+        out = self.stage2_norm((stage2_plus - lambda2 * stage2_minus) @ contrast_values, scale)
         out = self._finish(out, v)
         if not return_attention_maps:
             return out
