@@ -1,0 +1,188 @@
+"""Weights on disk: safetensors with the model's name and config in the metadata, and the loader for them.
+
+    save_pretrained(ema_model, "DiT-S-2.safetensors")          # the file says what model it holds
+    model = load_pretrained("DiT-S-2.safetensors")               # built, loaded, in eval mode
+
+`load_pretrained` also reads a training checkpoint folder (`model_config.json` + `ema.safetensors`) and the
+official DiT/SiT `.pt` files (name and image size from the arguments or the official file name).
+Nothing is unpickled: `.pt` files go through `torch.load(weights_only=True)`.
+"""
+import json
+import os
+import re
+from importlib import metadata
+
+import torch
+
+from .models import create_model, load_official_state_dict, read_state_dict
+from .models.convert import describe_mismatch
+
+FORMAT_KEY = "config"
+CHECKPOINT_CONFIG = "model_config.json"  # written by the training loop into each `save_state` folder
+CHECKPOINT_WEIGHTS = "ema.safetensors"
+OFFICIAL_FILE_NAME = re.compile(r"^(DiT|SiT)-(XL|L|B|S)-(\d+)-(\d+)x\d+\.pt$")  # e.g. DiT-XL-2-256x256.pt
+VAE_DOWNSAMPLING = 8  # official checkpoints are latent models: input_size = image_size / 8
+NAME_DERIVED_KEYS = ("family", "attention")  # set by create_model from the name, not accepted as options
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, damaged, or of another model; the message names the fix."""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("vca-gen")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# -- export ----------------------------------------------------------------------------------------------------
+def save_pretrained(model, path, ema: bool = True, dtype: torch.dtype | None = None) -> str:
+    """Write `model`'s weights (optionally cast to `dtype`) and config to `path` (.safetensors) atomically.
+
+    `ema` records whether these are EMA weights (pass the EMA module for sampling exports).
+    """
+    from safetensors.torch import save_file
+
+    path = os.fspath(path)
+    state_dict = read_state_dict(model.state_dict())  # drops DDP / torch.compile prefixes
+    tensors = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in state_dict.items()
+    }
+    info = {
+        "format": "pt",
+        "model_name": model.name,
+        FORMAT_KEY: json.dumps(model.config),
+        "ema": json.dumps(bool(ema)),
+        "dtype": str(dtype or next(iter(tensors.values())).dtype).removeprefix("torch."),
+        "gen_version": _version(),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    save_file(tensors, temporary, metadata=info)
+    os.replace(temporary, path)  # a crash mid-write never leaves a truncated file under the real name
+    return path
+
+
+# -- import ----------------------------------------------------------------------------------------------------
+def load_pretrained(path, device="cpu", *, expected_name: str | None = None, model_name: str | None = None,
+                    image_size: int | None = None, **model_options):
+    """A ready model (eval mode, on `device`) from an export, a training checkpoint folder or an official .pt.
+
+    expected_name: fail unless the file holds this model. model_name / image_size / model_options: only for
+    official .pt files, which carry no config (otherwise inferred from names like `DiT-XL-2-256x256.pt`).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path} not found; pass an exported .safetensors, a training "
+                              f"checkpoint folder or an official DiT/SiT .pt")
+    if os.path.isdir(path):
+        model = _load_checkpoint_folder(path)
+    elif path.endswith(".safetensors"):
+        model = _load_export(path)
+    else:
+        model = _load_official(path, model_name or expected_name, image_size, **model_options)
+    if expected_name is not None and model.name != expected_name:
+        raise CheckpointError(f"{path} holds {model.name} weights, not {expected_name}; pass a {expected_name} "
+                              f"checkpoint or ask for --model {model.name}")
+    return model.to(device).eval()
+
+
+def read_export_info(path) -> dict:
+    """The metadata of an exported .safetensors: model_name, config (a dict), ema, dtype, gen_version."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            info = dict(handle.metadata() or {})
+    except Exception as error:  # safetensors raises its own error types for damaged headers
+        raise CheckpointError(f"{path} is not a readable safetensors file ({error}); it may be truncated: "
+                              f"export it again") from None
+    if FORMAT_KEY not in info or "model_name" not in info:
+        raise CheckpointError(f"{path} has no model config in its metadata, so it is not a gen export; "
+                              f"export it with gen.save_pretrained, or load its tensors with read_state_dict")
+    info[FORMAT_KEY] = json.loads(info[FORMAT_KEY])
+    info["ema"] = json.loads(info.get("ema", "true"))
+    return info
+
+
+def build_from_config(name: str, config: dict):
+    """The model `name` with the options of a saved `config` (as written by save_pretrained)."""
+    options = {k: v for k, v in config.items() if k not in NAME_DERIVED_KEYS}
+    model = create_model(name, **options)
+    if any(model.config[k] != config.get(k, model.config[k]) for k in NAME_DERIVED_KEYS):
+        raise CheckpointError(f"the saved config of {name} disagrees with its name: {config}")
+    return model
+
+
+def _load_export(path, name=None, config=None):
+    from safetensors.torch import load_file
+
+    if config is None:
+        info = read_export_info(path)
+        name, config = info["model_name"], info[FORMAT_KEY]
+    model = build_from_config(name, config)
+    try:
+        state_dict = load_file(path)
+    except Exception as error:
+        raise CheckpointError(f"cannot read the tensors of {path} ({error}); it may be truncated: export it "
+                              f"again") from None
+    _load_strict(model, state_dict, path)
+    return model
+
+
+def _load_checkpoint_folder(folder):
+    config_path = os.path.join(folder, CHECKPOINT_CONFIG)
+    weights_path = os.path.join(folder, CHECKPOINT_WEIGHTS)
+    missing = [p for p in (config_path, weights_path) if not os.path.exists(p)]
+    if missing:
+        raise CheckpointError(f"{folder} is not a training checkpoint: {missing[0]} is missing; pass a folder "
+                              f"written by the training loop (checkpoints/NNNNNNN) or an exported .safetensors")
+    with open(config_path) as handle:
+        saved = json.load(handle)
+    return _load_export(weights_path, saved["name"], saved["config"])
+
+
+def official_name_and_size(path) -> tuple[str, int] | None:
+    """("DiT-XL/2", 256) for an official file name like DiT-XL-2-256x256.pt; None otherwise."""
+    match = OFFICIAL_FILE_NAME.match(os.path.basename(path))
+    if match is None:
+        return None
+    family, size, patch, pixels = match.groups()
+    return f"{family}-{size}/{patch}", int(pixels)
+
+
+def _load_official(path, model_name, image_size, **model_options):
+    inferred = official_name_and_size(path)
+    model_name = model_name or (inferred and inferred[0])
+    image_size = image_size or (inferred and inferred[1])
+    if model_name is None or (image_size is None and "input_size" not in model_options):
+        raise CheckpointError(f"{path} carries no model config; pass --model (e.g. DiT-XL/2) and --image-size, "
+                              f"or keep the official file name (e.g. DiT-XL-2-256x256.pt)")
+    if "input_size" not in model_options:
+        model_options["input_size"] = image_size // VAE_DOWNSAMPLING
+    model = create_model(model_name, **model_options)
+    try:
+        state_dict = read_state_dict(path)
+    except Exception as error:  # a truncated zip archive, or a pickle that is more than tensors
+        raise CheckpointError(f"cannot read {path} as a weights-only torch file ({_one_line(error)}); it may be "
+                              f"truncated (download it again) or hold Python objects besides tensors") from None
+    try:
+        return load_official_state_dict(model, state_dict)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+
+
+def _one_line(error) -> str:
+    """The telling line of a (possibly multi-line) error: torch's weights-only refusals span a page."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    unsafe = [line for line in lines if "Unsupported global" in line]
+    return (unsafe or lines or [type(error).__name__])[0].split(" Please")[0][:300]
+
+
+def _load_strict(model, state_dict, path):
+    problem = describe_mismatch(model.state_dict(), state_dict)
+    if problem:
+        raise CheckpointError(f"{path} does not fit {model.name}: {problem}")
+    model.load_state_dict(state_dict, strict=True)

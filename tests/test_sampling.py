@@ -1,0 +1,218 @@
+"""Sampling: guidance, samplers, grids, and N-sample runs that do not depend on processes, batches or resuming."""
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sample
+from gen import save_pretrained
+from gen.cli import parse_with_config
+from gen.models import create_model
+from gen.sampling import generate_latents, make_sampler
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_CLASSES = 10
+
+
+def perturbed(name, in_channels=3):
+    """A tiny model whose zero-initialised output layers are perturbed, so it makes non-trivial images."""
+    torch.manual_seed(0)
+    model = create_model(name, input_size=8, in_channels=in_channels, num_classes=NUM_CLASSES)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return model.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning threads cost 30x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """Pixel-space (8x8 RGB) DiT and SiT exports, and a latent DiT for the tiny VAE."""
+    folder = tmp_path_factory.mktemp("exports")
+    return {
+        "DiT": str(save_pretrained(perturbed("DiT-Mini/2"), folder / "dit.safetensors")),
+        "SiT": str(save_pretrained(perturbed("SiT-Mini/2"), folder / "sit.safetensors")),
+        "latent DiT": str(save_pretrained(perturbed("DiT-Mini/2", in_channels=4), folder / "ldit.safetensors")),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_vae(tmp_path_factory):
+    """A random diffusers AutoencoderKL (16x16 RGB <-> 4x8x8) saved as a local folder."""
+    from diffusers.models import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4,
+                        sample_size=16)
+    folder = tmp_path_factory.mktemp("vae")
+    vae.save_pretrained(folder)
+    return str(folder)
+
+
+def run(*argv):
+    """sample.py in this process (one process, no launch cost)."""
+    sample.main([str(arg) for arg in argv])
+
+
+def launch_two_processes(*argv):
+    """sample.py on 2 CPU processes: accelerate's torchrun launcher with its CPU switch (gloo)."""
+    with socket.socket() as probe:  # a free port, so concurrent runs do not collide
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port), "sample.py", *map(str, argv)]
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "on 2 processes" in result.stdout + result.stderr
+
+
+def load_npz(folder):
+    with np.load(Path(folder) / "samples.npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+# -- N-sample mode ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family, sampler_flags", [
+    ("DiT", ["--sampler", "ddim"]),
+    ("SiT", ["--mode", "ODE", "--sampling-method", "euler"]),
+])
+def test_samples_do_not_depend_on_processes_batches_or_resuming(tmp_path, exports, family, sampler_flags):
+    common = ["--ckpt", exports[family], "--vae", "none", "--num-sampling-steps", 5, "--num-fid-samples", 16,
+              "--cfg-scale", 1.5, *sampler_flags]
+    run(*common, "--per-proc-batch-size", 16, "--sample-dir", tmp_path / "one")
+    launch_two_processes(*common, "--per-proc-batch-size", 3, "--sample-dir", tmp_path / "two")
+    one, two = load_npz(tmp_path / "one"), load_npz(tmp_path / "two")
+    assert sorted(one) == ["arr_0", "arr_1"]
+    assert one["arr_0"].dtype == np.uint8 and one["arr_0"].shape == (16, 8, 8, 3)
+    assert one["arr_1"].shape == (16,) and set(one["arr_1"]) <= set(range(NUM_CLASSES))
+    assert len({image.tobytes() for image in one["arr_0"]}) == 16  # sixteen different images
+    np.testing.assert_array_equal(two["arr_0"], one["arr_0"])
+    np.testing.assert_array_equal(two["arr_1"], one["arr_1"])
+
+    # A run stopped half-way: some images missing, no samples.npz; the rerun makes only what is missing.
+    for index in range(5, 16, 2):
+        (tmp_path / "two" / f"{index:06d}.png").unlink()
+    (tmp_path / "two" / "samples.npz").unlink()
+    kept = (tmp_path / "two" / "000000.png").stat().st_mtime_ns
+    run(*common, "--per-proc-batch-size", 4, "--sample-dir", tmp_path / "two")
+    assert (tmp_path / "two" / "000000.png").stat().st_mtime_ns == kept
+    np.testing.assert_array_equal(load_npz(tmp_path / "two")["arr_0"], one["arr_0"])
+
+
+@pytest.mark.parametrize("family, sampler_flags", [("DiT", ["--sampler", "ddpm"]), ("SiT", ["--mode", "SDE"])])
+def test_stochastic_samplers_reproduce_the_same_command(tmp_path, exports, family, sampler_flags):
+    common = ["--ckpt", exports[family], "--vae", "none", "--num-sampling-steps", 4, "--num-fid-samples", 6,
+              "--per-proc-batch-size", 4, *sampler_flags]
+    run(*common, "--sample-dir", tmp_path / "a")
+    run(*common, "--sample-dir", tmp_path / "b")
+    np.testing.assert_array_equal(load_npz(tmp_path / "a")["arr_0"], load_npz(tmp_path / "b")["arr_0"])
+
+
+def test_balanced_classes_and_refusal_to_mix_settings(tmp_path, exports):
+    common = ["--ckpt", exports["DiT"], "--vae", "none", "--sampler", "ddim", "--num-sampling-steps", 3,
+              "--num-fid-samples", 12, "--sample-dir", tmp_path]
+    run(*common, "--class-order", "balanced")
+    np.testing.assert_array_equal(load_npz(tmp_path)["arr_1"], np.arange(12) % NUM_CLASSES)
+    with pytest.raises(SystemExit, match="other settings"):
+        run(*common, "--class-order", "random")
+
+
+def test_vae_folder_decodes_and_stays_batch_independent(tmp_path, exports, tiny_vae):
+    common = ["--ckpt", exports["latent DiT"], "--vae", tiny_vae, "--sampler", "dpm-solver",
+              "--num-sampling-steps", 4, "--num-fid-samples", 5]
+    run(*common, "--per-proc-batch-size", 5, "--sample-dir", tmp_path / "a")
+    run(*common, "--per-proc-batch-size", 2, "--sample-dir", tmp_path / "b")
+    a, b = load_npz(tmp_path / "a"), load_npz(tmp_path / "b")
+    assert a["arr_0"].shape == (5, 16, 16, 3)
+    np.testing.assert_array_equal(a["arr_0"], b["arr_0"])
+
+
+# -- grid mode -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family, sampler_flags", [
+    ("DiT", ["--sampler", "ddpm"]), ("DiT", ["--sampler", "dpm-solver"]),
+    ("SiT", ["--mode", "ODE"]), ("SiT", ["--mode", "SDE", "--last-step", "Tweedie"]),
+])
+def test_grid_is_a_png_of_the_right_size(tmp_path, exports, family, sampler_flags):
+    output = tmp_path / "grid.png"
+    run("--ckpt", exports[family], "--vae", "none", "--num-sampling-steps", 4, "--class-labels", 1, 2, 3, 4, 5, 6,
+        "--output", output, *sampler_flags)
+    assert Image.open(output).size == (4 * (8 + 2) + 2, 2 * (8 + 2) + 2)  # nrow 4, save_image's 2-pixel padding
+
+
+def test_grid_through_a_vae_folder_and_a_config_file(tmp_path, exports, tiny_vae):
+    config = tmp_path / "grid.yaml"
+    config.write_text(f"ckpt: {exports['latent DiT']}\nvae: {tiny_vae}\nnum-sampling-steps: 3\nnrow: 2\n"
+                      f"class_labels: [1, 2, 3, 4]\nsampler: ddim\n")
+    run("--config", config, "--output", tmp_path / "grid.png")
+    assert Image.open(tmp_path / "grid.png").size == (2 * (16 + 2) + 2,) * 2
+
+
+# -- the library -----------------------------------------------------------------------------------------
+def test_guidance_doubles_the_batch_with_the_null_class():
+    model = perturbed("DiT-Mini/2")
+    calls = []
+
+    def recording_forward_with_cfg(x, t, y, cfg_scale):
+        calls.append((x, y, cfg_scale))
+        return type(model).forward_with_cfg(model, x, t, y, cfg_scale)
+
+    model.forward_with_cfg = recording_forward_with_cfg
+    noise, labels = torch.randn(3, 3, 8, 8), torch.tensor([1, 2, 3])
+    stats = {}
+    guided = generate_latents(model, labels, noise, make_sampler("DiT", "ddim", 2), cfg_scale=4.0, stats=stats)
+    x, y, scale = calls[0]
+    assert stats == {"batches": 1, "model_evaluations": 2} and scale == 4.0 and guided.shape == noise.shape
+    assert torch.equal(x[:3], x[3:]) and torch.equal(x[:3], noise)
+    assert y.tolist() == [1, 2, 3] + [NUM_CLASSES] * 3
+    unguided = generate_latents(model, labels, noise, make_sampler("DiT", "ddim", 2), cfg_scale=1.0)
+    assert len(calls) == 2 and not torch.allclose(guided, unguided)
+
+
+def test_dpm_solver_follows_the_ddim_trajectory_in_fewer_evaluations():
+    model = perturbed("DiT-Mini/2")
+    noise, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    stats = {}
+    fast = generate_latents(model, labels, noise, make_sampler("DiT", "dpm-solver", 20), stats=stats)
+    reference = generate_latents(model, labels, noise, make_sampler("DiT", "ddim", 250))
+    assert stats["model_evaluations"] == 20
+    assert (fast - reference).abs().mean() < 0.05 * reference.abs().mean()
+
+
+def test_config_file_sets_defaults_and_flags_win(tmp_path, capsys):
+    def parser():
+        p = argparse.ArgumentParser()
+        p.add_argument("--ckpt", required=True)
+        p.add_argument("--cfg-scale", type=float, default=1.0)
+        p.add_argument("--mode", choices=["ODE", "SDE"], default="ODE")
+        return p
+
+    config = tmp_path / "c.yaml"
+    config.write_text("ckpt: a.safetensors\ncfg-scale: 4.0\nmode: SDE\n")
+    args = parse_with_config(parser(), ["--config", str(config), "--cfg-scale", "2"])
+    assert (args.ckpt, args.cfg_scale, args.mode) == ("a.safetensors", 2.0, "SDE")
+    config.write_text("ckpt: a\nbogus_key: 1\n")
+    with pytest.raises(SystemExit):
+        parse_with_config(parser(), ["--config", str(config)])
+    assert "unknown key(s) ['bogus_key']" in capsys.readouterr().err
+    config.write_text("ckpt: a\nmode: PDE\n")
+    with pytest.raises(SystemExit):
+        parse_with_config(parser(), ["--config", str(config)])
+    assert "mode = 'PDE' is not one of" in capsys.readouterr().err
