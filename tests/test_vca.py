@@ -121,3 +121,12 @@ def test_ablations_build_and_run():
     assert shared.contrast_pos_minus is None
     for vca in (learned, shared):
         torch.testing.assert_close(vca(x), vca.reference_forward(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("grid, pool", [((8, 8), 4), ((6, 10), 3), ((7, 5), (3, 2))])
+def test_pooling_equals_adaptive_avg_pool(grid, pool):
+    vca = VisualContrastAttention(32, 4, grid, pool_size=pool)
+    q = torch.randn(2, 4, grid[0] * grid[1], 8)
+    expected = torch.nn.functional.adaptive_avg_pool2d(vca._to_grid(q), vca.pool_size)
+    expected = expected.view(2, 4, 8, -1).transpose(-1, -2)
+    torch.testing.assert_close(vca._pool(q), expected)

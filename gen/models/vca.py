@@ -133,11 +133,19 @@ class VisualContrastAttention(nn.Module):
         """[n, C] -> [h, n, d]."""
         return embedding.view(self.num_contrast, self.num_heads, self.head_dim).transpose(0, 1)
 
+    def _pool(self, q):
+        """Adaptive average pooling of q [B, h, N, d] to [B, h, n, d] over the token grid."""
+        (H, W), (sh, sw) = self.grid_size, self.pool_size
+        B, h, _, d = q.shape
+        if H % sh == 0 and W % sw == 0:  # equal bins: a mean over a view, with no transposed copy of q
+            return q.view(B, h, sh, H // sh, sw, W // sw, d).mean(dim=(3, 5)).view(B, h, -1, d)
+        pooled = F.adaptive_avg_pool2d(self._to_grid(q), self.pool_size)  # [B, C, sh, sw]
+        return pooled.view(B, h, d, -1).transpose(-1, -2)
+
     def contrast_tokens(self, q):
         """The visual-contrast tokens T+ and T-, each [B, h, n, d]."""
         if self.learned_contrast is None:
-            pooled = F.adaptive_avg_pool2d(self._to_grid(q), self.pool_size)  # [B, C, sh, sw]
-            pooled = pooled.view(q.shape[0], self.num_heads, self.head_dim, -1).transpose(-1, -2)
+            pooled = self._pool(q)
         else:
             pooled = self._per_head(self.learned_contrast).unsqueeze(0)
         pos_minus = self.contrast_pos_plus if self.contrast_pos_minus is None else self.contrast_pos_minus
