@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from gen.data.transforms import center_crop_arr  # one ADM crop for training, latents and FID references
+
 from .errors import FIDError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
@@ -22,17 +24,6 @@ def check_images_shape(name, dtype, shape):
         raise FIDError(f"{name} must be uint8 images [N, H, W, 3], got {np.dtype(dtype)} {list(shape)}")
     if shape[0] == 0:
         raise FIDError(f"{name} holds no images")
-
-
-def center_crop_arr(image, image_size):
-    """ADM's center crop: halve with BOX while large, resize the short side with BICUBIC, crop the middle."""
-    while min(*image.size) >= 2 * image_size:
-        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
-    scale = image_size / min(*image.size)
-    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
-    array = np.asarray(image)
-    top, left = (array.shape[0] - image_size) // 2, (array.shape[1] - image_size) // 2
-    return array[top: top + image_size, left: left + image_size]
 
 
 class NpzImages:

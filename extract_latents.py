@@ -1,0 +1,62 @@
+"""Encode a data set once with the VAE (each image and its mirror image) into a latent folder for training.
+
+    accelerate launch extract_latents.py --data-path data/imagenet/train --image-size 256 --vae ema \\
+        --output data/latents-256-ema
+    accelerate launch train_dit.py --config configs/dit-s2-vca-256.yaml --latents data/latents-256-ema
+
+Shards already written are skipped, so rerunning the same command resumes an interrupted extraction.
+Training with --latents checks that the folder was made with the same --vae and --image-size.
+"""
+import argparse
+import os
+import sys
+
+from accelerate import Accelerator
+
+from gen.cli import parse_with_config
+from gen.data import open_image_dataset
+from gen.data.latents import DTYPES, LatentSetError, extract_latents, extraction_plan
+from gen.vae import VAEUnavailableError, latent_shape, load_vae
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-path", default=None,
+                        help="ImageFolder (root/<class>/<image>); without it, the built-in scikit-learn digits")
+    parser.add_argument("--output", required=True, help="the latent folder (created, or completed when resumed)")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--vae", default="ema", help="ema | mse | a local AutoencoderKL folder")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16", help="how latents are stored")
+    parser.add_argument("--shard-size", type=int, default=10_000, help="images per shard (the unit of resumption)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per VAE batch (per process)")
+    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--strict", action="store_true", help="stop at an unreadable image instead of skipping it")
+    parser.add_argument("--global-seed", type=int, default=0, help="seeds the posterior samples")
+    return parse_with_config(parser, argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.vae == "none":
+        raise LatentSetError("--vae none trains on pixels directly; there is nothing to extract")
+    accelerator = Accelerator()
+    vae = load_vae(args.vae, accelerator.device)
+    dataset = open_image_dataset(args.data_path, args.image_size, strict=args.strict)
+    channels, side = latent_shape(vae, args.image_size)
+    plan = extraction_plan(dataset, vae_name=args.vae, image_size=args.image_size, latent_shape=(channels, side, side),
+                           shard_size=args.shard_size, dtype=args.dtype,
+                           source=os.path.abspath(args.data_path) if args.data_path else "digits",
+                           seed=args.global_seed)
+    manifest = extract_latents(dataset, vae, args.output, plan, accelerator=accelerator, batch_size=args.batch_size,
+                               num_workers=args.num_workers)
+    if accelerator.is_main_process:
+        print(f"{args.output}: {manifest['count']:,} latents {manifest['shape']} ({manifest['dtype']}, x2 with the "
+              f"flips) of {manifest['source_count']:,} images; {len(manifest['skipped'])} unreadable images skipped"
+              + "".join(f"\n  skipped {path}" for path in manifest["skipped"][:20]))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (LatentSetError, VAEUnavailableError, FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")

@@ -1,0 +1,53 @@
+"""The built-in demo data set: scikit-learn's handwritten digits (1,797 real 8x8 grey images, 10 classes,
+shipped inside scikit-learn, so nothing is downloaded), upscaled to the training size, grey to RGB."""
+import numpy as np
+import torch
+from PIL import Image
+
+from .images import split_key
+from .transforms import horizontal_flip, to_tensor
+
+DIGITS_SIDE = 8
+DIGITS_MAX = 16  # load_digits' pixels are counts 0..16
+
+
+def load_digit_arrays():
+    """(uint8 [1797, 8, 8] grey in 0..255, int labels [1797])."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    grey = np.round(digits.images * (255.0 / DIGITS_MAX)).astype(np.uint8)
+    return grey, digits.target.astype(np.int64)
+
+
+def upscale_digits(grey: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 [N, 8, 8] -> uint8 [N, S, S, 3] by bicubic resizing (smooth strokes, not 8x8 blocks)."""
+    resized = [np.asarray(Image.fromarray(image).resize((image_size, image_size), Image.BICUBIC)) for image in grey]
+    return np.repeat(np.stack(resized)[..., None], 3, axis=-1)
+
+
+def downscale_to_digits(images: np.ndarray) -> np.ndarray:
+    """uint8 [N, S, S, 3] -> float [N, 64] grey features on load_digits' 0..16 scale (box filter to 8x8)."""
+    grey = [np.asarray(Image.fromarray(image).convert("L").resize((DIGITS_SIDE, DIGITS_SIDE), Image.BOX))
+            for image in images]
+    return np.stack(grey).reshape(len(images), -1).astype(np.float64) * (DIGITS_MAX / 255.0)
+
+
+class DigitsDataset(torch.utils.data.Dataset):
+    """The digits as ([3, S, S] in [-1, 1], label), all held in memory (about 1,800 small images)."""
+
+    def __init__(self, image_size: int = 16):
+        grey, labels = load_digit_arrays()
+        self.image_size = image_size
+        self.images = torch.stack([to_tensor(image) for image in upscale_digits(grey, image_size)])
+        self.labels = torch.from_numpy(labels)
+        self.classes = [str(digit) for digit in range(10)]
+        self.root = "built-in scikit-learn digits"
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, key):
+        index, flip = split_key(key)
+        image = self.images[index]
+        return horizontal_flip(image) if flip else image, int(self.labels[index])

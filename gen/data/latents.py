@@ -1,0 +1,220 @@
+"""Latent pre-extraction: encode a data set once with the VAE (each image and its mirror image, so flip
+augmentation survives), and the data set that trains on the result.
+
+A latent folder holds `manifest.json` (count, shape, dtype, VAE, image size, classes, shards, skipped files)
+and `shard-00000.safetensors`, ... with `latents` [n, 2, C, h, w] (index 1 on axis 1 is the flipped image),
+`labels` [n] and `indices` [n] (positions in the image data set). Shard i always holds images
+[i * shard_size, (i + 1) * shard_size), so any number of processes can fill in the missing shards, and a
+rerun skips the finished ones (each is written to a .tmp file, then renamed).
+"""
+import json
+import math
+import os
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from ..vae import encode
+from .images import SkippedImage, collate_skipping_unreadable, split_key
+from .transforms import horizontal_flip
+
+MANIFEST = "manifest.json"
+DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class LatentSetError(ValueError):
+    pass
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+def read_manifest(root) -> dict:
+    path = os.path.join(root, MANIFEST)
+    if not os.path.isfile(path):
+        raise LatentSetError(f"{root} holds no {MANIFEST}; make a latent set with extract_latents.py")
+    with open(path) as file:
+        return json.load(file)
+
+
+def write_manifest(root, manifest: dict):
+    temporary = os.path.join(root, MANIFEST + ".tmp")
+    with open(temporary, "w") as file:
+        json.dump(manifest, file, indent=1)
+    os.replace(temporary, os.path.join(root, MANIFEST))
+
+
+def vae_identity(name) -> str:
+    """`--vae` as recorded: local folders by absolute path, so ./vae and /abs/vae are the same VAE."""
+    return os.path.abspath(name) if os.path.isdir(str(name)) else str(name)
+
+
+def extraction_plan(dataset, *, vae_name, image_size, latent_shape, shard_size, dtype, source, seed) -> dict:
+    """The settings an extraction is defined by; a resumed extraction must have the same ones."""
+    return dict(vae=vae_identity(vae_name), image_size=image_size, shape=list(latent_shape), dtype=dtype,
+                shard_size=shard_size, source=str(source), source_count=len(dataset),
+                num_shards=math.ceil(len(dataset) / shard_size), classes=list(dataset.classes),
+                num_classes=len(dataset.classes), seed=seed, flipped=True)
+
+
+def start_extraction(root, plan: dict):
+    """Write the plan as an unfinished manifest, or check that an unfinished one has the same plan."""
+    os.makedirs(root, exist_ok=True)
+    if os.path.isfile(os.path.join(root, MANIFEST)):
+        previous = read_manifest(root)
+        changed = {key: (previous.get(key), value) for key, value in plan.items() if previous.get(key) != value}
+        if changed:
+            details = ", ".join(f"{key}: {old!r} there, {new!r} now" for key, (old, new) in changed.items())
+            raise LatentSetError(f"{root} holds latents made with other settings ({details}); "
+                                 f"use another --output folder or the same settings")
+        return
+    write_manifest(root, dict(plan, complete=False))
+
+
+@torch.no_grad()
+def encode_shard(dataset, shard: int, plan: dict, vae, device, batch_size: int, num_workers: int) -> dict:
+    """(tensors, skipped paths) of shard `shard`: the latents of each readable image and of its mirror image."""
+    first = shard * plan["shard_size"]
+    indices = list(range(first, min(first + plan["shard_size"], len(dataset))))
+    loader = torch.utils.data.DataLoader(IndexedSubset(dataset, indices), batch_size=batch_size,
+                                         num_workers=num_workers, collate_fn=collate_with_indices)
+    generator = torch.Generator(device).manual_seed(plan["seed"] * 100_003 + shard)  # a rerun draws the same
+    latents, labels, kept, skipped = [], [], [], []
+    for images, batch_labels, batch_indices, batch_skipped in loader:
+        skipped += batch_skipped
+        if images is None:
+            continue
+        images = images.to(device)
+        both = encode(vae, torch.cat([images, horizontal_flip(images)]), generator)
+        latents.append(torch.stack(both.chunk(2), dim=1).to("cpu", DTYPES[plan["dtype"]]))
+        labels.append(batch_labels)
+        kept.append(batch_indices)
+    shape = [0, 2, *plan["shape"]]
+    return dict(latents=torch.cat(latents) if latents else torch.zeros(shape, dtype=DTYPES[plan["dtype"]]),
+                labels=torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
+                indices=torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long)), skipped
+
+
+class IndexedSubset(torch.utils.data.Dataset):
+    """Items of `dataset` at `indices`, each returned with its index."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, position):
+        index = self.indices[position]
+        return index, self.dataset[index]
+
+
+def collate_with_indices(items):
+    images, labels, skipped = collate_skipping_unreadable([item for _, item in items])
+    kept = torch.tensor([index for index, item in items if not isinstance(item, SkippedImage)], dtype=torch.long)
+    return images, labels, kept, list(skipped)
+
+
+def shard_count(path) -> int:
+    with safe_open(path, framework="pt") as file:
+        return file.get_slice("labels").get_shape()[0]
+
+
+def extract_latents(dataset, vae, root, plan: dict, *, accelerator, batch_size: int = 32, num_workers: int = 4):
+    """Encode the shards of `dataset` missing from `root`, spread over the processes; then, on the main
+    process, complete the manifest. Returns the manifest."""
+    if accelerator.is_main_process:
+        start_extraction(root, plan)
+    accelerator.wait_for_everyone()
+    todo = [shard for shard in range(plan["num_shards"])
+            if shard % accelerator.num_processes == accelerator.process_index
+            and not os.path.isfile(os.path.join(root, shard_name(shard)))]
+    progress = tqdm(todo, desc=f"encoding (process {accelerator.process_index})", unit="shard",
+                    disable=not accelerator.is_local_main_process)
+    for shard in progress:
+        tensors, skipped = encode_shard(dataset, shard, plan, vae, accelerator.device, batch_size, num_workers)
+        path = os.path.join(root, shard_name(shard))
+        save_file({k: v.contiguous() for k, v in tensors.items()}, path + ".tmp",
+                  metadata={"skipped": json.dumps(skipped)})
+        os.replace(path + ".tmp", path)  # a shard exists only once it is whole
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        finish_manifest(root)
+    accelerator.wait_for_everyone()
+    return read_manifest(root)
+
+
+def finish_manifest(root) -> dict:
+    """Count the shards and record the skipped images; mark the set complete."""
+    manifest = read_manifest(root)
+    shards, skipped = [], []
+    for shard in range(manifest["num_shards"]):
+        path = os.path.join(root, shard_name(shard))
+        with safe_open(path, framework="pt") as file:
+            shards.append({"file": shard_name(shard), "count": file.get_slice("labels").get_shape()[0]})
+            skipped += json.loads((file.metadata() or {}).get("skipped", "[]"))
+    manifest.update(shards=shards, count=sum(s["count"] for s in shards), skipped=skipped, complete=True)
+    write_manifest(root, manifest)
+    return manifest
+
+
+def check_latent_set(root, manifest: dict, *, vae_name=None, image_size=None):
+    """Fail with a clear message when the set is unfinished, made for another VAE or size, or incomplete."""
+    if not manifest.get("complete"):
+        raise LatentSetError(f"the latent set {root} is unfinished; run extract_latents.py again with the same "
+                             f"arguments to finish it")
+    if vae_name is not None and manifest["vae"] != vae_identity(vae_name):
+        raise LatentSetError(f"the latents in {root} were made with --vae {manifest['vae']}, this run uses "
+                             f"--vae {vae_name}; pass --vae {manifest['vae']} or extract them again")
+    if image_size is not None and manifest["image_size"] != image_size:
+        raise LatentSetError(f"the latents in {root} are of {manifest['image_size']}-pixel images, this run "
+                             f"uses --image-size {image_size}; pass --image-size {manifest['image_size']} "
+                             f"or extract them again")
+    for shard in manifest["shards"]:
+        path = os.path.join(root, shard["file"])
+        if not os.path.isfile(path):
+            raise LatentSetError(f"{path} is missing; run extract_latents.py again to rebuild it")
+        if shard_count(path) != shard["count"]:
+            raise LatentSetError(f"{path} holds {shard_count(path)} latents, the manifest says {shard['count']}; "
+                                 f"delete it and run extract_latents.py again")
+    if sum(shard["count"] for shard in manifest["shards"]) != manifest["count"]:
+        raise LatentSetError(f"the shards of {root} do not add up to the manifest's count {manifest['count']}")
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """Pre-extracted latents as ([C, h, w] float32, label); the key's flip bit picks the mirror image's latent.
+    Shards are read lazily through safetensors' memory map, one open file per shard and worker."""
+
+    def __init__(self, root, *, vae_name=None, image_size=None):
+        self.root = root
+        self.manifest = read_manifest(root)
+        check_latent_set(root, self.manifest, vae_name=vae_name, image_size=image_size)
+        self.classes = self.manifest["classes"]
+        self.shape = tuple(self.manifest["shape"])
+        self.shard_files = [shard["file"] for shard in self.manifest["shards"]]
+        self.shard_starts = np.cumsum([0] + [shard["count"] for shard in self.manifest["shards"]])
+        self.labels = torch.cat([self.read(shard["file"], "labels") for shard in self.manifest["shards"]])
+        self.files = {}
+
+    def read(self, file, name):
+        with safe_open(os.path.join(self.root, file), framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    def __getstate__(self):  # open files stay behind when a DataLoader worker receives a copy
+        return {**self.__dict__, "files": {}}
+
+    def __len__(self):
+        return int(self.shard_starts[-1])
+
+    def __getitem__(self, key):
+        index, flip = split_key(key)
+        shard = int(np.searchsorted(self.shard_starts, index, side="right")) - 1
+        file, row = self.shard_files[shard], index - int(self.shard_starts[shard])
+        if file not in self.files:
+            self.files[file] = safe_open(os.path.join(self.root, file), framework="pt")
+        latent = self.files[file].get_slice("latents")[row: row + 1]
+        return latent[0, int(flip)].float(), int(self.labels[index])

@@ -1,0 +1,312 @@
+"""The one training loop of train_dit.py and train_sit.py: DiT's train.py on Hugging Face Accelerate.
+
+    train(args, family="SiT", loss_fn=lambda model, x, y: transport.training_losses(model, x, dict(y=y))["loss"],
+          sample_fn=make_sampler("SiT", "ODE", 50))
+
+AdamW on the global batch split over the processes, optional mixed precision, EMA every step, gradient
+clipping, checkpointing and torch.compile; logs, atomic checkpoints with exact resumption, EMA sample grids,
+and the EMA weights exported as safetensors at the end. The data order is a function of (seed, epoch)
+(gen/data/sampler.py) and every process's RNG is in the checkpoint, so a resumed run repeats the
+uninterrupted one exactly.
+"""
+import argparse
+import importlib.util
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+
+from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from .data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
+from .ema import create_ema, update_ema
+from .export import save_pretrained
+from .models import create_model
+from .training_log import TrainingLog, peak_memory_gb
+from .training_samples import grid_classes, write_grid, write_samples_npz
+from .vae import encode, latent_shape, load_vae
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on; the message says why and what to do."""
+
+
+# -- set-up --------------------------------------------------------------------------------------------------
+def default_results_dir(model_name: str) -> str:
+    return os.path.join("results", model_name.replace("/", "-"))
+
+
+def make_accelerator(args, results_dir) -> Accelerator:
+    log_with = args.log_with
+    if log_with == "auto":
+        log_with = "tensorboard" if importlib.util.find_spec("tensorboard") else None
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=None if log_with == "none" else log_with,
+                              project_dir=results_dir)
+    if args.global_batch_size % accelerator.num_processes:
+        raise TrainingError(f"--global-batch-size {args.global_batch_size} is not divisible by the "
+                            f"{accelerator.num_processes} processes; use a multiple of {accelerator.num_processes}")
+    if accelerator.device.type == "cuda":  # TF32 matmuls: DiT's setting, several times faster on A100/H100
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return accelerator
+
+
+def open_training_data(args, vae):
+    """(data set, latent (channels, side), whether items are latents already)."""
+    if args.latents is not None:
+        dataset = LatentDataset(args.latents, vae_name=args.vae, image_size=args.image_size)
+        return dataset, (dataset.shape[0], dataset.shape[1]), True
+    dataset = open_image_dataset(args.data_path, args.image_size, strict=args.strict)
+    return dataset, latent_shape(vae, args.image_size), False
+
+
+def build_model(args, shape):
+    torch.manual_seed(args.global_seed)  # the same initial weights whatever the number of processes
+    model = create_model(args.model, input_size=shape[1], in_channels=shape[0], num_classes=args.num_classes,
+                         class_dropout_prob=args.class_dropout_prob)
+    if args.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    return model
+
+
+def check_arguments(args, family: str):
+    if not args.model.startswith(f"{family}-"):
+        script = "train_sit.py" if family == "DiT" else "train_dit.py"
+        raise TrainingError(f"train_{family.lower()}.py trains {family} models; use {script} for --model {args.model}")
+    if args.epochs is None and args.max_steps is None:
+        raise TrainingError("give --epochs and/or --max-steps (the paper settings: --max-steps 400000)")
+    for flag in ("log_every", "ckpt_every", "global_batch_size"):
+        if getattr(args, flag) < 1:
+            raise TrainingError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.cfg_scale > 1 and args.class_dropout_prob <= 0:
+        raise TrainingError("--cfg-scale > 1 needs the null class that --class-dropout-prob > 0 trains; "
+                            "pass --cfg-scale 1 or a positive --class-dropout-prob")
+
+
+def tracker_config(args) -> dict:
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
+
+
+# -- the loop ------------------------------------------------------------------------------------------------
+@dataclass
+class TrainingRun:
+    """Everything the loop, checkpoints and samples use."""
+
+    accelerator: Accelerator
+    args: argparse.Namespace
+    log: TrainingLog
+    model: torch.nn.Module  # as trained: wrapped by Accelerate (DDP) and maybe compiled
+    raw_model: torch.nn.Module  # the same parameters, unwrapped: what the EMA follows
+    ema: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    sampler: EpochBatchSampler
+    loader: torch.utils.data.DataLoader
+    vae: torch.nn.Module | None
+    from_latents: bool
+    loss_fn: Callable
+    sample_fn: Callable
+    results_dir: str
+    shape: tuple[int, int]
+
+
+class Window:
+    """What happened since the last log line; the loss stays on the device so that steps do not sync."""
+
+    def __init__(self, device):
+        self.start = time.perf_counter()
+        self.loss_sum, self.steps, self.images, self.skipped = torch.zeros((), device=device), 0, 0, 0
+        self.batch_size = 0
+
+    def add(self, loss, batch_size: int, skipped: int):
+        self.loss_sum += loss.detach().float()
+        self.steps, self.images, self.skipped = self.steps + 1, self.images + batch_size, self.skipped + skipped
+        self.batch_size = batch_size
+
+
+def check_finite(accelerator, window, step: int, results_dir, last_checked: int):
+    """Stop every process alike when a loss since `last_checked` was NaN or infinite."""
+    loss_sum = accelerator.reduce(window.loss_sum.clone(), reduction="sum")
+    if torch.isfinite(loss_sum):
+        return
+    found = list_checkpoints(results_dir)
+    kept = f"the last good checkpoint is {found[-1]} (--resume latest)" if found else "no checkpoint was saved yet"
+    raise TrainingError(f"the loss became {loss_sum.item()} between steps {last_checked + 1} and {step}; stopped "
+                        f"without saving. {kept}. Lower --lr, set --max-grad-norm, or use bf16 instead of fp16")
+
+
+def log_window(accelerator, log, window, step, *, grad_norm, skipped_total, device):
+    totals = accelerator.reduce(torch.stack([window.loss_sum.float(), torch.tensor(float(window.images), device=device),
+                                             torch.tensor(float(window.skipped), device=device)]), reduction="sum")
+    per_process = accelerator.gather(torch.tensor([window.batch_size], device=device)).tolist()
+    seconds = time.perf_counter() - window.start
+    log.metrics(step, {
+        "loss": totals[0].item() / (window.steps * accelerator.num_processes),
+        "steps_per_sec": window.steps / seconds,
+        "images_per_sec": totals[1].item() / seconds,
+        "grad_norm": float(grad_norm),
+        "peak_memory_gb": peak_memory_gb(device),
+        "batch_per_process": per_process,
+        "skipped_images": skipped_total + int(totals[2].item()),
+    })
+    return skipped_total + int(totals[2].item())
+
+
+def train_steps(run, start_step: int, max_steps: int):
+    """Optimiser steps from `start_step` to `max_steps`, epoch by epoch from the data position of the step."""
+    accelerator, args, log, model, optimizer = run.accelerator, run.args, run.log, run.model, run.optimizer
+    sampler, device = run.sampler, accelerator.device
+    step, last_checked, skipped_total, grad_norm = start_step, start_step, 0, float("nan")
+    window = Window(device)
+    model.train()
+    while step < max_steps:
+        epoch, batch_in_epoch = divmod(step, sampler.steps_per_epoch)
+        sampler.set_position(epoch, batch_in_epoch)
+        for images, labels, skipped in run.loader:
+            for path in skipped:
+                log.warning(f"skipped unreadable image {path} (--strict stops at it instead)")
+            if images is None:
+                raise TrainingError(f"every image of a batch was unreadable ({skipped[:3]}...); check --data-path")
+            x, y = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            if not run.from_latents:
+                x = encode(run.vae, x)  # a fresh posterior sample each step, as DiT's train.py
+            loss = run.loss_fn(model, x, y).mean()
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            log_now = (step + 1) % args.log_every == 0
+            if args.max_grad_norm or log_now:  # the norm needs a pass over all gradients: only when used
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
+            optimizer.step()
+            update_ema(run.ema, run.raw_model, args.ema_decay)
+            step += 1
+            window.add(loss, len(x), len(skipped))
+
+            if log_now:
+                check_finite(accelerator, window, step, run.results_dir, last_checked)
+                skipped_total = log_window(accelerator, log, window, step, grad_norm=grad_norm,
+                                           skipped_total=skipped_total, device=device)
+                last_checked, window = step, Window(device)
+            if step % args.ckpt_every == 0 or step == max_steps:
+                check_finite(accelerator, window, step, run.results_dir, last_checked)
+                save(run, step)
+            if args.sample_every and step % args.sample_every == 0:
+                grid(run, os.path.join(run.results_dir, "samples", f"step-{step:07d}.png"))
+            if step >= max_steps:
+                break
+    return step
+
+
+def save(run, step: int):
+    sampler = run.sampler
+    epoch, batch_in_epoch = divmod(step, sampler.steps_per_epoch)
+    state = dict(epoch=epoch, batch_in_epoch=batch_in_epoch, global_batch_size=sampler.global_batch_size,
+                 dataset_size=sampler.dataset_size, global_seed=run.args.global_seed)
+    path = save_checkpoint(run.accelerator, run.results_dir, step, run.ema, state)
+    run.log.info(f"saved checkpoint {path}")
+
+
+def grid(run, path):
+    """An EMA sample grid on the main process (a row per class); the others wait."""
+    accelerator, args = run.accelerator, run.args
+    if accelerator.is_main_process:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        classes = grid_classes(args.num_classes, args.grid_classes)
+        write_grid(run.ema, run.vae, run.sample_fn, path, classes=classes, columns=args.grid_columns,
+                   latent_shape=run.shape, cfg_scale=args.cfg_scale, device=accelerator.device,
+                   seed=args.global_seed)
+        run.log.info(f"saved sample grid {path}")
+    accelerator.wait_for_everyone()
+
+
+def resume(run) -> int:
+    """Load `--resume`; returns its step. The data set and global batch must be the ones it was saved with."""
+    args, sampler = run.args, run.sampler
+    path = resolve_resume(args.resume, run.results_dir)
+    state = load_checkpoint(run.accelerator, path, run.ema)
+    saved = (state["dataset_size"], state["global_batch_size"])
+    if saved != (sampler.dataset_size, sampler.global_batch_size):
+        raise TrainingError(f"{path} was saved training on {saved[0]} items in global batches of {saved[1]}; this "
+                            f"run has {sampler.dataset_size} and {sampler.global_batch_size}, so the data position "
+                            f"cannot be restored. Resume with the same data and --global-batch-size")
+    run.log.info(f"resumed from {path} at step {state['step']} (epoch {state['epoch']}, "
+                 f"batch {state['batch_in_epoch']})")
+    return state["step"]
+
+
+def finish(run, step: int):
+    """Export the EMA weights, draw the final grid and the requested samples."""
+    accelerator, args, results_dir, log = run.accelerator, run.args, run.results_dir, run.log
+    if accelerator.is_main_process:
+        path = save_pretrained(run.ema, os.path.join(results_dir, "model.safetensors"), ema=True)
+        log.info(f"exported the EMA weights of step {step} to {path}")
+    grid(run, os.path.join(results_dir, "grid.png"))
+    if args.final_samples and accelerator.is_main_process:
+        start = time.perf_counter()
+        path = os.path.join(results_dir, "samples.npz")
+        write_samples_npz(run.ema, run.vae, run.sample_fn, path, count=args.final_samples,
+                          latent_shape=run.shape, cfg_scale=args.cfg_scale, device=accelerator.device,
+                          seed=args.global_seed)
+        log.info(f"wrote {args.final_samples} samples to {path} in {time.perf_counter() - start:.1f} s")
+    accelerator.wait_for_everyone()
+
+
+def train(args, *, family: str, loss_fn, sample_fn):
+    """Train `args.model` with per-sample `loss_fn(model, x, y)`; grids and samples come from `sample_fn`
+    (gen.sampling.make_sampler). Returns the results folder."""
+    check_arguments(args, family)
+    results_dir = args.results_dir or default_results_dir(args.model)
+    accelerator = make_accelerator(args, results_dir)
+    if accelerator.is_main_process:
+        os.makedirs(results_dir, exist_ok=True)
+        with open(os.path.join(results_dir, "args.json"), "w") as file:
+            json.dump(vars(args), file, indent=1)
+    accelerator.wait_for_everyone()
+    log = TrainingLog(accelerator, results_dir)
+
+    vae = load_vae(args.vae, accelerator.device)
+    dataset, shape, from_latents = open_training_data(args, vae)
+    if len(dataset.classes) > args.num_classes:
+        raise TrainingError(f"the data has {len(dataset.classes)} classes but --num-classes is {args.num_classes}")
+    sampler = EpochBatchSampler(len(dataset), args.global_batch_size, rank=accelerator.process_index,
+                                world_size=accelerator.num_processes, seed=args.global_seed,
+                                random_flip=args.random_flip)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=args.num_workers, collate_fn=collate_skipping_unreadable,
+        pin_memory=accelerator.device.type == "cuda", persistent_workers=args.num_workers > 0,
+        generator=torch.Generator())  # its own generator: creating an epoch's iterator leaves the global RNG alone
+
+    model = build_model(args, shape)
+    ema = create_ema(model).to(accelerator.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                                  fused=accelerator.device.type == "cuda")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model = accelerator.unwrap_model(model)
+    torch.manual_seed(args.global_seed * accelerator.num_processes + accelerator.process_index)  # DiT's seeding
+    if args.compile:
+        model = torch.compile(model)
+
+    max_steps = args.max_steps or math.inf
+    if args.epochs is not None:
+        max_steps = min(max_steps, args.epochs * sampler.steps_per_epoch)
+    run = TrainingRun(accelerator, args, log, model, raw_model, ema, optimizer, sampler, loader, vae, from_latents,
+                      loss_fn, sample_fn, results_dir, shape)
+    start_step = resume(run) if args.resume else 0
+
+    source = args.latents or args.data_path or "the built-in scikit-learn digits"
+    log.info(f"{args.model}: {sum(p.numel() for p in raw_model.parameters()):,} parameters, input {shape[0]}x"
+             f"{shape[1]}x{shape[1]} ({'pixels' if vae is None else 'VAE ' + args.vae + ' latents'})")
+    log.info(f"data: {len(dataset):,} items of {len(dataset.classes)} classes from {source}; "
+             f"{sampler.steps_per_epoch:,} steps per epoch")
+    log.info(f"global batch {args.global_batch_size} = {accelerator.num_processes} processes x {sampler.batch_size}; "
+             f"training steps {start_step} -> {max_steps} on {accelerator.device} "
+             f"(mixed precision: {accelerator.mixed_precision})")
+    accelerator.init_trackers("train", config=tracker_config(args))
+    start = time.perf_counter()
+    step = train_steps(run, start_step, max_steps) if start_step < max_steps else start_step
+    log.info(f"trained {step - start_step} steps in {time.perf_counter() - start:.1f} s")
+    finish(run, step)
+    accelerator.end_training()
+    return results_dir

@@ -1,0 +1,54 @@
+"""What a training run reports: lines on stdout and in `log.txt`, metrics in `log.jsonl` and in
+Accelerate's trackers (tensorboard when installed)."""
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+
+
+class TrainingLog:
+    """Writes on the main process only; `warning` prints on every process (each reads its own data)."""
+
+    def __init__(self, accelerator, results_dir):
+        self.accelerator = accelerator
+        self.is_main = accelerator.is_main_process
+        self.text_path = os.path.join(results_dir, "log.txt")
+        self.jsonl_path = os.path.join(results_dir, "log.jsonl")
+
+    def info(self, message: str):
+        if not self.is_main:
+            return
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}"
+        print(line, flush=True)
+        with open(self.text_path, "a") as file:
+            file.write(line + "\n")
+
+    def warning(self, message: str):
+        if self.is_main:
+            self.info(f"warning: {message}")
+        else:
+            print(f"[process {self.accelerator.process_index}] warning: {message}", file=sys.stderr, flush=True)
+
+    def metrics(self, step: int, values: dict):
+        """One line of `values` for humans, one JSON object per line for programs, and the trackers."""
+        if not self.is_main:
+            return
+        shown = " ".join(f"{key}={format_value(value)}" for key, value in values.items())
+        self.info(f"step {step:07d} {shown}")
+        with open(self.jsonl_path, "a") as file:
+            file.write(json.dumps({"step": step, **values}) + "\n")
+        self.accelerator.log({k: v for k, v in values.items() if isinstance(v, (int, float))}, step=step)
+
+
+def format_value(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak GPU memory allocated by tensors, or the process's peak resident memory on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB

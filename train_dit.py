@@ -1,0 +1,43 @@
+"""Train a DiT (Gaussian diffusion, eps prediction with learned variance) on images, latents or the digits.
+
+    accelerate launch train_dit.py --config configs/dit-s2-vca-256.yaml --latents data/latents-256-ema
+    python train_dit.py --model DiT-Mini/4-VCA --image-size 16 --num-classes 10 --vae none --max-steps 500
+
+See docs/training.md for the paper settings, resuming and multi-GPU launches.
+"""
+import argparse
+import sys
+
+import torch
+
+from gen.cli import parse_with_config
+from gen.diffusion import create_diffusion
+from gen.sampling import DIT_SAMPLERS, make_sampler
+from gen.training import TrainingError, train
+from gen.training_args import add_training_arguments
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_arguments(parser, default_model="DiT-S/2-VCA")
+    parser.add_argument("--sampler", choices=DIT_SAMPLERS, default="ddpm", help="for grids and final samples")
+    return parse_with_config(parser, argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    diffusion = create_diffusion(timestep_respacing="")  # training uses all 1000 steps
+
+    def loss_fn(model, x, y):
+        t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],), device=x.device)
+        return diffusion.training_losses(model, x, t, dict(y=y))["loss"]
+
+    sample_fn = make_sampler("DiT", args.sampler, args.num_sampling_steps)
+    return train(args, family="DiT", loss_fn=loss_fn, sample_fn=sample_fn)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except TrainingError as error:
+        sys.exit(f"error: {error}")

@@ -1,0 +1,51 @@
+"""Train a SiT (an interpolant transport: Linear/GVP/VP paths, velocity/noise/score prediction).
+
+    accelerate launch train_sit.py --config configs/sit-s2-vca-256.yaml --latents data/latents-256-ema
+    python train_sit.py --config configs/demo.yaml            # the digits demo of `make demo`
+
+See docs/training.md for the paper settings, resuming and multi-GPU launches.
+"""
+import argparse
+import sys
+
+from gen.cli import parse_with_config
+from gen.diffusion import create_transport
+from gen.sampling import SIT_MODES, make_sampler
+from gen.training import TrainingError, train
+from gen.training_args import add_training_arguments
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_arguments(parser, default_model="SiT-S/2-VCA")
+    transport = parser.add_argument_group("transport (SiT's flags)")
+    transport.add_argument("--path-type", choices=["Linear", "GVP", "VP"], default="Linear")
+    transport.add_argument("--prediction", choices=["velocity", "noise", "score"], default="velocity")
+    transport.add_argument("--loss-weight", choices=["velocity", "likelihood"], default=None)
+    transport.add_argument("--train-eps", type=float, default=None)
+    transport.add_argument("--sample-eps", type=float, default=None)
+    transport.add_argument("--sampler", choices=SIT_MODES, default="ODE", help="for grids and final samples")
+    transport.add_argument("--sampling-method", default=None,
+                           help="ODE: dopri5 (default), euler, heun2, rk4...; SDE: Euler (default) or Heun")
+    return parse_with_config(parser, argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    transport_options = dict(path_type=args.path_type, prediction=args.prediction, loss_weight=args.loss_weight,
+                             train_eps=args.train_eps, sample_eps=args.sample_eps)
+    transport = create_transport(**transport_options)
+    sample_fn = make_sampler("SiT", args.sampler, args.num_sampling_steps, sampling_method=args.sampling_method,
+                             **transport_options)
+
+    def loss_fn(model, x, y):
+        return transport.training_losses(model, x, dict(y=y))["loss"]
+
+    return train(args, family="SiT", loss_fn=loss_fn, sample_fn=sample_fn)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except TrainingError as error:
+        sys.exit(f"error: {error}")
