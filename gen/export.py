@@ -138,7 +138,7 @@ def _load_checkpoint_folder(folder):
     missing = [p for p in (config_path, weights_path) if not os.path.exists(p)]
     if missing:
         raise CheckpointError(f"{folder} is not a training checkpoint: {missing[0]} is missing; pass a folder "
-                              f"written by the training loop (checkpoints/NNNNNNN) or an exported .safetensors")
+                              f"written by the training loop (RESULTS/ckpt/step-NNNNNNN) or an exported .safetensors")
     with open(config_path) as handle:
         saved = json.load(handle)
     return _load_export(weights_path, saved["name"], saved["config"])
