@@ -17,16 +17,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import device_name  # noqa: E402
 
 from fid.features import InceptionFeatures, default_device  # noqa: E402
 from fid.images import ArrayImages  # noqa: E402
 from fid.weights import save_random_inception_weights  # noqa: E402
-
-
-def device_name(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({torch.get_num_threads()} threads)"
 
 
 def measure(extractor, images, batch_size):
