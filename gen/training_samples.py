@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .sampling import generate_images, image_label_and_noise, sample_grid
+from .sampling import SEED_STRIDE, STEP_NOISE_OFFSET, generate_images, image_label_and_noise, sample_grid
 from .vae import to_uint8
 
 FINAL_SAMPLE_BATCH = 250
@@ -58,7 +58,7 @@ def write_samples_npz(ema, vae, sample_fn, path, *, count, latent_shape, cfg_sca
                      for i in range(start, min(start + FINAL_SAMPLE_BATCH, count))]
             batch_labels = torch.tensor([label for label, _ in drawn], device=device)
             noise = torch.stack([noise for _, noise in drawn]).to(device)
-            torch.manual_seed(seed + start)  # the step noise of stochastic samplers
+            torch.manual_seed(STEP_NOISE_OFFSET + seed * SEED_STRIDE + start)  # step noise seeded as sample.py
             images.append(to_uint8(generate_images(ema, vae, batch_labels, noise, sample_fn, cfg_scale)).numpy())
             labels.append(batch_labels.cpu().numpy())
     images, labels = np.concatenate(images), np.concatenate(labels)
