@@ -61,6 +61,9 @@ def save_pretrained(model, path, ema: bool = True, dtype: torch.dtype | None = N
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temporary = f"{path}.tmp-{os.getpid()}"
     save_file(tensors, temporary, metadata=info)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # safetensors creates its files 0600; exports are meant to be shared
     os.replace(temporary, path)  # a crash mid-write never leaves a truncated file under the real name
     return path
 
