@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .files import atomic_open, save_samples_npz
 from .vae import decode, to_uint8
 
 SEED_STRIDE = 1_000_003  # image i of seed s uses generator seed s * SEED_STRIDE + i (distinct for i < stride)
@@ -151,9 +152,8 @@ def png_path(sample_dir, index: int) -> str:
 
 
 def write_png(image_uint8: np.ndarray, path: str):
-    temporary = f"{path}.tmp"
-    Image.fromarray(image_uint8).save(temporary, format="PNG")
-    os.replace(temporary, path)  # a PNG under its real name is always complete: resuming trusts it
+    with atomic_open(path) as handle:  # a PNG under its real name is always complete: resuming trusts it
+        Image.fromarray(image_uint8).save(handle, format="PNG")
 
 
 def check_settings(sample_dir, settings: dict, is_main: bool):
@@ -167,9 +167,8 @@ def check_settings(sample_dir, settings: dict, is_main: bool):
             raise SystemExit(f"{sample_dir} holds samples made with other settings (was, now: {changed}); "
                              f"use another --sample-dir or delete this one")
     elif is_main:
-        with open(f"{path}.tmp", "w") as handle:
+        with atomic_open(path, "w") as handle:
             json.dump(settings, handle, indent=1)
-        os.replace(f"{path}.tmp", path)
 
 
 def sample_to_folder(accelerator, model, vae, sample_fn, *, sample_dir, num_samples, batch_size, latent_shape,
@@ -206,7 +205,5 @@ def pack_npz(sample_dir, num_samples: int, labels: np.ndarray) -> str:
     for i in tqdm(range(num_samples), desc="packing samples.npz", unit="img", dynamic_ncols=True):
         images[i] = np.asarray(Image.open(png_path(sample_dir, i)).convert("RGB"))
     path = os.path.join(sample_dir, "samples.npz")
-    with open(f"{path}.tmp", "wb") as handle:
-        np.savez(handle, arr_0=images, arr_1=labels)
-    os.replace(f"{path}.tmp", path)
+    save_samples_npz(path, images, labels)
     return path

@@ -1,11 +1,11 @@
 """What training samples from the EMA model: class grids during and after training, and the final
 `samples.npz` (ADM's format). The noise comes from gen.sampling's seeded draws, never from the training RNG."""
-import os
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .files import atomic_open, save_samples_npz
 from .sampling import SEED_STRIDE, STEP_NOISE_OFFSET, generate_images, image_label_and_noise, sample_grid
 from .vae import to_uint8
 
@@ -32,9 +32,8 @@ def save_grid(images_uint8: np.ndarray, columns: int, path: str):
     rows = count // columns
     grid = images_uint8[: rows * columns].reshape(rows, columns, height, width, channels)
     grid = grid.transpose(0, 2, 1, 3, 4).reshape(rows * height, columns * width, channels)
-    temporary = path + ".tmp"
-    Image.fromarray(grid).save(temporary, format="PNG")
-    os.replace(temporary, path)
+    with atomic_open(path) as handle:
+        Image.fromarray(grid).save(handle, format="PNG")
 
 
 @torch.no_grad()
@@ -62,7 +61,5 @@ def write_samples_npz(ema, vae, sample_fn, path, *, count, latent_shape, cfg_sca
             images.append(to_uint8(generate_images(ema, vae, batch_labels, noise, sample_fn, cfg_scale)).numpy())
             labels.append(batch_labels.cpu().numpy())
     images, labels = np.concatenate(images), np.concatenate(labels)
-    with open(path + ".tmp", "wb") as file:
-        np.savez(file, arr_0=images, arr_1=labels)
-    os.replace(path + ".tmp", path)
+    save_samples_npz(path, images, labels)
     return images

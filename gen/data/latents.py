@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from ..files import atomic_open
 from ..vae import encode
 from .images import SkippedImage, collate_skipping_unreadable, split_key
 from .transforms import horizontal_flip
@@ -42,10 +43,8 @@ def read_manifest(root) -> dict:
 
 
 def write_manifest(root, manifest: dict):
-    temporary = os.path.join(root, MANIFEST + ".tmp")
-    with open(temporary, "w") as file:
+    with atomic_open(os.path.join(root, MANIFEST), "w") as file:
         json.dump(manifest, file, indent=1)
-    os.replace(temporary, os.path.join(root, MANIFEST))
 
 
 def vae_identity(name) -> str:
