@@ -5,7 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from official import tiny_official_model
 from safetensors.numpy import load_file
+from tolerances import ARITHMETIC, CHAIN, NETWORK, assert_close_to_recorded
 
 from gen.diffusion import (
     GaussianDiffusion,
@@ -107,7 +109,7 @@ def test_create_diffusion_options():
 def test_q_sample_matches_dit(adm):
     diffusion = create_diffusion("")
     x_t = diffusion.q_sample(adm["adm.in.x_start"], adm["adm.in.t"], noise=adm["adm.in.noise"])
-    torch.testing.assert_close(x_t, adm["adm1000.q_sample"], rtol=1e-6, atol=1e-6)
+    assert_close_to_recorded(x_t, adm["adm1000.q_sample"], ARITHMETIC, "q_sample")
 
 
 def test_posterior_is_bayes_rule():
@@ -268,22 +270,11 @@ def test_last_ddpm_step_adds_no_noise():
 # -------------------------------------------------------------------------- the tiny official DiT, as DiT
 
 
-def tiny_official_network(family):
-    """The fixtures' tiny DiT or SiT ("dit" / "sit") holding the recorded official weights."""
-    from gen.models import create_model, load_official_state_dict
-
-    tensors = load_file(FIXTURES / "official_networks.safetensors")
-    prefix = f"{family}.state_dict."
-    state_dict = {k[len(prefix):]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith(prefix)}
-    model = create_model({"dit": "DiT-S/2", "sit": "SiT-S/2"}[family], input_size=8, hidden_size=64, depth=2,
-                         num_heads=4, num_classes=10, class_dropout_prob=0.1, learn_sigma=True)
-    load_official_state_dict(model, state_dict)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def dit():
-    return tiny_official_network("dit")
+    return tiny_official_model("dit")
 
 
 def test_training_losses_match_dit(adm, dit):
@@ -292,7 +283,7 @@ def test_training_losses_match_dit(adm, dit):
                                                       model_kwargs=dict(y=adm["adm.in.y"]),
                                                       noise=adm["adm.in.noise"])
     for term in ["mse", "vb", "loss"]:
-        torch.testing.assert_close(losses[term], adm[f"adm1000.training_losses.{term}"], rtol=1e-5, atol=1e-6)
+        assert_close_to_recorded(losses[term], adm[f"adm1000.training_losses.{term}"], NETWORK, term)
 
 
 @pytest.mark.parametrize("chain, clip", [("adm1000", False), ("adm1000", True), ("adm250", False),
@@ -307,7 +298,7 @@ def test_p_mean_variance_matches_dit(adm, dit, chain, clip):
         out = create_diffusion(respacing).p_mean_variance(dit, adm["adm1000.q_sample"], t, clip_denoised=clip,
                                                           model_kwargs=dict(y=adm["adm.in.y"]))
     for name in ["mean", "variance", "log_variance", "pred_xstart"]:
-        torch.testing.assert_close(out[name], adm[prefix + name], rtol=1e-5, atol=1e-5)
+        assert_close_to_recorded(out[name], adm[prefix + name], NETWORK, name)
 
 
 @pytest.mark.parametrize("chain", ["adm250", "admddim50"])
@@ -316,15 +307,15 @@ def test_ddim_step_matches_dit(adm, dit, chain):
     with torch.no_grad():
         out = diffusion.ddim_sample(dit, adm["adm1000.q_sample"], adm[f"{chain}.p_mean_variance.in.t_index"],
                                     clip_denoised=False, model_kwargs=dict(y=adm["adm.in.y"]), eta=0.0)
-    torch.testing.assert_close(out["sample"], adm[f"{chain}.ddim_sample_eta0.sample"], rtol=1e-5, atol=1e-5)
+    assert_close_to_recorded(out["sample"], adm[f"{chain}.ddim_sample_eta0.sample"], NETWORK, "sample")
 
 
 def test_ddim_chain_matches_dit(adm, dit):
     noise = adm["adm.in.ddim_init"]
     samples = create_diffusion("ddim50").ddim_sample_loop(dit, noise.shape, noise, clip_denoised=False,
                                                           model_kwargs=dict(y=adm["adm.in.y"]))
-    # 50 network calls: float32 rounding differences may grow along the chain, hence 1e-4 (not 1e-5)
-    torch.testing.assert_close(samples, adm["admddim50.ddim_sample_loop_eta0"], rtol=1e-4, atol=1e-4)
+    # 50 network calls: float32 rounding differences grow along the chain
+    assert_close_to_recorded(samples, adm["admddim50.ddim_sample_loop_eta0"], CHAIN, "sample")
 
 
 def test_guidance_scale_one_is_the_conditional_model(adm, dit):

@@ -2,13 +2,9 @@
 import pytest
 import torch
 from official import official_state_dict, official_tensors, tiny_official_model
+from tolerances import NETWORK, assert_close_to_recorded
 
 from gen.models import create_model, list_models, load_official_state_dict
-
-
-def assert_close_relative(actual, expected, rtol):
-    error = (actual - expected).abs().max() / expected.abs().max()
-    assert error <= rtol, f"relative error {error:.2e} above {rtol:.0e}"
 
 
 @pytest.mark.parametrize("family", ["dit", "sit"])
@@ -19,8 +15,8 @@ def test_forward_matches_official(family):
         guided = model.forward_with_cfg(
             data[f"{family}.in.x_cfg"], data[f"{family}.in.t_cfg"], data[f"{family}.in.y_cfg"], 4.0)
     assert out.shape == data[f"{family}.out.forward"].shape
-    assert_close_relative(out, data[f"{family}.out.forward"], 1e-5)
-    assert_close_relative(guided, data[f"{family}.out.forward_with_cfg_4.0"], 1e-5)
+    assert_close_to_recorded(out, data[f"{family}.out.forward"], NETWORK, "forward")
+    assert_close_to_recorded(guided, data[f"{family}.out.forward_with_cfg_4.0"], NETWORK, "forward_with_cfg")
 
 
 def test_cfg_on_all_channels_differs_from_official_three():

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 from gmm import DTYPE, three_blobs
+from official import tiny_official_model
 from safetensors.torch import load_file
+from tolerances import ARITHMETIC, CHAIN, NETWORK, assert_close_to_recorded
 
 from gen.diffusion import ModelType, PathType, Sampler, Transport, WeightType, create_transport
 
@@ -80,8 +82,8 @@ def test_plan_matches_sit(sit, path_type, prediction, loss_weight):
     transport = create_transport(path_type, prediction, loss_weight)
     t, xt, ut = transport.path.plan(sit["sit.in.t"], sit["sit.in.x0"], sit["sit.in.x1"])
     name = key(path_type, prediction, loss_weight)
-    torch.testing.assert_close(xt, sit[f"{name}.plan.xt"], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(ut, sit[f"{name}.plan.ut"], rtol=1e-5, atol=1e-6)
+    assert_close_to_recorded(xt, sit[f"{name}.plan.xt"], ARITHMETIC, "xt")
+    assert_close_to_recorded(ut, sit[f"{name}.plan.ut"], ARITHMETIC, "ut")
 
 
 @pytest.mark.parametrize("path_type", PATH_TYPES)
@@ -237,15 +239,7 @@ def test_sde_returns_num_steps_states_and_rejects_unknown_options():
 
 @pytest.fixture(scope="module")
 def sit_network():
-    """The fixtures' tiny SiT holding the recorded official weights."""
-    from gen.models import create_model, load_official_state_dict
-
-    tensors = load_file(FIXTURES / "official_networks.safetensors")
-    prefix = "sit.state_dict."
-    model = create_model("SiT-S/2", input_size=8, hidden_size=64, depth=2, num_heads=4, num_classes=10,
-                         class_dropout_prob=0.1, learn_sigma=True)
-    load_official_state_dict(model, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    return model.eval()
+    return tiny_official_model("sit")
 
 
 @pytest.mark.parametrize("path_type, prediction, loss_weight", COMBINATIONS)
@@ -256,7 +250,8 @@ def test_training_losses_match_sit(sit, sit_network, path_type, prediction, loss
         losses = transport.training_losses(sit_network, sit["sit.in.x1"], dict(y=sit["sit.in.y"]),
                                            t=sit["sit.in.t"], x0=sit["sit.in.x0"])
     expected = sit[f"{key(path_type, prediction, loss_weight)}.training_losses.loss"]
-    torch.testing.assert_close(losses["loss"], expected, rtol=1e-5, atol=1e-6)
+    # noise and score predictions divide by sigma(t), which amplifies rounding near the data end
+    assert_close_to_recorded(losses["loss"], expected, NETWORK if prediction == "velocity" else CHAIN, "loss")
 
 
 ODE_KEYS = [name for name in load_file(FIXTURES / "sit_transport.safetensors") if ".ode." in name]
@@ -267,14 +262,14 @@ def test_ode_samples_match_sit(sit, sit_network, name):
     """Sampler.sample_ode(method, num_steps, atol=rtol=1e-8) from the recorded noise. euler and heun3 are
     fixed-grid: the same 9 steps, so only float32 rounding (grown over up to 27 network calls) separates
     us from SiT. dopri5 is adaptive: rounding may change its step choices, but at 1e-8 tolerances any
-    accepted path solves the ODE to far better than 1e-4."""
+    accepted path solves the ODE to far better than the 1e-3 allowed."""
     path_type, prediction, loss_weight, _, method, num_steps = name.split(".")
     transport = create_transport(path_type, prediction, None if loss_weight == "none" else loss_weight)
     sample_fn = Sampler(transport).sample_ode(sampling_method=method, num_steps=int(num_steps), atol=1e-8,
                                               rtol=1e-8)
     trajectory = sample_fn(sit["sit.in.x0"], sit_network, y=sit["sit.in.y"])
     assert trajectory.shape == (int(num_steps), *sit["sit.in.x0"].shape)
-    torch.testing.assert_close(trajectory[-1], sit[name], rtol=1e-4, atol=1e-4)
+    assert_close_to_recorded(trajectory[-1], sit[name], CHAIN, "sample")
 
 
 def test_guidance_scale_one_is_the_conditional_model(sit, sit_network):
