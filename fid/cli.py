@@ -75,15 +75,16 @@ def run_ref(args):
           f"{written['num_kept']} kept as arr_0")
 
 
-def one_line_warning(message, category, filename, lineno, line=None):
-    return f"fid: warning: {message}\n"
+def print_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line, like errors: no source location, no quoted code."""
+    print(f"fid: warning: {message}", file=sys.stderr)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
-            warnings.formatwarning = one_line_warning  # restored on exit by catch_warnings
+            warnings.showwarning = print_warning  # restored on exit by catch_warnings
             {"calc": run_calc, "ref": run_ref}[args.command](args)
     except FIDError as error:
         print(f"fid {args.command}: error: {error}", file=sys.stderr)

@@ -12,13 +12,14 @@ from safetensors.numpy import load_file
 
 import fid
 import fid.metrics
+import fid.pipeline
 import fid.weights
 from fid.cli import main
 from fid.errors import FIDError
 from fid.images import FolderImages, NpzImages, center_crop_arr, open_images
 from fid.manifold import DISTANCE_PRECISIONS, distance_block, precision_recall, squared_distances
 from fid.metrics import IS_SPLIT_RULES, feature_statistics, frechet_distance, inception_score, kernel_inception_distance
-from fid.pipeline import fid_label
+from fid.pipeline import fid_label, reference_image_features
 from fid.reference import load_reference
 from fid.report import format_table, write_report
 
@@ -405,3 +406,97 @@ def test_public_api():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fid.frechet_distance(np.zeros(2), np.eye(2), np.ones(2), np.eye(2)) == pytest.approx(2.0)
+
+
+# Bad input fails before any Inception pass ----------------------------------------------------------------
+
+@pytest.fixture
+def no_inception(monkeypatch):
+    """Building the network is the expensive work: these inputs must fail before it."""
+    def fail(*args, **kwargs):
+        raise AssertionError("the Inception network was built before the input was checked")
+
+    monkeypatch.setattr(fid.pipeline, "InceptionFeatures", fail)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+@pytest.mark.parametrize("num_samples, flags, problem", [
+    (8, ["--device", "cuda"], "--device cuda: torch 2"),
+    (8, ["--device", "banana"], "--device banana is not a device name; use cpu, cuda or cuda:N"),
+    (1, [], "samples.npz: FID needs at least 2 samples for a covariance, got 1"),
+    (3, [], "samples.npz: precision/recall (k=3) need at least 4 images, got 3"),
+])
+def test_bad_input_fails_with_one_line_before_inception(no_inception, tmp_path, capsys, num_samples, flags,
+                                                         problem):
+    np.savez(tmp_path / "samples.npz", arr_0=np.zeros((num_samples, 8, 8, 3), np.uint8))
+    ref = write_reference(tmp_path / "ref.npz")
+    assert main(["calc", str(tmp_path / "samples.npz"), "--ref", ref, *flags]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and problem in error
+
+
+def test_too_few_reference_images_name_the_metric(no_inception, tmp_path):
+    samples = np.zeros((8, 8, 8, 3), np.uint8)
+    ref = write_reference(tmp_path / "ref.npz", arr_0=np.zeros((3, 8, 8, 3), np.uint8))
+    with pytest.raises(FIDError, match=r"ref.npz arr_0: precision/recall \(k=3\) need at least 4 images, got 3"):
+        fid.compute_metrics(samples, ref)
+    ref = write_reference(tmp_path / "one.npz", mu=None, sigma=None, mu_s=None, sigma_s=None,
+                          arr_0=np.zeros((1, 8, 8, 3), np.uint8))
+    with pytest.raises(FIDError, match="statistics from arr_0 need at least 2 images, got 1"):
+        fid.compute_metrics(samples, ref)
+    with pytest.raises(FIDError, match="unknown Inception Score split rule 'ten'"):
+        fid.compute_metrics(samples, ref, is_split_rule="ten")
+
+
+# Reference feature cache ----------------------------------------------------------------------------------
+
+class CountingExtractor:
+    """Stands in for InceptionFeatures: seeded random features, and a count of the passes."""
+    weights_sha256 = "f" * 64
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.passes = 0
+
+    def __call__(self, source, batch_size=200, num_workers=0, progress=True, desc="features"):
+        self.passes += 1
+        rng = np.random.default_rng(self.passes)
+        return {name: rng.standard_normal((len(source), dim)).astype(np.float32)
+                for name, dim in (("pool", 2048), ("spatial", 2023), ("logits", 1008))}
+
+
+def test_reference_features_are_cached_on_disk_by_file_and_weights_hash(tmp_path):
+    ref = write_reference(tmp_path / "ref.npz", mu=None, sigma=None, mu_s=None, sigma_s=None)
+    extractor, cache_dir = CountingExtractor(), str(tmp_path / "cache")
+    first = reference_image_features(load_reference(ref), extractor, cache_dir, 10, 0, False)
+    second = reference_image_features(load_reference(ref), extractor, cache_dir, 10, 0, False)
+    assert extractor.passes == 1 and np.array_equal(first["pool"], second["pool"])
+    assert np.array_equal(first["spatial"], second["spatial"])
+    assert os.listdir(cache_dir) == [f"reference-{load_reference(ref).sha256}-inception-{'f' * 64}.npz"]
+    # Other weights: other features, another file.
+    extractor.weights_sha256 = "e" * 64
+    reference_image_features(load_reference(ref), extractor, cache_dir, 10, 0, False)
+    assert extractor.passes == 2 and len(os.listdir(cache_dir)) == 2
+
+
+@pytest.mark.parametrize("corruption", [b"not a zip", "truncated", "wrong shape"])
+def test_a_corrupt_cache_is_recomputed_with_a_one_line_warning(tmp_path, corruption):
+    ref = write_reference(tmp_path / "ref.npz")
+    extractor, cache_dir = CountingExtractor(), str(tmp_path / "cache")
+    reference_image_features(load_reference(ref), extractor, cache_dir, 10, 0, False)
+    (path,) = [os.path.join(cache_dir, name) for name in os.listdir(cache_dir)]
+    if corruption == "truncated":
+        with open(path, "rb") as file:
+            corruption = file.read()[:1000]
+    if corruption == "wrong shape":
+        np.savez(path, pool=np.zeros((5, 7)), spatial=np.zeros((5, 2023)))
+    else:
+        with open(path, "wb") as file:
+            file.write(corruption)
+    with pytest.warns(UserWarning, match="ignoring the corrupt feature cache") as caught:
+        features = reference_image_features(load_reference(ref), extractor, cache_dir, 10, 0, False)
+    assert extractor.passes == 2 and "\n" not in str(caught[0].message)
+    assert features["pool"].shape == (5, 2048) and sorted(os.listdir(cache_dir)) == [os.path.basename(path)]
+    reference_image_features(load_reference(ref), extractor, cache_dir, 10, 0, False)  # rewritten: read back
+    assert extractor.passes == 2
