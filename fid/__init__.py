@@ -6,9 +6,10 @@
 
 from .errors import FIDError
 from .features import InceptionFeatures
+from .manifold import precision_recall
 from .metrics import frechet_distance, inception_score
 from .pipeline import compute_metrics
 from .reference import load_reference, make_reference
 
 __all__ = ["FIDError", "InceptionFeatures", "compute_metrics", "frechet_distance", "inception_score",
-           "load_reference", "make_reference"]
+           "load_reference", "make_reference", "precision_recall"]

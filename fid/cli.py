@@ -3,8 +3,12 @@
 import argparse
 import os
 import sys
+import warnings
 
+from .cache import CACHE_ENV
 from .errors import FIDError
+from .manifold import DISTANCE_PRECISIONS
+from .metrics import IS_SPLIT_RULES
 from .pipeline import compute_metrics
 from .reference import make_reference
 from .report import format_table, write_report
@@ -33,6 +37,12 @@ def build_parser():
                       "VIRTUAL_imagenet256_labeled.npz) or a file from `fid ref`")
     calc.add_argument("--out-dir", default=None,
                       help="where report.json and report.md go (default: next to SAMPLES)")
+    calc.add_argument("--is-splits", choices=sorted(IS_SPLIT_RULES), default="adm",
+                      help="; ".join(f"{name}: {rule}" for name, rule in IS_SPLIT_RULES.items()))
+    calc.add_argument("--pr-distances", choices=sorted(DISTANCE_PRECISIONS), default="float16-first",
+                      help="; ".join(f"{name}: {rule}" for name, rule in DISTANCE_PRECISIONS.items()))
+    calc.add_argument("--cache-dir", default=None, help=f"where the reference images' features are cached "
+                      f"(default: ${CACHE_ENV}, else ~/.cache/vca-gen/fid)")
     add_common_arguments(calc)
     ref = commands.add_parser("ref", help="reference statistics in ADM's layout from images")
     ref.add_argument("images", help="image folder (e.g. ImageNet train) or .npz with arr_0")
@@ -48,7 +58,8 @@ def build_parser():
 def run_calc(args):
     result = compute_metrics(args.samples, args.ref, inception_weights=args.inception_weights,
                              device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, is_split_rule=args.is_splits,
+                             distance_precision=args.pr_distances, cache_dir=args.cache_dir)
     out_dir = args.out_dir or os.path.dirname(os.path.abspath(os.path.normpath(args.samples)))
     json_path, md_path = write_report(result, out_dir)
     print(format_table(result))
@@ -64,10 +75,17 @@ def run_ref(args):
           f"{written['num_kept']} kept as arr_0")
 
 
+def print_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line, like errors: no source location, no quoted code."""
+    print(f"fid: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        {"calc": run_calc, "ref": run_ref}[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = print_warning  # restored on exit by catch_warnings
+            {"calc": run_calc, "ref": run_ref}[args.command](args)
     except FIDError as error:
         print(f"fid {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ import torch_fidelity
 import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from tqdm import tqdm
 
+from .errors import FIDError
 from .weights import load_inception_state_dict, resolve_inception_weights, sha256_of_file
 
 POOL_DIM, LOGITS_DIM, SPATIAL_DIM = 2048, 1008, 7 * 17 * 17
@@ -24,14 +25,40 @@ def default_device():
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_device(device=None):
+    """The torch device to run on (default: cuda when available); one that is not there is an FIDError."""
+    if device is None:
+        return torch.device(default_device())
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise FIDError(f"--device {device} is not a device name; use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise FIDError(f"--device {device}: torch {torch.__version__} sees no CUDA GPU; use --device cpu")
+        if resolved.index is not None and resolved.index >= count:
+            raise FIDError(f"--device {device}: torch sees {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif resolved.type != "cpu":
+        raise FIDError(f"--device {device}: the FID pipeline runs on cpu or cuda")
+    return resolved
+
+
+def tf32_settings(device):
+    """Whether Inception's convolutions and matmuls may use TF32 (CUDA only): it moves features slightly."""
+    on_cuda = device.type == "cuda"
+    return {"tf32_convolutions": on_cuda and torch.backends.cudnn.allow_tf32,
+            "tf32_matmul": on_cuda and torch.backends.cuda.matmul.allow_tf32}
+
+
 class InceptionFeatures:
     """Batched feature extraction with a progress bar; build once and reuse (e.g. inside training)."""
 
     def __init__(self, weights=None, device=None):
+        self.device = resolve_device(device)  # before the weights, which may be a download
         self.weights_path = resolve_inception_weights(weights)
         load_inception_state_dict(self.weights_path)  # validated without executing code before torch-fidelity
         self.weights_sha256 = sha256_of_file(self.weights_path)
-        self.device = torch.device(device or default_device())
         self.network = tf_inception.FeatureExtractorInceptionV3(
             EXTRACTOR_NAME, ["2048", "logits_unbiased"], feature_extractor_weights_path=self.weights_path)
         self.network.to(self.device)

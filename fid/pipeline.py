@@ -3,15 +3,20 @@
 import os
 import time
 
+import numpy as np
+import scipy
+import torch
+import torch_fidelity
+
+from .cache import cache_path, default_cache_dir, read_cached_features, write_cached_features
 from .errors import FIDError
-from .features import InceptionFeatures
+from .features import InceptionFeatures, resolve_device, tf32_settings
 from .images import open_images
-from .manifold import precision_recall
-from .metrics import feature_statistics, frechet_distance, inception_score, kernel_inception_distance
+from .manifold import DISTANCE_PRECISIONS, precision_recall
+from .metrics import IS_SPLIT_RULES, feature_statistics, frechet_distance, inception_score, kernel_inception_distance
 from .reference import Reference, load_reference
 
 NEAREST_NEIGHBOURS = 3
-IS_SPLITS = 10
 
 
 def fid_label(num_samples):
@@ -19,63 +24,110 @@ def fid_label(num_samples):
     return "FID-50K" if num_samples == 50000 else f"FID (N={num_samples})"
 
 
+def check_counts(samples_name, num_samples, reference):
+    """Too few images for a metric fails here, before any Inception pass, naming the metric and its need."""
+    if num_samples < 2:
+        raise FIDError(f"{samples_name}: FID needs at least 2 samples for a covariance, got {num_samples}")
+    if reference.images is None:
+        return
+    num_reference = len(reference.images)
+    if reference.mu is None and num_reference < 2:
+        raise FIDError(f"reference {reference.path}: statistics from arr_0 need at least 2 images, got "
+                       f"{num_reference}; add images or mu/sigma")
+    for name, count in ((samples_name, num_samples), (f"reference {reference.path} arr_0", num_reference)):
+        if count <= NEAREST_NEIGHBOURS:
+            raise FIDError(f"{name}: precision/recall (k={NEAREST_NEIGHBOURS}) need at least "
+                           f"{NEAREST_NEIGHBOURS + 1} images, got {count}")
+
+
+def check_options(is_split_rule, distance_precision):
+    if is_split_rule not in IS_SPLIT_RULES:
+        raise FIDError(f"unknown Inception Score split rule {is_split_rule!r}; choose {sorted(IS_SPLIT_RULES)}")
+    if distance_precision not in DISTANCE_PRECISIONS:
+        raise FIDError(f"unknown precision/recall distance precision {distance_precision!r}; choose "
+                       f"{sorted(DISTANCE_PRECISIONS)}")
+
+
 def compute_metrics(samples, ref, inception_weights=None, device=None, batch_size=200, num_workers=None,
-                    progress=True, extractor=None, kid=True):
+                    progress=True, extractor=None, kid=True, is_split_rule="adm",
+                    distance_precision="float16-first", cache_dir=None):
     """Score samples (uint8 [N, H, W, 3] array, `.npz` or image folder) against a reference (path or
     Reference). Returns a dict of metrics (None where the reference lacks what one needs) and provenance.
 
     Inside training, pass a built `extractor=InceptionFeatures(...)` and a loaded `ref=load_reference(...)`
-    so the network and the reference images' features are made once.
+    so the network and the reference images' features are made once. The reference images' features are
+    also cached on disk under `cache_dir` (default: see fid.cache.default_cache_dir).
     """
     started = time.perf_counter()
     samples_name = os.fspath(samples) if isinstance(samples, str | os.PathLike) else "<array>"
     num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+    check_options(is_split_rule, distance_precision)
+    device = extractor.device if extractor else resolve_device(device)  # before hashing a large reference
     source = open_images(samples, name="samples")
-    if len(source) < 2:
-        raise FIDError(f"{samples_name}: need at least 2 samples for a covariance, got {len(source)}")
     reference = ref if isinstance(ref, Reference) else load_reference(ref)
+    check_counts(samples_name, len(source), reference)
     extractor = extractor or InceptionFeatures(inception_weights, device)
     features = extractor(source, batch_size, num_workers, progress, desc="samples")
-    ref_pool = reference_image_features(reference, extractor, batch_size, num_workers, progress)
+    ref_features = reference_image_features(reference, extractor, cache_dir or default_cache_dir(), batch_size,
+                                            num_workers, progress)
     try:
-        result = scores(features, reference, ref_pool, extractor.device, kid)
-    except FIDError:
-        raise
-    except ValueError as error:  # too few points or broken statistics for a metric: one line, not a traceback
+        result = scores(features, reference, ref_features, extractor.device, kid, is_split_rule,
+                        distance_precision)
+    except ValueError as error:  # broken statistics for a metric: one line, not a traceback
         raise FIDError(f"cannot score {samples_name} against {reference.path}: {error}") from None
     result.update(
         samples=samples_name, reference=reference.path, reference_sha256=reference.sha256,
         reference_num_images=0 if reference.images is None else len(reference.images),
-        feature_extractor=extractor.description(), inception_weights=os.path.abspath(extractor.weights_path),
+        reference_statistics=reference.statistics_source(), feature_extractor=extractor.description(),
+        inception_weights=os.path.abspath(extractor.weights_path),
         inception_weights_sha256=extractor.weights_sha256, device=str(extractor.device),
+        **tf32_settings(extractor.device), versions=library_versions(),
         seconds=round(time.perf_counter() - started, 2))
     return result
 
 
-def reference_image_features(reference, extractor, batch_size, num_workers, progress):
-    """Pool features of the reference images (ADM recomputes them too), cached on the Reference."""
+def library_versions():
+    """The libraries whose kernels the numbers depend on (scipy's sqrtm changed in 1.16)."""
+    return {"torch": torch.__version__, "torch-fidelity": torch_fidelity.__version__, "scipy": scipy.__version__,
+            "numpy": np.__version__}
+
+
+def reference_image_features(reference, extractor, cache_dir, batch_size, num_workers, progress):
+    """Pool and spatial features of the reference images: from memory, the disk cache, or one Inception pass."""
     if reference.images is None:
         return None
     if extractor.weights_sha256 not in reference.image_features:
-        features = extractor(reference.images, batch_size, num_workers, progress, desc="reference images")
-        reference.image_features[extractor.weights_sha256] = features["pool"]
+        path = cache_path(cache_dir, reference.sha256, extractor.weights_sha256)
+        features = read_cached_features(path, len(reference.images))
+        if features is None:
+            features = extractor(reference.images, batch_size, num_workers, progress, desc="reference images")
+            write_cached_features(path, features)
+        reference.image_features[extractor.weights_sha256] = features
     return reference.image_features[extractor.weights_sha256]
 
 
-def scores(features, reference, ref_pool, device, kid=True):
+def reference_statistics(reference, ref_features):
+    """(mu, sigma, mu_s, sigma_s): the file's, else computed from its images' features as ADM does."""
+    if reference.mu is not None:
+        return reference.mu, reference.sigma, reference.mu_s, reference.sigma_s
+    return (*feature_statistics(ref_features["pool"]), *feature_statistics(ref_features["spatial"]))
+
+
+def scores(features, reference, ref_features, device, kid, is_split_rule, distance_precision):
     """Every metric of the sample features against the reference; None where the reference lacks data."""
     num_samples = len(features["pool"])
-    mu, sigma = feature_statistics(features["pool"])
+    mu_ref, sigma_ref, mu_s_ref, sigma_s_ref = reference_statistics(reference, ref_features)
     result = {"fid_label": fid_label(num_samples), "num_samples": num_samples,
-              "fid": frechet_distance(mu, sigma, reference.mu, reference.sigma), "sfid": None}
-    if reference.mu_s is not None:
-        mu_s, sigma_s = feature_statistics(features["spatial"])
-        result["sfid"] = frechet_distance(mu_s, sigma_s, reference.mu_s, reference.sigma_s)
-    result["inception_score"], result["inception_score_std"] = inception_score(features["logits"], IS_SPLITS)
-    result.update(precision=None, recall=None, kid=None, kid_std=None)
-    if ref_pool is not None:
-        pool = features["pool"]
-        result["precision"], result["recall"] = precision_recall(ref_pool, pool, NEAREST_NEIGHBOURS, device)
+              "fid": frechet_distance(*feature_statistics(features["pool"]), mu_ref, sigma_ref), "sfid": None}
+    if mu_s_ref is not None:
+        result["sfid"] = frechet_distance(*feature_statistics(features["spatial"]), mu_s_ref, sigma_s_ref)
+    result["inception_score"], result["inception_score_std"] = inception_score(features["logits"], is_split_rule)
+    result.update(inception_score_split_rule=IS_SPLIT_RULES[is_split_rule], precision=None, recall=None,
+                  precision_recall_distances=DISTANCE_PRECISIONS[distance_precision], kid=None, kid_std=None)
+    if ref_features is not None:
+        ref_pool, pool = ref_features["pool"], features["pool"]
+        result["precision"], result["recall"] = precision_recall(ref_pool, pool, NEAREST_NEIGHBOURS, device,
+                                                                 distance_precision)
         if kid:
             result["kid"], result["kid_std"] = kernel_inception_distance(ref_pool, pool, device=device)
     return result

@@ -1,13 +1,16 @@
-"""Reference statistics in ADM's layout: `mu`, `sigma` (pool features), `mu_s`, `sigma_s` (spatial features)
-and `arr_0` (reference images, for precision/recall and KID).
+"""Reference files in ADM's layout: `arr_0` (reference images, for precision/recall and KID) and optionally
+`mu`, `sigma` (pool features), `mu_s`, `sigma_s` (spatial features), the statistics of the whole set.
 
-ADM's batches (e.g. VIRTUAL_imagenet256_labeled.npz) load as they are; `fid ref` writes the same keys.
+ADM's batches (e.g. VIRTUAL_imagenet256_labeled.npz) load as they are; `fid ref` writes the same keys. As in
+ADM's evaluator, a file with `arr_0` alone gets its statistics from the features of those images.
 """
 
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from gen.files import atomic_open  # the project's one atomic writer
 
 from .errors import FIDError
 from .features import POOL_DIM, SPATIAL_DIM, InceptionFeatures
@@ -17,20 +20,37 @@ from .weights import sha256_of_file
 
 EXPECTED_SHAPES = {"mu": (POOL_DIM,), "sigma": (POOL_DIM, POOL_DIM),
                    "mu_s": (SPATIAL_DIM,), "sigma_s": (SPATIAL_DIM, SPATIAL_DIM)}
-REQUIRED_KEYS = ("mu", "sigma")
+ADM_LAYOUT = ("ADM's layout is arr_0 (uint8 reference images [N, H, W, 3]) with optional mu, sigma, mu_s, "
+              "sigma_s (statistics of the full set, used instead of arr_0's)")
 
 
 @dataclass
 class Reference:
     path: str
     sha256: str
-    mu: np.ndarray
-    sigma: np.ndarray
+    mu: np.ndarray | None = None  # None: computed from the images' features, as ADM does
+    sigma: np.ndarray | None = None
     mu_s: np.ndarray | None = None
     sigma_s: np.ndarray | None = None
     images: NpzImages | None = None
-    # Pool features of `images`, per Inception weights sha256: computed once, reused by later calls.
+    # Features of `images` per Inception weights sha256: computed (or read from the cache) once per process.
     image_features: dict = field(default_factory=dict)
+
+    def statistics_source(self):
+        return "mu/sigma in the file" if self.mu is not None else f"arr_0 ({len(self.images)} images)"
+
+
+def check_keys(path, keys):
+    """Statistics come in pairs, and either they or the images (from which ADM computes them) are there."""
+    for mean, covariance in (("mu", "sigma"), ("mu_s", "sigma_s")):
+        if (mean in keys) != (covariance in keys):
+            missing = covariance if mean in keys else mean
+            raise FIDError(f"reference {path} is missing '{missing}' (has {keys}); {mean} and {covariance} "
+                           f"come together; {ADM_LAYOUT}")
+    if "mu" not in keys and ("arr_0" not in keys or "mu_s" in keys):
+        missing = "arr_0" if "arr_0" not in keys else "mu"
+        raise FIDError(f"reference {path} is missing '{missing}' (has {keys}); {ADM_LAYOUT}; make one with "
+                       f"`python -m fid ref`")
 
 
 def load_reference(path):
@@ -44,13 +64,8 @@ def load_reference(path):
         arrays = np.load(path)
     except Exception as error:  # not a zip, truncated, pickled objects, ...
         raise FIDError(f"{path} is not a readable .npz reference ({type(error).__name__}: {error})") from None
+    check_keys(path, keys)
     with arrays:
-        for key in REQUIRED_KEYS:
-            if key not in keys:
-                raise FIDError(f"reference {path} is missing '{key}' (has {keys}); ADM's layout is mu, sigma "
-                               f"[, mu_s, sigma_s, arr_0]; make one with `python -m fid ref`")
-        if ("mu_s" in keys) != ("sigma_s" in keys):
-            raise FIDError(f"reference {path} has only one of mu_s/sigma_s; sFID needs both or neither")
         stats = {key: arrays[key].astype(np.float64) for key in EXPECTED_SHAPES if key in keys}
     for key, value in stats.items():
         if value.shape != EXPECTED_SHAPES[key]:
@@ -62,18 +77,6 @@ def load_reference(path):
             raise FIDError(f"reference {path}: '{key}' has non-finite values")
     images = NpzImages(path) if "arr_0" in keys else None
     return Reference(path=path, sha256=sha256_of_file(path), images=images, **stats)
-
-
-def save_npz_atomically(path, **arrays):
-    """np.savez to a temporary name, then rename: an interrupted run never leaves a half-written file."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(temporary, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def make_reference(images, out, image_size=256, num_kept=10000, seed=0, inception_weights=None, device=None,
@@ -92,5 +95,6 @@ def make_reference(images, out, image_size=256, num_kept=10000, seed=0, inceptio
     mu_s, sigma_s = feature_statistics(features["spatial"])
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     kept = {"arr_0": features["images"]} if len(keep) else {}  # no arr_0: precision/recall are skipped
-    save_npz_atomically(out, **kept, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
+    with atomic_open(out) as file:
+        np.savez(file, **kept, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
     return {"reference": out, "num_images": len(source), "num_kept": len(keep), "images": images_name}

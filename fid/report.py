@@ -3,8 +3,7 @@
 import json
 import os
 
-import numpy as np
-import torch
+from gen.files import atomic_open  # the project's one atomic writer
 
 METRIC_ROWS = (  # (result key, row label; None means the label comes from the result, e.g. FID-50K)
     ("fid", None), ("sfid", "sFID"), ("inception_score", "Inception Score"), ("precision", "Precision"),
@@ -12,8 +11,11 @@ METRIC_ROWS = (  # (result key, row label; None means the label comes from the r
 PROVENANCE_ROWS = (
     ("num_samples", "samples (N)"), ("samples", "samples file"), ("reference", "reference"),
     ("reference_sha256", "reference sha256"), ("reference_num_images", "reference images (P/R, KID)"),
-    ("feature_extractor", "feature extractor"), ("inception_weights", "Inception weights"),
-    ("inception_weights_sha256", "weights sha256"), ("device", "device"), ("seconds", "time (s)"))
+    ("reference_statistics", "reference statistics"), ("inception_score_split_rule", "IS splits"),
+    ("precision_recall_distances", "P/R distances"), ("feature_extractor", "feature extractor"),
+    ("inception_weights", "Inception weights"), ("inception_weights_sha256", "weights sha256"),
+    ("device", "device"), ("tf32_convolutions", "TF32 convolutions"), ("tf32_matmul", "TF32 matmuls"),
+    ("versions", "versions"), ("seconds", "time (s)"))
 
 
 def format_value(key, value, result):
@@ -27,9 +29,14 @@ def format_value(key, value, result):
 
 
 def report_rows(result):
-    rows = [(label or result["fid_label"], format_value(key, result[key], result))
-            for key, label in METRIC_ROWS]
-    return rows + [(label, str(result[key])) for key, label in PROVENANCE_ROWS]
+    rows = [(label or result["fid_label"], format_value(key, result[key], result)) for key, label in METRIC_ROWS]
+    return rows + [(label, format_provenance(result[key])) for key, label in PROVENANCE_ROWS]
+
+
+def format_provenance(value):
+    if isinstance(value, dict):  # library versions
+        return ", ".join(f"{name} {version}" for name, version in value.items())
+    return "on" if value is True else "off" if value is False else str(value)
 
 
 def format_table(result):
@@ -41,22 +48,18 @@ def format_table(result):
 def format_markdown(result):
     lines = [f"# {result['fid_label']}: {result['fid']:.2f}", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {label} | {value} |" for label, value in report_rows(result)]
-    versions = f"torch {torch.__version__}, numpy {np.__version__}"
-    return "\n".join(lines + ["", f"Computed with `python -m fid calc` ({versions})."]) + "\n"
+    return "\n".join(lines + ["", "Computed with `python -m fid calc`."]) + "\n"
 
 
-def write_atomically(path, text):
-    """Write to a temporary name then rename, so a crash never leaves a half-written report."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as file:
+def write_text(path, text):
+    with atomic_open(path, "w") as file:
         file.write(text)
-    os.replace(temporary, path)
 
 
 def write_report(result, out_dir):
     """`report.json` (every value, machine-readable) and `report.md` in `out_dir`; returns both paths."""
     os.makedirs(out_dir, exist_ok=True)
     json_path, md_path = os.path.join(out_dir, "report.json"), os.path.join(out_dir, "report.md")
-    write_atomically(json_path, json.dumps(result, indent=2) + "\n")
-    write_atomically(md_path, format_markdown(result))
+    write_text(json_path, json.dumps(result, indent=2) + "\n")
+    write_text(md_path, format_markdown(result))
     return json_path, md_path

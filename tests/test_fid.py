@@ -3,23 +3,24 @@
 import json
 import os
 import warnings
-import zipfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.numpy import load_file
 from tolerances import FRECHET
 
 import fid
 import fid.metrics
+import fid.pipeline
 import fid.weights
 from fid.cli import main
 from fid.errors import FIDError
 from fid.images import FolderImages, NpzImages, center_crop_arr, open_images
-from fid.manifold import precision_recall
-from fid.metrics import feature_statistics, frechet_distance, inception_score, kernel_inception_distance
-from fid.pipeline import fid_label
+from fid.manifold import DISTANCE_PRECISIONS, distance_block, precision_recall, squared_distances
+from fid.metrics import IS_SPLIT_RULES, feature_statistics, frechet_distance, inception_score, kernel_inception_distance
+from fid.pipeline import fid_label, reference_image_features
 from fid.reference import load_reference
 from fid.report import format_table, write_report
 
@@ -84,8 +85,20 @@ def test_inception_score_of_confident_distinct_classes_is_the_number_of_classes(
     # Each of the 10 splits holds 10 samples, each confidently of its own class: exp(log 10) = 10.
     logits = np.full((100, 1008), -1e4)
     logits[np.arange(100), np.arange(100) % 10] = 0.0
-    mean, std = inception_score(logits, splits=10)
+    mean, std = inception_score(logits, split_rule="10-equal")
     assert mean == pytest.approx(10.0, rel=1e-9) and std == pytest.approx(0.0, abs=1e-9)
+    # ADM's rule: one chunk of all 100 samples of 10 classes scores 10 too.
+    assert inception_score(logits) == pytest.approx((10.0, 0.0), abs=1e-9)
+
+
+def test_inception_score_adm_rule_cuts_chunks_of_5000_the_last_one_shorter():
+    # 5000 samples spread over 50 classes, then 1000 over 4: chunk scores 50 and 4, so the mean is 27.
+    classes = np.concatenate([np.arange(5000) % 50, np.arange(1000) % 4])
+    logits = np.full((6000, 100), -1e4)
+    logits[np.arange(6000), classes] = 0.0
+    assert inception_score(logits) == pytest.approx((27.0, 23.0), rel=1e-9)
+    with pytest.raises(ValueError, match="unknown Inception Score split rule 'five'"):
+        inception_score(logits, split_rule="five")
 
 
 def test_kid_is_the_unbiased_cubic_kernel_mmd():
@@ -109,6 +122,90 @@ def test_precision_recall_follows_adm_manifold_semantics():
     assert precision_recall(ref, ref + 100, k=1) == (0.0, 0.0)
     features = np.random.default_rng(4).standard_normal((40, 8))
     assert precision_recall(features, features.copy(), k=3) == (1.0, 1.0)
+
+
+# ADM's evaluator on the same arrays (tests/fixtures/adm_evaluator.*) -----------------------------------
+
+@pytest.fixture(scope="module")
+def adm():
+    """Arrays stored as float16 (every value exact), read as float32, and what ADM's evaluator.py computed."""
+    with np.load(os.path.join(FIXTURES, "adm_evaluator.npz")) as arrays:
+        features = {key: arrays[key].astype(np.float32) for key in arrays.files}
+    with open(os.path.join(FIXTURES, "adm_evaluator.json")) as file:
+        return features, json.load(file)
+
+
+def test_fid_and_sfid_match_adm_evaluator(adm, monkeypatch):
+    features, expected = adm
+    # Measured: sFID 3e-9 relative; FID 4e-10 relative through the full 2048x2048 sqrtm (26 s on 2 cores).
+    sample_stats, ref_stats = (feature_statistics(features[f"{name}_spatial"]) for name in ("sample", "ref"))
+    assert frechet_distance(*sample_stats, *ref_stats) == pytest.approx(expected["sFID"], rel=1e-5)
+    # Speed only: S_samples S_ref maps into the span Q of the 1000 reference features, so the square root of
+    # Q^T (S S) Q has the same nonzero eigenvalues, hence the same trace: scipy's sqrtm on 1000 dims, not 2048.
+    basis = np.linalg.qr((features["ref_pool"] - features["ref_pool"].mean(0)).T.astype(np.float64))[0]
+    real_sqrtm = fid.metrics.linalg.sqrtm
+    monkeypatch.setattr(fid.metrics.linalg, "sqrtm", lambda m: basis @ real_sqrtm(basis.T @ m @ basis) @ basis.T)
+    sample_stats, ref_stats = (feature_statistics(features[f"{name}_pool"]) for name in ("sample", "ref"))
+    assert frechet_distance(*sample_stats, *ref_stats) == pytest.approx(expected["FID"], rel=1e-5)
+
+
+def test_inception_score_matches_adm_evaluator_with_its_split_rule(adm):
+    features, expected = adm
+    # Measured: 3e-8 relative (ADM's softmax and logs run in float32, ours in float64).
+    assert inception_score(features["sample_logits"])[0] == pytest.approx(expected["IS"], rel=1e-4)
+    # At N = 6000 ten equal splits give another number (6.99997): the rule is what the test pins down.
+    assert inception_score(features["sample_logits"], "10-equal")[0] != pytest.approx(expected["IS"], rel=1e-4)
+
+
+def test_precision_recall_match_adm_evaluator_float16_first(adm):
+    features, expected = adm
+    ref, samples = features["ref_pool"], features["sample_pool"]
+    # ADM took the float16 path in every block; so do we (any overflow would make a block non-finite).
+    assert torch.isfinite(squared_distances(*(torch.tensor(x).half() for x in (ref, samples)))).all()
+    precision, recall = precision_recall(ref, samples)
+    # Measured: precision 0.4710 vs 0.4705 (1 of 2000 samples), recall 0.5040 vs 0.5030 (1 of 1000 reference
+    # points): float16 ties flip between TF's and torch's kernels; 1e-3 (+1e-12 for float round-off) allows one.
+    assert abs(precision - expected["precision"]) <= 1e-3 + 1e-12
+    assert abs(recall - expected["recall"]) <= 1e-3 + 1e-12
+
+
+def brute_force_precision_recall(ref, samples, k=3):
+    """Independent float64 reference: full distance matrices, k-th neighbour by sorting, `<=` balls."""
+    def distances(a, b):
+        return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    ref, samples = ref.astype(np.float64), samples.astype(np.float64)
+    ref_radii = np.sort(distances(ref, ref), axis=1)[:, k]
+    sample_radii = np.sort(distances(samples, samples), axis=1)[:, k]
+    cross = distances(ref, samples)
+    return (cross <= ref_radii[:, None]).any(0).mean(), (cross <= sample_radii[None, :]).any(1).mean()
+
+
+def test_float32_precision_recall_agree_with_a_brute_force_float64_computation():
+    rng = np.random.default_rng(8)
+    ref = rng.standard_normal((150, 12)).astype(np.float32)
+    samples = (rng.standard_normal((230, 12)) + 0.4).astype(np.float32)
+    expected = brute_force_precision_recall(ref, samples)
+    assert 0.1 < expected[0] < 0.9 and 0.1 < expected[1] < 0.9
+    # Blocks of 64 exercise the running k-nearest merge and the block-wise OR of ADM's 10,000 blocks.
+    for block_size in (64, 10000):
+        assert precision_recall(ref, samples, precision="float32", block_size=block_size) == \
+            pytest.approx(expected, abs=1e-12)
+
+
+def test_distance_blocks_are_float16_unless_float16_overflows():
+    rng = np.random.default_rng(9)
+    a, b = (torch.tensor(rng.uniform(0, 4, (20, 64)), dtype=torch.float32) for _ in range(2))
+    exact = ((a[:, None].double() - b[None].double()) ** 2).sum(-1)
+    block = distance_block(a, b)
+    assert block.dtype == torch.float32 and torch.equal(block.half().float(), block)  # float16 values
+    assert not torch.equal(block.double(), exact) and torch.allclose(block.double(), exact, rtol=2e-2)
+    # Norms of 100 * [0, 4]^64 overflow float16 (max 65504): the whole block is recomputed in float32.
+    big = distance_block(100 * a, 100 * b)
+    assert torch.equal(big, squared_distances(100 * a, 100 * b))
+    assert torch.allclose(big.double(), exact * 1e4, rtol=1e-5)
+    assert precision_recall(100 * a, 100 * b) == precision_recall(100 * a, 100 * b, precision="float32")
+    with pytest.raises(ValueError, match="unknown distance precision 'float8'"):
+        distance_block(a, b, "float8")
 
 
 def test_fid_label_names_fid_50k_only_at_50000():
@@ -183,6 +280,11 @@ def test_an_adm_layout_reference_loads(tmp_path):
     assert len(reference.images) == 5 and len(reference.sha256) == 64
     bare = load_reference(write_reference(tmp_path / "bare.npz", mu_s=None, sigma_s=None, arr_0=None))
     assert bare.mu_s is None and bare.images is None
+    # ADM computes the statistics of a file holding only images from those images.
+    images_only = load_reference(write_reference(tmp_path / "images.npz", mu=None, sigma=None, mu_s=None,
+                                                 sigma_s=None))
+    assert images_only.mu is None and len(images_only.images) == 5
+    assert images_only.statistics_source() == "arr_0 (5 images)"
 
 
 @pytest.mark.parametrize("overrides, problem", [
@@ -190,7 +292,10 @@ def test_an_adm_layout_reference_loads(tmp_path):
     ({"mu": None}, "missing 'mu'"),
     ({"mu": np.zeros(64), "sigma": np.eye(64)}, "'mu' has shape [64], expected [2048] (Inception pool"),
     ({"sigma_s": np.eye(7)}, "'sigma_s' has shape [7, 7], expected [2023, 2023] (Inception spatial"),
-    ({"sigma_s": None}, "only one of mu_s/sigma_s"),
+    ({"sigma_s": None}, "missing 'sigma_s'"),
+    ({"mu": None, "sigma": None, "arr_0": None}, "missing 'arr_0' (has ['mu_s', 'sigma_s']); ADM's layout is "
+     "arr_0 (uint8 reference images [N, H, W, 3]) with optional mu, sigma, mu_s, sigma_s"),
+    ({"mu": None, "sigma": None}, "missing 'mu' (has ['arr_0', 'mu_s', 'sigma_s'])"),
     ({"sigma": np.full((2048, 2048), np.nan)}, "'sigma' has non-finite values"),
     ({"arr_0": np.zeros((5, 8, 8, 3), np.float32)}, "arr_0 must be uint8 images [N, H, W, 3], got float32"),
 ])
@@ -275,8 +380,12 @@ def test_report_files_hold_every_metric_and_leave_no_temporary_files(tmp_path):
     result = {"fid_label": "FID-50K", "num_samples": 50000, "fid": 2.27, "sfid": None,
               "inception_score": 278.2, "inception_score_std": 3.1, "precision": 0.83, "recall": 0.57,
               "kid": 0.0011, "kid_std": 0.0001, "samples": "s.npz", "reference": "r.npz",
-              "reference_sha256": "0" * 64, "reference_num_images": 10000, "feature_extractor": "x",
+              "reference_sha256": "0" * 64, "reference_num_images": 10000,
+              "reference_statistics": "mu/sigma in the file", "inception_score_split_rule": IS_SPLIT_RULES["adm"],
+              "precision_recall_distances": DISTANCE_PRECISIONS["float16-first"], "feature_extractor": "x",
               "inception_weights": "w.pth", "inception_weights_sha256": "1" * 64, "device": "cuda",
+              "tf32_convolutions": True, "tf32_matmul": False,
+              "versions": {"torch": "2.15.0", "torch-fidelity": "0.3.0", "scipy": "1.17.0", "numpy": "2.3.0"},
               "seconds": 12.5}
     json_path, md_path = write_report(result, str(tmp_path / "out"))
     with open(json_path) as file:
@@ -285,16 +394,12 @@ def test_report_files_hold_every_metric_and_leave_no_temporary_files(tmp_path):
         markdown = file.read()
     assert markdown.startswith("# FID-50K: 2.27") and "| Inception Score | 278.20 +- 3.10 |" in markdown
     assert "n/a (reference has no mu_s/sigma_s)" in format_table(result)
+    for row in ("| IS splits | contiguous chunks of 5000 samples, the last one shorter (ADM's evaluator) |",
+                "| P/R distances | float16 distance blocks, float32 where a block overflows",
+                "| TF32 convolutions | on |", "| TF32 matmuls | off |",
+                "| versions | torch 2.15.0, torch-fidelity 0.3.0, scipy 1.17.0, numpy 2.3.0 |"):
+        assert row in markdown
     assert sorted(os.listdir(tmp_path / "out")) == ["report.json", "report.md"]
-
-
-def test_fid_ref_writes_npz_files_atomically(tmp_path):
-    from fid.reference import save_npz_atomically
-
-    save_npz_atomically(str(tmp_path / "ref.npz"), mu=np.zeros(3))
-    assert os.listdir(tmp_path) == ["ref.npz"]
-    with zipfile.ZipFile(tmp_path / "ref.npz") as archive:
-        assert archive.namelist() == ["mu.npy"]
 
 
 def test_public_api():
@@ -302,3 +407,97 @@ def test_public_api():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fid.frechet_distance(np.zeros(2), np.eye(2), np.ones(2), np.eye(2)) == pytest.approx(2.0)
+
+
+# Bad input fails before any Inception pass ----------------------------------------------------------------
+
+@pytest.fixture
+def no_inception(monkeypatch):
+    """Building the network is the expensive work: these inputs must fail before it."""
+    def fail(*args, **kwargs):
+        raise AssertionError("the Inception network was built before the input was checked")
+
+    monkeypatch.setattr(fid.pipeline, "InceptionFeatures", fail)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+@pytest.mark.parametrize("num_samples, flags, problem", [
+    (8, ["--device", "cuda"], "--device cuda: torch 2"),
+    (8, ["--device", "banana"], "--device banana is not a device name; use cpu, cuda or cuda:N"),
+    (1, [], "samples.npz: FID needs at least 2 samples for a covariance, got 1"),
+    (3, [], "samples.npz: precision/recall (k=3) need at least 4 images, got 3"),
+])
+def test_bad_input_fails_with_one_line_before_inception(no_inception, tmp_path, capsys, num_samples, flags,
+                                                         problem):
+    np.savez(tmp_path / "samples.npz", arr_0=np.zeros((num_samples, 8, 8, 3), np.uint8))
+    ref = write_reference(tmp_path / "ref.npz")
+    assert main(["calc", str(tmp_path / "samples.npz"), "--ref", ref, *flags]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and problem in error
+
+
+def test_too_few_reference_images_name_the_metric(no_inception, tmp_path):
+    samples = np.zeros((8, 8, 8, 3), np.uint8)
+    ref = write_reference(tmp_path / "ref.npz", arr_0=np.zeros((3, 8, 8, 3), np.uint8))
+    with pytest.raises(FIDError, match=r"ref.npz arr_0: precision/recall \(k=3\) need at least 4 images, got 3"):
+        fid.compute_metrics(samples, ref)
+    ref = write_reference(tmp_path / "one.npz", mu=None, sigma=None, mu_s=None, sigma_s=None,
+                          arr_0=np.zeros((1, 8, 8, 3), np.uint8))
+    with pytest.raises(FIDError, match="statistics from arr_0 need at least 2 images, got 1"):
+        fid.compute_metrics(samples, ref)
+    with pytest.raises(FIDError, match="unknown Inception Score split rule 'ten'"):
+        fid.compute_metrics(samples, ref, is_split_rule="ten")
+
+
+# Reference feature cache ----------------------------------------------------------------------------------
+
+class CountingExtractor:
+    """Stands in for InceptionFeatures: seeded random features, and a count of the passes."""
+    weights_sha256 = "f" * 64
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.passes = 0
+
+    def __call__(self, source, batch_size=200, num_workers=0, progress=True, desc="features"):
+        self.passes += 1
+        rng = np.random.default_rng(self.passes)
+        return {name: rng.standard_normal((len(source), dim)).astype(np.float32)
+                for name, dim in (("pool", 2048), ("spatial", 2023), ("logits", 1008))}
+
+
+def test_reference_features_are_cached_on_disk_by_file_and_weights_hash(tmp_path):
+    ref = write_reference(tmp_path / "ref.npz", mu=None, sigma=None, mu_s=None, sigma_s=None)
+    extractor, cache_dir = CountingExtractor(), str(tmp_path / "cache")
+    first = reference_image_features(load_reference(ref), extractor, cache_dir, 10, 0, False)
+    second = reference_image_features(load_reference(ref), extractor, cache_dir, 10, 0, False)
+    assert extractor.passes == 1 and np.array_equal(first["pool"], second["pool"])
+    assert np.array_equal(first["spatial"], second["spatial"])
+    assert os.listdir(cache_dir) == [f"reference-{load_reference(ref).sha256}-inception-{'f' * 64}.npz"]
+    # Other weights: other features, another file.
+    extractor.weights_sha256 = "e" * 64
+    reference_image_features(load_reference(ref), extractor, cache_dir, 10, 0, False)
+    assert extractor.passes == 2 and len(os.listdir(cache_dir)) == 2
+
+
+@pytest.mark.parametrize("corruption", [b"not a zip", "truncated", "wrong shape"])
+def test_a_corrupt_cache_is_recomputed_with_a_one_line_warning(tmp_path, corruption):
+    ref = write_reference(tmp_path / "ref.npz")
+    extractor, cache_dir = CountingExtractor(), str(tmp_path / "cache")
+    reference_image_features(load_reference(ref), extractor, cache_dir, 10, 0, False)
+    (path,) = [os.path.join(cache_dir, name) for name in os.listdir(cache_dir)]
+    if corruption == "truncated":
+        with open(path, "rb") as file:
+            corruption = file.read()[:1000]
+    if corruption == "wrong shape":
+        np.savez(path, pool=np.zeros((5, 7)), spatial=np.zeros((5, 2023)))
+    else:
+        with open(path, "wb") as file:
+            file.write(corruption)
+    with pytest.warns(UserWarning, match="ignoring the corrupt feature cache") as caught:
+        features = reference_image_features(load_reference(ref), extractor, cache_dir, 10, 0, False)
+    assert extractor.passes == 2 and "\n" not in str(caught[0].message)
+    assert features["pool"].shape == (5, 2048) and sorted(os.listdir(cache_dir)) == [os.path.basename(path)]
+    reference_image_features(load_reference(ref), extractor, cache_dir, 10, 0, False)  # rewritten: read back
+    assert extractor.passes == 2

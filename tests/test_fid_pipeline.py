@@ -10,19 +10,25 @@ import os
 
 import numpy as np
 import pytest
+import scipy
+import torch
+import torch_fidelity
 from PIL import Image
 
+import fid.cache
 import fid.metrics
 import fid.weights
 from fid import compute_metrics, load_reference
 from fid.cli import main
 from fid.features import InceptionFeatures
+from fid.pipeline import reference_statistics
 
 NUM_IMAGES = 8
 REPORT_KEYS = {"fid_label", "num_samples", "fid", "sfid", "inception_score", "inception_score_std",
-               "precision", "recall", "kid", "kid_std", "samples", "reference", "reference_sha256",
-               "reference_num_images", "feature_extractor", "inception_weights", "inception_weights_sha256",
-               "device", "seconds"}
+               "inception_score_split_rule", "precision", "recall", "precision_recall_distances", "kid", "kid_std",
+               "samples", "reference", "reference_sha256", "reference_num_images", "reference_statistics",
+               "feature_extractor", "inception_weights", "inception_weights_sha256", "device", "tf32_convolutions",
+               "tf32_matmul", "versions", "seconds"}
 
 
 def smooth_image(rng, height, width):
@@ -62,6 +68,31 @@ def fast_sqrtm():
     patch.undo()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def feature_cache(tmp_path_factory):
+    """The reference features' cache goes to a temporary folder, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        cache_dir = tmp_path_factory.mktemp("cache")
+        patch.setenv(fid.cache.CACHE_ENV, str(cache_dir))
+        yield cache_dir
+
+
+def common_flags(weights):
+    return ["--inception-weights", weights, "--num-workers", "0", "--batch-size", "10", "--no-progress"]
+
+
+def count_passes(monkeypatch):
+    """The `desc` of every Inception pass over a set of images, in order."""
+    passes, real_call = [], InceptionFeatures.__call__
+
+    def counting_call(self, source, *args, desc="features", **kwargs):
+        passes.append(desc)
+        return real_call(self, source, *args, desc=desc, **kwargs)
+
+    monkeypatch.setattr(InceptionFeatures, "__call__", counting_call)
+    return passes
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, fast_sqrtm):
     """`fid ref` on an ImageNet-layout folder, then `fid calc` on the same images as samples.npz."""
@@ -72,7 +103,7 @@ def pipeline(tmp_path_factory, fast_sqrtm):
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(smooth_image(rng, 40, 48)).save(folder / f"{index:03d}.png")
     weights = fid.weights.save_random_inception_weights(str(root / "inception-random.pth"), seed=0)
-    common = ["--inception-weights", weights, "--num-workers", "0", "--batch-size", "10", "--no-progress"]
+    common = common_flags(weights)
     assert main(["ref", str(root / "train"), "--out", str(root / "ref.npz"), "--image-size", "32",
                  *common]) == 0
     with np.load(root / "ref.npz") as reference:
@@ -99,6 +130,12 @@ def test_fid_calc_reports_every_metric_and_its_provenance(pipeline):
     assert report["inception_weights_sha256"] == sha256(weights)
     assert report["inception_weights"] == os.path.abspath(weights) and report["device"] == "cpu"
     assert report["seconds"] > 0 and "inception-v3-compat" in report["feature_extractor"]
+    assert report["versions"] == {"torch": torch.__version__, "torch-fidelity": torch_fidelity.__version__,
+                                  "scipy": scipy.__version__, "numpy": np.__version__}
+    assert report["tf32_convolutions"] is False and report["tf32_matmul"] is False  # CPU: no TF32
+    assert report["inception_score_split_rule"].startswith("contiguous chunks of 5000 samples")
+    assert report["precision_recall_distances"].startswith("float16 distance blocks")
+    assert report["reference_statistics"] == "mu/sigma in the file"
     with open(root / "report.md") as file:
         assert file.read().startswith(f"# FID (N={NUM_IMAGES}): ")
     assert not [name for name in os.listdir(root) if ".tmp" in name]
@@ -138,3 +175,47 @@ def test_spatial_features_are_mixed_6d_first_7_channels_channels_last(pipeline):
     # TF's mixed_6/conv is the 1x1 branch: the first channels of Mixed_6d's output, flattened as [17, 17, 7].
     expected = outputs[0][0, :7].permute(1, 2, 0).reshape(-1)
     assert spatial.shape == (1, 2023) and np.array_equal(spatial[0].numpy(), expected.numpy())
+
+
+def test_a_second_calc_against_the_same_reference_runs_one_inception_pass(pipeline, monkeypatch):
+    root, weights, report = pipeline
+    passes = count_passes(monkeypatch)
+    assert main(["calc", str(root / "samples.npz"), "--ref", str(root / "ref.npz"), "--out-dir",
+                 str(root / "second"), *common_flags(weights)]) == 0
+    assert passes == ["samples"]  # the reference images' features come from the cache the first calc wrote
+    with open(root / "second" / "report.json") as file:
+        second = json.load(file)
+    for key in ("fid", "sfid", "inception_score", "precision", "recall", "kid"):
+        assert second[key] == report[key]
+
+
+def test_a_corrupt_cache_is_recomputed_with_one_warning_line(pipeline, feature_cache, monkeypatch, capsys):
+    root, weights, report = pipeline
+    for name in os.listdir(feature_cache):
+        (feature_cache / name).write_bytes(b"truncated")
+    capsys.readouterr()
+    passes = count_passes(monkeypatch)
+    assert main(["calc", str(root / "samples.npz"), "--ref", str(root / "ref.npz"), "--out-dir",
+                 str(root / "third"), *common_flags(weights)]) == 0
+    assert passes == ["samples", "reference images"]
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("fid: warning: ignoring the corrupt feature cache")
+    with open(root / "third" / "report.json") as file:
+        assert json.load(file)["precision"] == report["precision"]
+
+
+def test_a_reference_with_only_arr_0_gets_statistics_from_its_images(pipeline, monkeypatch):
+    root, weights, report = pipeline
+    with np.load(root / "ref.npz") as reference:
+        np.savez(root / "images_ref.npz", arr_0=reference["arr_0"])
+    extractor = InceptionFeatures(weights, device="cpu")
+    passes = count_passes(monkeypatch)
+    reference = load_reference(root / "images_ref.npz")
+    scores = compute_metrics(root / "samples.npz", reference, extractor=extractor, num_workers=0, progress=False)
+    assert passes == ["samples", "reference images"] and scores["reference_statistics"] == "arr_0 (8 images)"
+    # `fid ref` computed the same images' statistics in another batch layout: equal up to float round-off.
+    full = load_reference(root / "ref.npz")
+    computed = reference_statistics(reference, reference.image_features[extractor.weights_sha256])
+    for mine, written in zip(computed, (full.mu, full.sigma, full.mu_s, full.sigma_s), strict=True):
+        np.testing.assert_allclose(mine, written, rtol=1e-4, atol=1e-6 * np.abs(written).max())
+    assert scores["precision"] == report["precision"] and scores["sfid"] is not None
