@@ -7,20 +7,18 @@
 Shards already written are skipped, so rerunning the same command resumes an interrupted extraction.
 Training with --latents checks that the folder was made with the same --vae and --image-size.
 """
-import argparse
 import os
-import sys
 
 from accelerate import Accelerator
 
-from gen.cli import parse_with_config
+from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.data import open_image_dataset
 from gen.data.latents import DTYPES, LatentSetError, extract_latents, extraction_plan
-from gen.vae import VAEUnavailableError, latent_shape, load_vae
+from gen.vae import latent_shape, load_vae
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--data-path", default=None,
                         help="ImageFolder (root/<class>/<image>); without it, the built-in scikit-learn digits")
     parser.add_argument("--output", required=True, help="the latent folder (created, or completed when resumed)")
@@ -56,7 +54,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (LatentSetError, VAEUnavailableError, FileNotFoundError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    run_command(main)

@@ -15,7 +15,7 @@ from accelerate import Accelerator
 from torchvision.utils import save_image
 
 from gen import load_pretrained, sampling
-from gen.cli import parse_with_config
+from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.export import CheckpointError
 from gen.vae import VAEUnavailableError, load_vae
 
@@ -27,7 +27,7 @@ def none_or_str(value):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     model = parser.add_argument_group("model")
     model.add_argument("--ckpt", required=True, help="exported .safetensors, training checkpoint folder or "
                        "official DiT/SiT .pt")
@@ -166,4 +166,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -5,20 +5,18 @@
 
 See docs/training.md for the paper settings, resuming and multi-GPU launches.
 """
-import argparse
-import sys
 
 import torch
 
-from gen.cli import parse_with_config
+from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.diffusion import create_diffusion
 from gen.sampling import DIT_SAMPLERS, make_sampler
-from gen.training import TrainingError, train
+from gen.training import train
 from gen.training_args import add_training_arguments
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     add_training_arguments(parser, default_model="DiT-S/2-VCA")
     parser.add_argument("--sampler", choices=DIT_SAMPLERS, default="ddpm", help="for grids and final samples")
     return parse_with_config(parser, argv)
@@ -37,7 +35,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except TrainingError as error:
-        sys.exit(f"error: {error}")
+    run_command(main)

@@ -5,18 +5,16 @@
 
 See docs/training.md for the paper settings, resuming and multi-GPU launches.
 """
-import argparse
-import sys
 
-from gen.cli import parse_with_config
+from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.diffusion import create_transport
 from gen.sampling import SIT_MODES, make_sampler
-from gen.training import TrainingError, train
+from gen.training import train
 from gen.training_args import add_training_arguments
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     add_training_arguments(parser, default_model="SiT-S/2-VCA")
     transport = parser.add_argument_group("transport (SiT's flags)")
     transport.add_argument("--path-type", choices=["Linear", "GVP", "VP"], default="Linear")
@@ -45,7 +43,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except TrainingError as error:
-        sys.exit(f"error: {error}")
+    run_command(main)

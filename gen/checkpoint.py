@@ -1,56 +1,130 @@
-"""Training checkpoints: `results/ckpt/step-0001000/`, each written whole or not at all.
+"""Training checkpoints: `results/ckpt/step-0001000/`, each written whole or not at all, and verified when read.
 
 A checkpoint folder holds what `accelerator.save_state` writes (model, optimiser, gradient scaler, each
-process's RNG states), plus `ema.safetensors` and `model_config.json` (what `gen.load_pretrained` reads)
-and `training_state.json` (step and data position). It is written as `step-XXXXXXX.tmp` and renamed when
-complete, so a crash mid-write leaves the previous checkpoint as the latest one.
+process's RNG states), plus `ema.safetensors` and `model_config.json` (what `gen.load_pretrained` reads),
+`training_state.json` (step, data position, the run's flags) and, written last, `manifest.json`: the size and
+sha256 of every other file. It is written as `step-XXXXXXX.tmp` and renamed when complete, so a crash mid-write
+leaves the previous checkpoint as the latest one; a file damaged later is found by the manifest.
+`ckpt/losses.jsonl` records the loss that each checkpoint's weights gave on the next batch, so that after a
+NaN the run can name a checkpoint whose weights had not yet blown up.
 """
+import hashlib
 import json
+import math
 import os
 import re
 import shutil
 
 from safetensors.torch import load_file
 
+from .errors import UserError
 from .export import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS, save_pretrained
+from .files import atomic_open
 
 CHECKPOINTS = "ckpt"
 TRAINING_STATE = "training_state.json"
+MANIFEST = "manifest.json"
+CHECKPOINT_LOSSES = "losses.jsonl"
 CHECKPOINT_NAME = re.compile(r"^step-(\d{7,})$")
+SANE_LOSS_FACTOR = 10  # a checkpoint whose weights give more than 10x the run's best loss has blown up
 
 
-class CheckpointNotFound(FileNotFoundError):
+class CheckpointNotFound(UserError, FileNotFoundError):
     pass
+
+
+class DamagedCheckpoint(UserError):
+    """A checkpoint whose files do not match its manifest; the message names the file."""
 
 
 def checkpoint_path(results_dir, step: int) -> str:
     return os.path.join(results_dir, CHECKPOINTS, f"step-{step:07d}")
 
 
+def checkpoint_step(path) -> int:
+    return int(CHECKPOINT_NAME.match(os.path.basename(os.path.normpath(path))).group(1))
+
+
 def list_checkpoints(results_dir) -> list[str]:
-    """Finished checkpoints under `results_dir`, oldest first (unfinished .tmp folders are ignored)."""
+    """Finished checkpoints under `results_dir` (a manifest was written), oldest first; .tmp folders are not."""
     folder = os.path.join(results_dir, CHECKPOINTS)
     if not os.path.isdir(folder):
         return []
     found = [(int(m.group(1)), os.path.join(folder, name)) for name in os.listdir(folder)
-             if (m := CHECKPOINT_NAME.match(name)) and os.path.isfile(os.path.join(folder, name, TRAINING_STATE))]
+             if (m := CHECKPOINT_NAME.match(name)) and os.path.isfile(os.path.join(folder, name, MANIFEST))]
     return [path for _, path in sorted(found)]
 
 
-def resolve_resume(resume: str, results_dir) -> str:
-    """The checkpoint folder that `--resume latest|PATH` names."""
-    if resume == "latest":
-        found = list_checkpoints(results_dir)
-        if not found:
-            raise CheckpointNotFound(f"--resume latest: no finished checkpoint under {results_dir}/{CHECKPOINTS}; "
-                                     f"check --results-dir, or start without --resume")
-        return found[-1]
-    if not os.path.isfile(os.path.join(resume, TRAINING_STATE)):
-        raise CheckpointNotFound(f"--resume {resume}: not a finished training checkpoint (no {TRAINING_STATE}); "
-                                 f"pass a folder like {checkpoint_path(results_dir, 1000)} or 'latest'")
-    return resume
+# -- the manifest ------------------------------------------------------------------------------------------------
+def file_digest(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
+def checkpoint_files(folder) -> list[str]:
+    """Every file under `folder` but the manifest, as sorted relative paths."""
+    found = []
+    for root, _, names in os.walk(folder):
+        found += [os.path.relpath(os.path.join(root, name), folder) for name in names]
+    return sorted(name for name in found if name != MANIFEST)
+
+
+def write_manifest(folder):
+    paths = {name: os.path.join(folder, name) for name in checkpoint_files(folder)}
+    files = {name: {"bytes": os.path.getsize(path), "sha256": file_digest(path)} for name, path in paths.items()}
+    with atomic_open(os.path.join(folder, MANIFEST), "w") as handle:
+        json.dump({"files": files}, handle, indent=1)
+
+
+def verify_checkpoint(folder):
+    """Raise DamagedCheckpoint naming the first file that is missing, of another size or another hash."""
+    try:
+        with open(os.path.join(folder, MANIFEST)) as handle:
+            files = json.load(handle)["files"]
+    except FileNotFoundError:
+        raise DamagedCheckpoint(f"{folder} has no {MANIFEST}: it is unfinished or not a training checkpoint") from None
+    except (ValueError, KeyError):
+        raise DamagedCheckpoint(f"{os.path.join(folder, MANIFEST)} is unreadable") from None
+    for name, expected in files.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise DamagedCheckpoint(f"{path} is missing")
+        size = os.path.getsize(path)
+        if size != expected["bytes"]:
+            raise DamagedCheckpoint(f"{path} is {size} bytes, the manifest says {expected['bytes']} (truncated?)")
+        if file_digest(path) != expected["sha256"]:
+            raise DamagedCheckpoint(f"{path} does not match the sha256 in its manifest (damaged)")
+
+
+# -- choosing one ------------------------------------------------------------------------------------------------
+def resolve_resume(resume: str, results_dir, warn=print) -> str:
+    """The checkpoint folder that `--resume latest|PATH` names, verified. `latest` skips damaged ones (and says
+    so through `warn`) but never deletes them."""
+    if resume != "latest":
+        if not os.path.isdir(resume) or CHECKPOINT_NAME.match(os.path.basename(os.path.normpath(resume))) is None:
+            raise CheckpointNotFound(f"--resume {resume}: not a training checkpoint folder; pass a folder like "
+                                     f"{checkpoint_path(results_dir, 1000)} or 'latest'")
+        try:
+            verify_checkpoint(resume)
+        except DamagedCheckpoint as error:
+            raise DamagedCheckpoint(f"--resume {resume}: {error}; resume from an earlier checkpoint") from None
+        return resume
+    found = list_checkpoints(results_dir)
+    for path in reversed(found):
+        try:
+            verify_checkpoint(path)
+            return path
+        except DamagedCheckpoint as error:
+            warn(f"skipping checkpoint {path}: {error}; it is kept as it is")
+    detail = f"; {len(found)} found, none intact" if found else ""
+    raise CheckpointNotFound(f"--resume latest: no finished checkpoint under {results_dir}/{CHECKPOINTS}{detail}; "
+                             f"check --results-dir, or start a new run without --resume in another --results-dir")
+
+
+# -- writing and reading -----------------------------------------------------------------------------------------
 def save_checkpoint(accelerator, results_dir, step: int, ema, training_state: dict) -> str:
     """Write checkpoint `step` (every process must call this); returns its folder."""
     final = checkpoint_path(results_dir, step)
@@ -59,15 +133,25 @@ def save_checkpoint(accelerator, results_dir, step: int, ema, training_state: di
         shutil.rmtree(temporary)  # the remains of a crash mid-write
     accelerator.wait_for_everyone()
     accelerator.save_state(temporary)
+    accelerator.wait_for_everyone()  # every process's RNG file is in before the manifest lists them
     if accelerator.is_main_process:
         save_pretrained(ema, os.path.join(temporary, CHECKPOINT_WEIGHTS), ema=True)
         write_json(os.path.join(temporary, CHECKPOINT_CONFIG), {"name": ema.name, "config": ema.config})
         write_json(os.path.join(temporary, TRAINING_STATE), dict(training_state, step=step))
-        if os.path.isdir(final):
-            shutil.rmtree(final)  # the same step saved again (e.g. a resumed run that was stopped right after)
-        os.replace(temporary, final)
+        write_manifest(temporary)
+        replace_folder(temporary, final)
     accelerator.wait_for_everyone()
     return final
+
+
+def replace_folder(source, target):
+    """Rename `source` to `target`; an existing `target` (the same step saved again) goes only afterwards."""
+    old = target + ".old"
+    if os.path.isdir(target):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(source, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(accelerator, path, ema) -> dict:
@@ -79,5 +163,31 @@ def load_checkpoint(accelerator, path, ema) -> dict:
 
 
 def write_json(path, value):
-    with open(path, "w") as file:
+    with atomic_open(path, "w") as file:
         json.dump(value, file, indent=1)
+
+
+# -- which checkpoint can recover from a NaN ----------------------------------------------------------------------
+def record_checkpoint_loss(results_dir, step: int, loss: float):
+    """The loss that the weights of checkpoint `step` gave (step 0: the initial weights)."""
+    with open(os.path.join(results_dir, CHECKPOINTS, CHECKPOINT_LOSSES), "a") as handle:
+        handle.write(json.dumps({"step": step, "loss": loss}) + "\n")
+
+
+def recoverable_checkpoint(results_dir):
+    """(path, loss) of the newest finished checkpoint whose weights gave a finite loss within SANE_LOSS_FACTOR of
+    the run's best, or (None, losses seen) when none did."""
+    losses = {}
+    path = os.path.join(results_dir, CHECKPOINTS, CHECKPOINT_LOSSES)
+    if os.path.isfile(path):
+        with open(path) as handle:
+            for line in handle:
+                entry = json.loads(line)
+                losses[entry["step"]] = entry["loss"]  # a step saved again: the newest record
+    finite = [loss for loss in losses.values() if math.isfinite(loss)]
+    limit = SANE_LOSS_FACTOR * min(finite) if finite else -math.inf
+    for folder in reversed(list_checkpoints(results_dir)):
+        loss = losses.get(checkpoint_step(folder))
+        if loss is not None and math.isfinite(loss) and loss <= limit:
+            return folder, loss
+    return None, losses

@@ -1,11 +1,60 @@
-"""Command-line helpers shared by sample.py and the training scripts: YAML presets under CLI flags.
+"""What every command line shares: one-line errors with exit status 2, and YAML presets under CLI flags.
 
+    if __name__ == "__main__":
+        run_command(main)                  # UserError, bad flags, OS errors -> one line on stderr, exit 2
     args = parse_with_config(parser)   # `--config configs/X.yaml`; flags given on the command line win
 """
 import argparse
+import errno
 import os
+import sys
 
 import yaml
+
+from .errors import UserError
+
+DEBUG_ENV = "VCA_GEN_DEBUG"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (the usage is one `--help` away), with a `--debug` flag."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", help=f"show tracebacks (also {DEBUG_ENV}=1)")
+
+    def error(self, message):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def run_command(main, argv=None):
+    """Run `main(argv)`; expected failures end as one line on stderr and exit status 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        return main(argv)
+    except (UserError, OSError) as error:
+        if debug:
+            raise
+        print(f"error: {describe(error)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted; finished checkpoints and sample files are intact: rerun to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+def describe(error: BaseException) -> str:
+    """The error as one line; a full disk says so."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return (f"no space left on the device writing {error.filename or 'a file'}; free some space and rerun "
+                f"(finished checkpoints and files are intact)")
+    if isinstance(error, OSError) and not isinstance(error, UserError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
@@ -32,8 +81,11 @@ def read_config(parser: argparse.ArgumentParser, path: str) -> dict:
     """The YAML file's values keyed by the parser's destinations, checked against its flags."""
     if not os.path.isfile(path):
         parser.error(f"config file {path} not found; pass the path of a YAML file such as configs/X.yaml")
-    with open(path) as handle:
-        values = yaml.safe_load(handle) or {}
+    try:
+        with open(path) as handle:
+            values = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as error:
+        parser.error(f"config file {path} is not valid YAML ({' '.join(str(error).split())})")
     if not isinstance(values, dict):
         parser.error(f"config file {path} must hold a mapping of flag names to values")
     actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "config")}

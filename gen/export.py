@@ -14,6 +14,7 @@ from importlib import metadata
 
 import torch
 
+from .errors import UserError
 from .models import create_model, load_official_state_dict, read_state_dict
 from .models.convert import describe_mismatch
 
@@ -25,7 +26,7 @@ VAE_DOWNSAMPLING = 8  # official checkpoints are latent models: input_size = ima
 NAME_DERIVED_KEYS = ("family", "attention")  # set by create_model from the name, not accepted as options
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, damaged, or of another model; the message names the fix."""
 
 

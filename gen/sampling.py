@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .errors import InvalidValue, UserError
 from .files import atomic_open, save_samples_npz
 from .vae import decode, to_uint8
 
@@ -38,14 +39,16 @@ def make_sampler(family: str, name: str | None = None, num_steps: int = 250, **o
         return dit_sampler(name or "ddpm", num_steps, **options)
     if family == "SiT":
         return sit_sampler(name or "ODE", num_steps, **options)
-    raise ValueError(f"unknown model family {family!r}; expected DiT or SiT")
+    raise InvalidValue(f"unknown model family {family!r}; expected DiT or SiT")
 
 
 def dit_sampler(name: str, num_steps: int, ddim_eta: float = 0.0):
     from .diffusion import create_diffusion
 
+    if num_steps < 1:
+        raise InvalidValue(f"--num-sampling-steps must be at least 1, got {num_steps}")
     if name not in DIT_SAMPLERS:
-        raise ValueError(f"unknown DiT sampler {name!r}; use one of {list(DIT_SAMPLERS)}")
+        raise InvalidValue(f"unknown DiT sampler {name!r}; use one of {list(DIT_SAMPLERS)}")
     if name == "dpm-solver":
         return lambda model_fn, x, kwargs: dpm_solver_sample(model_fn, x, kwargs, num_steps)
     diffusion = create_diffusion(str(num_steps))  # "N": any step count, evenly spaced over the 1000
@@ -75,6 +78,7 @@ def sit_sampler(mode: str, num_steps: int, *, path_type="Linear", prediction="ve
                 diffusion_form="sigma", diffusion_norm=1.0, last_step="Mean", last_step_size=0.04):
     from .diffusion import Sampler, create_transport
 
+    check_sit_sampler(mode, num_steps, sampling_method)
     sampler = Sampler(create_transport(path_type, prediction, loss_weight, train_eps, sample_eps))
     if mode == "ODE":
         sample_fn = sampler.sample_ode(sampling_method=sampling_method or "dopri5", num_steps=num_steps,
@@ -84,8 +88,20 @@ def sit_sampler(mode: str, num_steps: int, *, path_type="Linear", prediction="ve
                                        diffusion_norm=diffusion_norm, last_step=last_step,
                                        last_step_size=last_step_size, num_steps=num_steps)
     else:
-        raise ValueError(f"unknown SiT mode {mode!r}; use ODE or SDE")
+        raise InvalidValue(f"unknown SiT mode {mode!r}; use ODE or SDE")
     return lambda model_fn, x, kwargs: sample_fn(x, model_fn, **kwargs)[-1]
+
+
+def check_sit_sampler(mode: str, num_steps: int, sampling_method: str | None):
+    """Fail now, not after training, on a time grid too short or a method name that does not exist."""
+    from torchdiffeq._impl.odeint import SOLVERS  # the names torchdiffeq.odeint accepts
+
+    if num_steps < 2:
+        raise InvalidValue(f"SiT's {mode} sampler needs --num-sampling-steps >= 2 (the points of its time grid), "
+                           f"got {num_steps}")
+    methods = sorted(SOLVERS) if mode == "ODE" else ["Euler", "Heun"]
+    if sampling_method is not None and sampling_method not in methods:
+        raise InvalidValue(f"unknown {mode} --sampling-method {sampling_method!r}; use one of {methods}")
 
 
 # -- guidance --------------------------------------------------------------------------------------------
@@ -164,7 +180,7 @@ def check_settings(sample_dir, settings: dict, is_main: bool):
             saved = json.load(handle)
         changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
         if changed:
-            raise SystemExit(f"{sample_dir} holds samples made with other settings (was, now: {changed}); "
+            raise UserError(f"{sample_dir} holds samples made with other settings (was, now: {changed}); "
                              f"use another --sample-dir or delete this one")
     elif is_main:
         with atomic_open(path, "w") as handle:
@@ -198,7 +214,7 @@ def pack_npz(sample_dir, num_samples: int, labels: np.ndarray) -> str:
     """`sample_dir/samples.npz`: arr_0 uint8 [N, H, W, 3] from the PNGs, arr_1 the classes (ADM's format)."""
     missing = [i for i in range(num_samples) if not os.path.exists(png_path(sample_dir, i))]
     if missing:
-        raise SystemExit(f"{sample_dir} lacks {len(missing)} of {num_samples} images (first {missing[0]:06d}.png); "
+        raise UserError(f"{sample_dir} lacks {len(missing)} of {num_samples} images (first {missing[0]:06d}.png); "
                          f"rerun the same command to make them")
     first = np.asarray(Image.open(png_path(sample_dir, 0)).convert("RGB"))
     images = np.empty((num_samples, *first.shape), dtype=np.uint8)

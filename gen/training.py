@@ -10,10 +10,12 @@ and the EMA weights exported as safetensors at the end. The data order is a func
 uninterrupted one exactly.
 """
 import argparse
+import errno
 import importlib.util
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,17 +23,31 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 
-from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from . import checks
+from .checkpoint import (
+    CHECKPOINTS,
+    TRAINING_STATE,
+    list_checkpoints,
+    load_checkpoint,
+    record_checkpoint_loss,
+    recoverable_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+    write_json,
+)
 from .data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
 from .ema import create_ema, update_ema
+from .errors import UserError
 from .export import save_pretrained
 from .models import create_model
+from .models.zoo import model_config
+from .training_args import check_training_arguments, resume_differences
 from .training_log import TrainingLog, peak_memory_gb
 from .training_samples import grid_classes, write_grid, write_samples_npz
 from .vae import encode, latent_shape, load_vae
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """A run that cannot go on; the message says why and what to do."""
 
 
@@ -73,18 +89,25 @@ def build_model(args, shape):
     return model
 
 
-def check_arguments(args, family: str):
-    if not args.model.startswith(f"{family}-"):
-        script = "train_sit.py" if family == "DiT" else "train_dit.py"
-        raise TrainingError(f"train_{family.lower()}.py trains {family} models; use {script} for --model {args.model}")
-    if args.epochs is None and args.max_steps is None:
-        raise TrainingError("give --epochs and/or --max-steps (the paper settings: --max-steps 400000)")
-    for flag in ("log_every", "ckpt_every", "global_batch_size"):
-        if getattr(args, flag) < 1:
-            raise TrainingError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    if args.cfg_scale > 1 and args.class_dropout_prob <= 0:
-        raise TrainingError("--cfg-scale > 1 needs the null class that --class-dropout-prob > 0 trains; "
-                            "pass --cfg-scale 1 or a positive --class-dropout-prob")
+def prepare_results_dir(args, results_dir):
+    """Create the run's folder; a new run never writes into a folder where another run has trained."""
+    checks.writable_folder(results_dir, "--results-dir")
+    if args.resume is not None or not os.path.exists(os.path.join(results_dir, "log.jsonl")):
+        return
+    found = list_checkpoints(results_dir)
+    way_on = (f"continue it with --resume latest ({len(found)} checkpoints)" if found else
+              "it has no checkpoint to resume: delete the folder")
+    raise TrainingError(f"--results-dir {results_dir} already holds a run that trained (log.jsonl); {way_on}, "
+                        f"or pass another --results-dir")
+
+
+def check_patch_grid(args, shape, vae):
+    patch = model_config(args.model)["patch_size"]
+    if shape[1] % patch:
+        factor = args.image_size // shape[1]
+        raise TrainingError(f"--image-size {args.image_size} gives a {shape[1]}x{shape[1]} "
+                            f"{'pixel' if vae is None else 'latent'} grid that the patch size {patch} of {args.model} "
+                            f"does not divide; use a multiple of {patch * factor}")
 
 
 def tracker_config(args) -> dict:
@@ -132,10 +155,17 @@ def check_finite(accelerator, window, step: int, results_dir, last_checked: int)
     loss_sum = accelerator.reduce(window.loss_sum.clone(), reduction="sum")
     if torch.isfinite(loss_sum):
         return
-    found = list_checkpoints(results_dir)
-    kept = f"the last good checkpoint is {found[-1]} (--resume latest)" if found else "no checkpoint was saved yet"
+    fixes = "a lower --lr, --max-grad-norm 1, or bf16 instead of fp16"
+    path, loss = recoverable_checkpoint(results_dir)
+    if path is not None:
+        advice = (f"the newest checkpoint whose weights still gave a sane loss ({loss:.4g}) is {path}: continue "
+                  f"with --resume {path} and {fixes}")
+    else:
+        seen = ", ".join(f"step {k}: {v:.3g}" for k, v in sorted(loss.items())) or "none recorded"
+        advice = (f"no checkpoint can recover (loss given by each checkpoint's weights: {seen}); start again in a "
+                  f"new --results-dir with {fixes}")
     raise TrainingError(f"the loss became {loss_sum.item()} between steps {last_checked + 1} and {step}; stopped "
-                        f"without saving. {kept}. Lower --lr, set --max-grad-norm, or use bf16 instead of fp16")
+                        f"without saving. {advice}")
 
 
 def log_window(accelerator, log, window, step, *, grad_norm, skipped_total, device):
@@ -160,6 +190,7 @@ def train_steps(run, start_step: int, max_steps: int):
     accelerator, args, log, model, optimizer = run.accelerator, run.args, run.log, run.model, run.optimizer
     sampler, device = run.sampler, accelerator.device
     step, last_checked, skipped_total, grad_norm = start_step, start_step, 0, float("nan")
+    unrated = start_step  # the checkpoint (or, at 0, the initial weights) whose loss the next batch measures
     window = Window(device)
     model.train()
     while step < max_steps:
@@ -174,6 +205,9 @@ def train_steps(run, start_step: int, max_steps: int):
             if not run.from_latents:
                 x = encode(run.vae, x)  # a fresh posterior sample each step, as DiT's train.py
             loss = run.loss_fn(model, x, y).mean()
+            if unrated is not None:
+                rate_checkpoint(run, unrated, loss)
+                unrated = None
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             log_now = (step + 1) % args.log_every == 0
@@ -192,6 +226,7 @@ def train_steps(run, start_step: int, max_steps: int):
             if step % args.ckpt_every == 0 or step == max_steps:
                 check_finite(accelerator, window, step, run.results_dir, last_checked)
                 save(run, step)
+                unrated = step
             if args.sample_every and step % args.sample_every == 0:
                 grid(run, os.path.join(run.results_dir, "samples", f"step-{step:07d}.png"))
             if step >= max_steps:
@@ -199,13 +234,35 @@ def train_steps(run, start_step: int, max_steps: int):
     return step
 
 
+def rate_checkpoint(run, step: int, loss):
+    """Record the loss that the weights of checkpoint `step` give, the mean over the processes."""
+    value = run.accelerator.reduce(loss.detach().float().clone(), reduction="mean").item()
+    if run.accelerator.is_main_process:
+        os.makedirs(os.path.join(run.results_dir, CHECKPOINTS), exist_ok=True)
+        record_checkpoint_loss(run.results_dir, step, value)
+
+
 def save(run, step: int):
     sampler = run.sampler
     epoch, batch_in_epoch = divmod(step, sampler.steps_per_epoch)
     state = dict(epoch=epoch, batch_in_epoch=batch_in_epoch, global_batch_size=sampler.global_batch_size,
-                 dataset_size=sampler.dataset_size, global_seed=run.args.global_seed)
-    path = save_checkpoint(run.accelerator, run.results_dir, step, run.ema, state)
+                 dataset_size=sampler.dataset_size, global_seed=run.args.global_seed, args=vars(run.args))
+    try:
+        path = save_checkpoint(run.accelerator, run.results_dir, step, run.ema, state)
+    except (OSError, RuntimeError) as error:  # torch's zip writer reports a full disk as a RuntimeError
+        raise checkpoint_write_error(run.results_dir, step, error) from error
     run.log.info(f"saved checkpoint {path}")
+
+
+def checkpoint_write_error(results_dir, step: int, error) -> TrainingError:
+    free = shutil.disk_usage(results_dir).free
+    cause = " ".join(str(error).split())[:200]
+    full = getattr(error, "errno", None) == errno.ENOSPC or free < 2**20
+    found = list_checkpoints(results_dir)
+    kept = f"the last finished checkpoint {found[-1]} is intact" if found else "no earlier checkpoint exists"
+    what = "no space left on the device" if full else f"writing failed ({cause})"
+    return TrainingError(f"checkpoint of step {step} not saved: {what} ({free / 2**30:.2f} GiB free under "
+                         f"{results_dir}); {kept}. Free some space, then continue with --resume latest")
 
 
 def grid(run, path):
@@ -221,11 +278,26 @@ def grid(run, path):
     accelerator.wait_for_everyone()
 
 
-def resume(run) -> int:
-    """Load `--resume`; returns its step. The data set and global batch must be the ones it was saved with."""
+def check_resume_flags(path, args, log):
+    """Refuse flags that would change what the checkpoint means; say which optimiser settings change."""
+    with open(os.path.join(path, TRAINING_STATE)) as file:
+        saved = json.load(file).get("args", {})
+    refused, applied = resume_differences(saved, args)
+    if refused:
+        listed = "; ".join(f"--{k.replace('_', '-')} {now} (the run used {was})" for k, (was, now) in refused.items())
+        raise TrainingError(f"--resume {path}: {listed}. Resume with the run's own values, or start a new run "
+                            f"in another --results-dir")
+    for key, (was, now) in applied.items():
+        log.info(f"resume: --{key.replace('_', '-')} {now} applied (the run used {was})")
+
+
+def resume(run, path) -> int:
+    """Load checkpoint `path`; returns its step. The data set and global batch must be the ones it was saved with;
+    the optimiser takes this run's --lr and --weight-decay."""
     args, sampler = run.args, run.sampler
-    path = resolve_resume(args.resume, run.results_dir)
     state = load_checkpoint(run.accelerator, path, run.ema)
+    for group in run.optimizer.param_groups:
+        group["lr"], group["weight_decay"] = args.lr, args.weight_decay
     saved = (state["dataset_size"], state["global_batch_size"])
     if saved != (sampler.dataset_size, sampler.global_batch_size):
         raise TrainingError(f"{path} was saved training on {saved[0]} items in global batches of {saved[1]}; this "
@@ -256,18 +328,21 @@ def finish(run, step: int):
 def train(args, *, family: str, loss_fn, sample_fn):
     """Train `args.model` with per-sample `loss_fn(model, x, y)`; grids and samples come from `sample_fn`
     (gen.sampling.make_sampler). Returns the results folder."""
-    check_arguments(args, family)
+    check_training_arguments(args, family)
     results_dir = args.results_dir or default_results_dir(args.model)
     accelerator = make_accelerator(args, results_dir)
-    if accelerator.is_main_process:
-        os.makedirs(results_dir, exist_ok=True)
-        with open(os.path.join(results_dir, "args.json"), "w") as file:
-            json.dump(vars(args), file, indent=1)
+    prepare_results_dir(args, results_dir)  # on every process, so that all stop alike
     accelerator.wait_for_everyone()
     log = TrainingLog(accelerator, results_dir)
+    resume_path = resolve_resume(args.resume, results_dir, warn=log.warning) if args.resume else None
+    if resume_path:
+        check_resume_flags(resume_path, args, log)
+    if accelerator.is_main_process:
+        write_json(os.path.join(results_dir, "args.json"), vars(args))
 
     vae = load_vae(args.vae, accelerator.device)
     dataset, shape, from_latents = open_training_data(args, vae)
+    check_patch_grid(args, shape, vae)
     if len(dataset.classes) > args.num_classes:
         raise TrainingError(f"the data has {len(dataset.classes)} classes but --num-classes is {args.num_classes}")
     sampler = EpochBatchSampler(len(dataset), args.global_batch_size, rank=accelerator.process_index,
@@ -293,7 +368,7 @@ def train(args, *, family: str, loss_fn, sample_fn):
         max_steps = min(max_steps, args.epochs * sampler.steps_per_epoch)
     run = TrainingRun(accelerator, args, log, model, raw_model, ema, optimizer, sampler, loader, vae, from_latents,
                       loss_fn, sample_fn, results_dir, shape)
-    start_step = resume(run) if args.resume else 0
+    start_step = resume(run, resume_path) if resume_path else 0
 
     source = args.latents or args.data_path or "the built-in scikit-learn digits"
     log.info(f"{args.model}: {sum(p.numel() for p in raw_model.parameters()):,} parameters, input {shape[0]}x"

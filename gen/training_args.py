@@ -1,8 +1,21 @@
 """The flags train_dit.py and train_sit.py share: DiT/SiT's names, plus what Accelerate training adds.
 
 Every flag can also come from `--config configs/X.yaml` (gen.cli.parse_with_config); the command line wins.
+`check_training_arguments` checks them all before anything is loaded.
 """
 import argparse
+import os
+
+from . import checks
+from .errors import UserError
+from .models.zoo import model_config
+
+# Flags that decide what a checkpoint's weights, optimiser state and data position mean: a resumed run must
+# keep them. Optimiser settings (lr, weight decay, EMA decay, clipping) may change and are applied.
+FIXED_ON_RESUME = ("model", "data_path", "latents", "image_size", "num_classes", "vae", "random_flip",
+                   "global_batch_size", "global_seed", "class_dropout_prob",
+                   "path_type", "prediction", "loss_weight", "train_eps")
+APPLIED_ON_RESUME = ("lr", "weight_decay", "ema_decay", "max_grad_norm")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, default_model: str):
@@ -51,3 +64,43 @@ def add_training_arguments(parser: argparse.ArgumentParser, default_model: str):
     run.add_argument("--final-samples", type=int, default=0,
                      help="after training, this many EMA samples (balanced over classes) into samples.npz")
     return parser
+
+
+def check_training_arguments(args, family: str):
+    """Every value in range and every name known, before the VAE, the data or the model are loaded."""
+    config = model_config(args.model)  # an unknown name fails here, in one line
+    if config["family"] != family:
+        other = "train_sit.py" if family == "DiT" else "train_dit.py"
+        raise UserError(f"train_{family.lower()}.py trains {family} models; use {other} for --model {args.model}")
+    if args.epochs is None and args.max_steps is None:
+        raise UserError("give --epochs and/or --max-steps (the paper settings: --max-steps 400000)")
+    checks.at_least(args, 1, "epochs", "max_steps", "log_every", "ckpt_every", "global_batch_size", "num_classes",
+                    "image_size", "grid_columns", "num_sampling_steps")
+    checks.at_least(args, 0, "sample_every", "final_samples", "num_workers")
+    checks.positive(args, "lr", "max_grad_norm")
+    checks.at_least(args, 0.0, "weight_decay")
+    checks.within(args, "ema_decay", 0.0, 1.0)
+    checks.within(args, "class_dropout_prob", 0.0, 1.0, high_open=True)
+    checks.guidance_scale(args.cfg_scale)
+    if args.cfg_scale > 1 and args.class_dropout_prob <= 0:
+        raise UserError("--cfg-scale > 1 needs the null class that --class-dropout-prob > 0 trains; "
+                        "pass --cfg-scale 1 or a positive --class-dropout-prob")
+    if args.grid_classes and any(not 0 <= c < args.num_classes for c in args.grid_classes):
+        raise UserError(f"--grid-classes {args.grid_classes} must lie in [0, {args.num_classes})")
+    for dest in ("data_path", "latents"):
+        path = getattr(args, dest)
+        if path is not None and not os.path.isdir(path):
+            raise UserError(f"{checks.flag(dest)} {path} is not a folder; check the path")
+    if args.resume is None:
+        return
+    if args.resume != "latest" and not os.path.isdir(args.resume):
+        raise UserError(f"--resume {args.resume} is not a folder; pass 'latest' or a checkpoint folder "
+                        f"such as RESULTS/ckpt/step-0001000")
+
+
+def resume_differences(saved: dict, args) -> tuple[dict, dict]:
+    """({flag: (saved, now)} that must not change, {flag: (saved, now)} that will be applied)."""
+    now = vars(args)
+    refused = {k: (saved[k], now[k]) for k in FIXED_ON_RESUME if k in saved and k in now and saved[k] != now[k]}
+    applied = {k: (saved[k], now[k]) for k in APPLIED_ON_RESUME if k in saved and k in now and saved[k] != now[k]}
+    return refused, applied

@@ -1,17 +1,19 @@
 """The Stable Diffusion VAE that maps images to the latents DiT/SiT train on (diffusers AutoencoderKL).
 
 `--vae ema|mse` names the hub weights DiT used; any other value is a local folder or a hub name; `none`
-trains in pixel space (the demo's choice: no VAE to download, and 32-pixel digits need none).
+trains in pixel space (the demo's choice: no VAE to download, and 16-pixel digits need none).
 """
 import os
 
 import torch
 
+from .errors import InvalidValue, UserError
+
 LATENT_SCALE = 0.18215  # scales SD-VAE latents to about unit variance, as DiT and SiT do
 HUB_NAMES = {"ema": "stabilityai/sd-vae-ft-ema", "mse": "stabilityai/sd-vae-ft-mse"}
 
 
-class VAEUnavailableError(RuntimeError):
+class VAEUnavailableError(UserError, RuntimeError):
     pass
 
 
@@ -40,7 +42,7 @@ def latent_shape(vae, image_size: int) -> tuple[int, int]:
         return 3, image_size
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if image_size % factor:
-        raise ValueError(f"image size {image_size} is not divisible by the VAE's downsampling factor {factor}")
+        raise InvalidValue(f"image size {image_size} is not divisible by the VAE's downsampling factor {factor}")
     return vae.config.latent_channels, image_size // factor
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 import sample
 from gen import save_pretrained
 from gen.cli import parse_with_config
+from gen.errors import UserError
 from gen.models import create_model
 from gen.sampling import generate_latents, make_sampler
 
@@ -131,7 +132,7 @@ def test_balanced_classes_and_refusal_to_mix_settings(tmp_path, exports):
               "--num-fid-samples", 12, "--sample-dir", tmp_path]
     run(*common, "--class-order", "balanced")
     np.testing.assert_array_equal(load_npz(tmp_path)["arr_1"], np.arange(12) % NUM_CLASSES)
-    with pytest.raises(SystemExit, match="other settings"):
+    with pytest.raises(UserError, match="other settings"):
         run(*common, "--class-order", "random")
 
 

@@ -9,12 +9,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import InvalidValue, MissingInput, UserError
 from .transforms import center_crop_arr, horizontal_flip, to_tensor
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".jpe", ".pgm")
 
 
-class CorruptImageError(RuntimeError):
+class CorruptImageError(UserError, RuntimeError):
     pass
 
 
@@ -26,16 +27,16 @@ def split_key(key):
 def list_image_folder(root):
     """(class names sorted, [(path, label)]) for root/<class>/**/<image>, labels by sorted folder name."""
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"--data-path {root} is not a folder; expected ImageNet's layout root/<class>/<image>")
+        raise MissingInput(f"--data-path {root} is not a folder; expected ImageNet's layout root/<class>/<image>")
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
     if not classes:
-        raise ValueError(f"{root} has no class folders; expected ImageNet's layout root/<class>/<image>")
+        raise InvalidValue(f"{root} has no class folders; expected ImageNet's layout root/<class>/<image>")
     files = []
     for label, name in enumerate(classes):
         for folder, _, names in sorted(os.walk(os.path.join(root, name), followlinks=True)):
             files += [(os.path.join(folder, n), label) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS)]
     if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under the class folders of {root}")
+        raise InvalidValue(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under the class folders of {root}")
     return classes, files
 
 

@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from ..errors import UserError
 from ..files import atomic_open
 from ..vae import encode
 from .images import SkippedImage, collate_skipping_unreadable, split_key
@@ -26,7 +27,7 @@ MANIFEST = "manifest.json"
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-class LatentSetError(ValueError):
+class LatentSetError(UserError, ValueError):
     pass
 
 

@@ -7,6 +7,8 @@ processes, and resuming at (epoch, batch) replays exactly what an uninterrupted 
 """
 import numpy as np
 
+from ..errors import InvalidValue
+
 
 class EpochBatchSampler:
     """Yields this process's batches of (index, flip) keys for one epoch, from `start_batch` on."""
@@ -14,10 +16,10 @@ class EpochBatchSampler:
     def __init__(self, dataset_size: int, global_batch_size: int, *, rank: int = 0, world_size: int = 1,
                  seed: int = 0, random_flip: bool = True):
         if global_batch_size % world_size:
-            raise ValueError(f"--global-batch-size {global_batch_size} is not divisible by the {world_size} "
+            raise InvalidValue(f"--global-batch-size {global_batch_size} is not divisible by the {world_size} "
                              f"processes; use a multiple of {world_size}")
         if dataset_size < global_batch_size:
-            raise ValueError(f"the data set holds {dataset_size} items, fewer than one global batch of "
+            raise InvalidValue(f"the data set holds {dataset_size} items, fewer than one global batch of "
                              f"{global_batch_size}; lower --global-batch-size")
         self.dataset_size, self.global_batch_size = dataset_size, global_batch_size
         self.rank, self.world_size, self.seed, self.random_flip = rank, world_size, seed, random_flip

@@ -5,6 +5,7 @@ some 700 images/s of training on 16 tokens on a 2-core machine. Not a paper mode
 """
 import re
 
+from ..errors import InvalidValue
 from .dit import DiT, SiT
 
 SIZES = {
@@ -37,11 +38,12 @@ def model_config(name: str, **overrides) -> dict:
     """The full keyword configuration of model `name`, with `overrides` applied."""
     match = NAME_PATTERN.match(name)
     if match is None or int(match.group(3)) not in PATCH_SIZES:
-        raise ValueError(f"unknown model {name!r}; expected e.g. DiT-XL/2, SiT-S/2-VCA (see gen.models.list_models())")
+        raise InvalidValue(f"unknown model {name!r}; expected e.g. DiT-XL/2, SiT-S/2-VCA "
+                           f"(see gen.models.list_models())")
     family, size, patch, vca = match.groups()
     unknown = sorted(set(overrides) - set(DEFAULTS) - set(ARCHITECTURE_FIELDS))
     if unknown:
-        raise ValueError(f"unknown model option(s) {unknown}; allowed: "
+        raise InvalidValue(f"unknown model option(s) {unknown}; allowed: "
                          f"{sorted(set(DEFAULTS) | set(ARCHITECTURE_FIELDS))}")
     config = dict(DEFAULTS, **SIZES[size], patch_size=int(patch), attention="vca" if vca else "mhsa")
     config.update(overrides)

@@ -1,0 +1,64 @@
+"""Checks of command-line values, run before any expensive work; each failure is one UserError line.
+
+    at_least(args, 1, "max_steps", "per_proc_batch_size")   # names are argparse destinations
+    writable_folder(args.results_dir, "--results-dir")
+"""
+import math
+import os
+
+from .errors import UserError
+
+
+def flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def at_least(args, minimum, *dests):
+    """Each named value that is set (not None) is >= minimum."""
+    for dest in dests:
+        value = getattr(args, dest)
+        if value is not None and not value >= minimum:
+            raise UserError(f"{flag(dest)} must be at least {minimum}, got {value}")
+
+
+def within(args, dest, low, high, *, high_open=False):
+    """low <= value <= high (or < high), and a number; None is left alone."""
+    value = getattr(args, dest)
+    if value is None:
+        return
+    inside = math.isfinite(value) and low <= value and (value < high if high_open else value <= high)
+    if not inside:
+        bracket = ")" if high_open else "]"
+        raise UserError(f"{flag(dest)} must lie in [{low}, {high}{bracket}, got {value}")
+
+
+def positive(args, *dests):
+    """Finite and > 0 (a learning rate, a tolerance); None is left alone."""
+    for dest in dests:
+        value = getattr(args, dest)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UserError(f"{flag(dest)} must be a positive number, got {value}")
+
+
+def guidance_scale(value, dest="cfg_scale"):
+    """Classifier-free guidance: 1 is the conditional model, above 1 guides; anything else is a mistake."""
+    if value is not None and not (math.isfinite(value) and value >= 1):
+        raise UserError(f"{flag(dest)} must be a number >= 1 (1: no guidance; DiT uses 1.5 for FID, 4.0 for "
+                        f"pictures), got {value}")
+
+
+def writable_folder(path, what: str):
+    """Create `path` (and its parents) if needed and make sure files can be written in it."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create {what} {path}: {error.strerror}; pick a folder you can write") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write in {what} {path}: permission denied; pick a folder you can write")
+
+
+def writable_file(path, what: str):
+    """The folder of `path` exists or can be made, and is writable; an existing folder at `path` is refused."""
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path} is a folder; give a file name such as {os.path.join(path, 'sample.png')}")
+    writable_folder(os.path.dirname(os.path.abspath(path)), f"the folder of {what}")
