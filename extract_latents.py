@@ -11,6 +11,7 @@ import os
 
 from accelerate import Accelerator
 
+from gen import checks
 from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.data import open_image_dataset
 from gen.data.latents import DTYPES, LatentSetError, extract_latents, extraction_plan
@@ -37,6 +38,11 @@ def main(argv=None):
     args = parse_args(argv)
     if args.vae == "none":
         raise LatentSetError("--vae none trains on pixels directly; there is nothing to extract")
+    checks.at_least(args, 1, "image_size", "shard_size", "batch_size")
+    checks.at_least(args, 0, "num_workers")
+    if args.data_path is not None and not os.path.isdir(args.data_path):
+        raise LatentSetError(f"--data-path {args.data_path} is not a folder; check the path")
+    checks.writable_folder(args.output, "--output")
     accelerator = Accelerator()
     vae = load_vae(args.vae, accelerator.device)
     dataset = open_image_dataset(args.data_path, args.image_size, strict=args.strict)

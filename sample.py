@@ -7,17 +7,16 @@ processes, resumable. See docs/sampling.md.
 """
 import argparse
 import os
-import sys
 import time
 
 import torch
 from accelerate import Accelerator
 from torchvision.utils import save_image
 
-from gen import load_pretrained, sampling
+from gen import checks, load_pretrained, sampling
 from gen.cli import ArgumentParser, parse_with_config, run_command
-from gen.export import CheckpointError
-from gen.vae import VAEUnavailableError, load_vae
+from gen.errors import UserError
+from gen.vae import load_vae
 
 DIT_GRID_LABELS = [207, 360, 387, 974, 88, 979, 417, 279]  # DiT's sample.py classes
 
@@ -91,21 +90,22 @@ def load_model_and_vae(args, device):
     model = load_pretrained(args.ckpt, device, expected_name=args.model, image_size=args.image_size, **options)
     config = model.config
     if args.num_classes is not None and config["num_classes"] != args.num_classes:
-        sys.exit(f"error: {args.ckpt} has {config['num_classes']} classes, not --num-classes {args.num_classes}")
+        raise UserError(f"{args.ckpt} has {config['num_classes']} classes, not --num-classes {args.num_classes}")
     factor = 1 if vae is None else 2 ** (len(vae.config.block_out_channels) - 1)
     channels = 3 if vae is None else vae.config.latent_channels
     image_size = args.image_size or config["input_size"] * factor
     if (channels, image_size) != (config["in_channels"], config["input_size"] * factor):
-        sys.exit(f"error: {model.name} makes {config['in_channels']}x{config['input_size']}x{config['input_size']} "
-                 f"latents but --vae {args.vae} at --image-size {image_size} needs {channels}x"
-                 f"{image_size // factor}x{image_size // factor}; check --vae (none for pixel models) and "
-                 f"--image-size")
+        raise UserError(f"{model.name} makes {config['in_channels']}x{config['input_size']}x{config['input_size']} "
+                        f"latents but --vae {args.vae} at --image-size {image_size} needs {channels}x"
+                        f"{image_size // factor}x{image_size // factor}; check --vae (none for pixel models) and "
+                        f"--image-size")
     return model, vae, (channels, config["input_size"])
 
 
 def settings_of(args, model) -> dict:
     """What decides the images of an N-sample run (not the sample count or the batch layout)."""
-    skip = {"num_fid_samples", "per_proc_batch_size", "sample_dir", "config", "class_labels", "nrow", "output"}
+    skip = {"num_fid_samples", "per_proc_batch_size", "sample_dir", "config", "class_labels", "nrow", "output",
+            "debug"}
     return {"model": model.name, **{k: v for k, v in sorted(vars(args).items()) if k not in skip}}
 
 
@@ -142,8 +142,26 @@ def run_many(args, model, vae, latent_shape, sample_fn, accelerator):
     accelerator.wait_for_everyone()
 
 
+def check_arguments(args):
+    """Ranges and output paths, before the checkpoint is read or anything is sampled."""
+    checks.at_least(args, 1, "num_fid_samples", "per_proc_batch_size", "num_sampling_steps", "nrow",
+                    "image_size", "num_classes")
+    checks.guidance_scale(args.cfg_scale)
+    checks.at_least(args, 0.0, "ddim_eta", "diffusion_norm")
+    checks.positive(args, "atol", "rtol")
+    checks.within(args, "last_step_size", 0.0, 1.0, high_open=True)
+    if not os.path.exists(args.ckpt):
+        raise UserError(f"--ckpt {args.ckpt} not found; pass an exported .safetensors, a training checkpoint "
+                        f"folder or an official DiT/SiT .pt")
+    if args.num_fid_samples is None:
+        checks.writable_file(args.output, "--output")
+    else:
+        checks.writable_folder(args.sample_dir, "--sample-dir")
+
+
 def main(argv=None):
     args = parse_with_config(build_parser(), argv)
+    check_arguments(args)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     accelerator = Accelerator()
     grid_mode = args.num_fid_samples is None
@@ -151,14 +169,11 @@ def main(argv=None):
         args.cfg_scale = 4.0 if grid_mode else 1.5
     if grid_mode and not accelerator.is_main_process:
         return
-    try:
-        model, vae, latent_shape = load_model_and_vae(args, accelerator.device)
-        sample_fn = sampler_for(args, model.config["family"])
-    except (CheckpointError, VAEUnavailableError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    model, vae, latent_shape = load_model_and_vae(args, accelerator.device)
+    sample_fn = sampler_for(args, model.config["family"])
     labels = args.class_labels or ([] if not grid_mode else DIT_GRID_LABELS)
     if any(not 0 <= label < model.config["num_classes"] for label in labels):
-        sys.exit(f"error: --class-labels {labels} must lie in [0, {model.config['num_classes']}) for {model.name}")
+        raise UserError(f"--class-labels {labels} must lie in [0, {model.config['num_classes']}) for {model.name}")
     if grid_mode:
         run_grid(args, model, vae, latent_shape, sample_fn, accelerator.device)
     else:

@@ -1,12 +1,13 @@
 """`python -m fid calc SAMPLES --ref REF` and `python -m fid ref IMAGES --out REF.npz`."""
 
-import argparse
 import os
 import sys
 import warnings
 
+from gen.cli import DEBUG_ENV, ArgumentParser, describe
+from gen.errors import UserError
+
 from .cache import CACHE_ENV
-from .errors import FIDError
 from .manifold import DISTANCE_PRECISIONS
 from .metrics import IS_SPLIT_RULES
 from .pipeline import compute_metrics
@@ -27,7 +28,7 @@ def add_common_arguments(parser):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m fid", description="FID-50K and friends, as ADM's "
+    parser = ArgumentParser(prog="python -m fid", description="FID-50K and friends, as ADM's "
                                      "evaluator scores them, on torch-fidelity's TF-compatible Inception.")
     commands = parser.add_subparsers(dest="command", required=True)
     calc = commands.add_parser("calc", help="score samples against reference statistics")
@@ -81,12 +82,18 @@ def print_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UserError as error:
+        print(f"fid: error: {error}", file=sys.stderr)
+        return 2
     try:
         with warnings.catch_warnings():
             warnings.showwarning = print_warning  # restored on exit by catch_warnings
             {"calc": run_calc, "ref": run_ref}[args.command](args)
-    except FIDError as error:
-        print(f"fid {args.command}: error: {error}", file=sys.stderr)
+    except (UserError, OSError) as error:
+        if args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        print(f"fid {args.command}: error: {describe(error)}", file=sys.stderr)
         return 2
     return 0
