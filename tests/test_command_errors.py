@@ -1,0 +1,192 @@
+"""Every command line turns bad input into one line on stderr and exit status 2, before expensive work, and
+leaves no half-written file. Each row: the command, its arguments, and a phrase the line must hold."""
+import os
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from test_data import write_corrupt_image, write_image_folder
+
+import extract_latents
+import fid.cli
+import sample
+import train_dit
+import train_sit
+from gen import save_pretrained
+from gen.cli import run_command
+from gen.models import create_model
+
+QUICK = ["--image-size", "16", "--num-classes", "3", "--global-batch-size", "4", "--num-workers", "0",
+         "--vae", "none", "--log-every", "1", "--sample-every", "0", "--num-sampling-steps", "2",
+         "--sampling-method", "euler", "--max-steps", "2", "--ckpt-every", "1"]
+
+
+@pytest.fixture(autouse=True)
+def offline_and_fresh(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # --vae ema must fail at once, as on a machine without network
+    monkeypatch.delenv("VCA_GEN_DEBUG", raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Paths the rows refer to: image folders good and bad, exports, a finished run, files that are not folders."""
+    root = tmp_path_factory.mktemp("world")
+    paths = {"images": write_image_folder(root / "images"), "empty": str(root / "empty"),
+             "no_images": str(root / "no_images" / "cat"), "file": str(root / "a_file")}
+    os.makedirs(paths["empty"])
+    os.makedirs(paths["no_images"])
+    paths["no_images"] = os.path.dirname(paths["no_images"])
+    open(paths["file"], "w").close()
+    paths["corrupt"] = write_image_folder(root / "corrupt")
+    write_corrupt_image(paths["corrupt"])
+    (root / "bad.yaml").write_text("model: [SiT-Mini/4\n")
+    (root / "unknown.yaml").write_text("modle: SiT-Mini/4\n")
+    paths.update(bad_yaml=str(root / "bad.yaml"), unknown_yaml=str(root / "unknown.yaml"))
+    for family in ("DiT", "SiT"):
+        torch.manual_seed(0)
+        model = create_model(f"{family}-Mini/4", input_size=16, in_channels=3, num_classes=3)
+        paths[family] = save_pretrained(model, str(root / f"{family}.safetensors"))
+    truncated = root / "truncated.safetensors"
+    truncated.write_bytes(open(paths["DiT"], "rb").read()[:500])
+    paths["truncated"] = str(truncated)
+    paths["run"] = str(root / "run")
+    train_sit.main(["--model", "SiT-Mini/4", "--results-dir", paths["run"], "--data-path", paths["images"], *QUICK])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return paths
+
+
+def train(world, tmp, *extra, model="SiT-Mini/4", data="images"):
+    data_flags = ["--data-path", world[data]] if data else []
+    return ["--model", model, "--results-dir", str(tmp / "out"), *data_flags, *QUICK, *extra]
+
+
+TRAINING = [
+    ("unknown model", lambda w, t: train(w, t, model="SiT-XXL/2"), "unknown model 'SiT-XXL/2'"),
+    ("other family", lambda w, t: train(w, t, model="DiT-Mini/4"), "use train_dit.py"),
+    ("unknown flag", lambda w, t: train(w, t, "--bogus", "1"), "unrecognized arguments: --bogus"),
+    ("config not YAML", lambda w, t: train(w, t, "--config", w["bad_yaml"]), "is not valid YAML"),
+    ("config unknown key", lambda w, t: train(w, t, "--config", w["unknown_yaml"]), "unknown key(s) ['modle']"),
+    ("patch does not divide", lambda w, t: train(w, t, "--image-size", "18"), "patch size 4"),
+    ("batch larger than data", lambda w, t: train(w, t, "--global-batch-size", "64"), "fewer than one global batch"),
+    ("missing data", lambda w, t: train(w, t, "--data-path", str(t / "nowhere"), data=None), "is not a folder"),
+    ("empty data", lambda w, t: train(w, t, data="empty"), "has no class folders"),
+    ("data without images", lambda w, t: train(w, t, data="no_images"), "no images"),
+    ("strict corrupt image", lambda w, t: train(w, t, "--strict", data="corrupt"), "cannot read image"),
+    ("results dir not creatable", lambda w, t: train(w, t, "--results-dir", os.path.join(w["file"], "x")),
+     "cannot create --results-dir"),
+    ("resume with no checkpoint", lambda w, t: train(w, t, "--resume", "latest"), "no finished checkpoint"),
+    ("resume a folder that is not one", lambda w, t: train(w, t, "--resume", w["empty"]),
+     "not a training checkpoint folder"),
+    ("resume a missing folder", lambda w, t: train(w, t, "--resume", str(t / "nowhere")), "is not a folder"),
+    ("vae offline", lambda w, t: train(w, t, "--vae", "ema"), "cannot load the VAE"),
+    ("missing latents", lambda w, t: train(w, t, "--latents", str(t / "nowhere"), data=None), "is not a folder"),
+    ("zero steps", lambda w, t: train(w, t, "--max-steps", "0"), "--max-steps must be at least 1"),
+    ("zero epochs", lambda w, t: train(w, t, "--epochs", "0"), "--epochs must be at least 1"),
+    ("zero log interval", lambda w, t: train(w, t, "--log-every", "0"), "--log-every must be at least 1"),
+    ("EMA decay above 1", lambda w, t: train(w, t, "--ema-decay", "2"), "--ema-decay must lie in [0.0, 1.0]"),
+    ("zero learning rate", lambda w, t: train(w, t, "--lr", "0"), "--lr must be a positive number"),
+    ("nan guidance", lambda w, t: train(w, t, "--cfg-scale", "nan"), "--cfg-scale must be a number >= 1"),
+    ("zero guidance", lambda w, t: train(w, t, "--cfg-scale", "0"), "--cfg-scale must be a number >= 1"),
+    ("sampling method typo", lambda w, t: train(w, t, "--sampling-method", "eulr"), "unknown ODE --sampling-method"),
+    ("one sampling step", lambda w, t: train(w, t, "--num-sampling-steps", "1"), "--num-sampling-steps >= 2"),
+    ("grid class out of range", lambda w, t: train(w, t, "--grid-classes", "7"), "--grid-classes [7] must lie"),
+    ("a new run in a used folder", lambda w, t: train(w, t, "--results-dir", w["run"]), "already holds a run"),
+    ("resume with another seed", lambda w, t: train(w, t, "--results-dir", w["run"], "--resume", "latest",
+                                                    "--global-seed", "5"), "--global-seed 5 (the run used 0)"),
+]
+
+
+@pytest.mark.parametrize("name, arguments, phrase", TRAINING, ids=[row[0] for row in TRAINING])
+def test_train_sit_bad_input_is_one_line(world, tmp_path, capsys, name, arguments, phrase):
+    assert_one_line_error(train_sit.main, arguments(world, tmp_path), phrase, capsys, tmp_path)
+
+
+def test_train_dit_bad_input_is_one_line(world, tmp_path, capsys):
+    def dit_arguments(*extra, model="DiT-Mini/4"):
+        arguments = train(world, tmp_path, *extra, model=model)
+        at = arguments.index("--sampling-method")  # a SiT flag
+        return arguments[:at] + arguments[at + 2:]
+
+    assert_one_line_error(train_dit.main, dit_arguments(model="SiT-Mini/4"), "use train_sit.py", capsys, tmp_path)
+    assert_one_line_error(train_dit.main, dit_arguments("--num-sampling-steps", "0"),
+                          "--num-sampling-steps must be at least 1", capsys, tmp_path)
+
+
+def sample_args(world, tmp, *extra, family="DiT"):
+    return ["--ckpt", world[family], "--vae", "none", "--num-sampling-steps", "2", "--sampler", "ddim",
+            "--output", str(tmp / "grid.png"), "--class-labels", "0", "1", *extra]
+
+
+SAMPLING = [
+    ("missing checkpoint", lambda w, t: sample_args(w, t, "--ckpt", str(t / "none.safetensors")), "not found"),
+    ("truncated checkpoint", lambda w, t: sample_args(w, t, "--ckpt", w["truncated"]), "truncated"),
+    ("zero samples", lambda w, t: sample_args(w, t, "--num-fid-samples", "0"), "--num-fid-samples must be at least"),
+    ("zero batch", lambda w, t: sample_args(w, t, "--num-fid-samples", "4", "--per-proc-batch-size", "0"),
+     "--per-proc-batch-size must be at least 1"),
+    ("zero steps", lambda w, t: sample_args(w, t, "--num-sampling-steps", "0"), "--num-sampling-steps must be"),
+    ("one SiT step", lambda w, t: sample_args(w, t, "--num-sampling-steps", "1", family="SiT"),
+     "--num-sampling-steps >= 2"),
+    ("SiT method typo", lambda w, t: sample_args(w, t, "--sampling-method", "rk5", family="SiT"),
+     "unknown ODE --sampling-method 'rk5'"),
+    ("zero columns", lambda w, t: sample_args(w, t, "--nrow", "0"), "--nrow must be at least 1"),
+    ("negative guidance", lambda w, t: sample_args(w, t, "--cfg-scale", "-1"), "--cfg-scale must be a number >= 1"),
+    ("output in an impossible folder", lambda w, t: sample_args(w, t, "--output", os.path.join(w["file"], "g.png")),
+     "cannot create the folder of --output"),
+    ("output is a folder", lambda w, t: sample_args(w, t, "--output", str(t)), "is a folder"),
+    ("class label out of range", lambda w, t: sample_args(w, t, "--class-labels", "99"), "must lie in [0, 3)"),
+    ("vae offline", lambda w, t: sample_args(w, t, "--vae", "ema"), "cannot load the VAE"),
+]
+
+
+@pytest.mark.parametrize("name, arguments, phrase", SAMPLING, ids=[row[0] for row in SAMPLING])
+def test_sample_bad_input_is_one_line(world, tmp_path, capsys, name, arguments, phrase):
+    assert_one_line_error(sample.main, arguments(world, tmp_path), phrase, capsys, tmp_path)
+
+
+EXTRACTION = [
+    ("pixels need no extraction", ["--vae", "none"], "nothing to extract"),
+    ("zero shard size", ["--vae", "ema", "--shard-size", "0"], "--shard-size must be at least 1"),
+    ("missing data", ["--vae", "ema", "--data-path", "/nowhere/at/all"], "is not a folder"),
+    ("vae offline", ["--vae", "ema"], "cannot load the VAE"),
+]
+
+
+@pytest.mark.parametrize("name, arguments, phrase", EXTRACTION, ids=[row[0] for row in EXTRACTION])
+def test_extract_latents_bad_input_is_one_line(tmp_path, capsys, name, arguments, phrase):
+    command = ["--output", str(tmp_path / "latents"), "--image-size", "16", *arguments]
+    assert_one_line_error(extract_latents.main, command, phrase, capsys, tmp_path)
+
+
+def test_fid_bad_input_is_one_line(tmp_path, capsys):
+    assert fid.cli.main(["calc", str(tmp_path / "none.npz"), "--ref", str(tmp_path / "ref.npz")]) == 2
+    assert fid.cli.main(["calc"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "samples not found" in lines[0] and "arguments are required: samples" in lines[1]
+
+
+def test_debug_shows_the_traceback(world, tmp_path):
+    with pytest.raises(Exception, match="unknown model"):
+        run_command(train_sit.main, [*train(world, tmp_path, model="SiT-XXL/2"), "--debug"])
+
+
+def assert_one_line_error(main, argv, phrase, capsys, folder):
+    with pytest.raises(SystemExit) as stop:
+        run_command(main, [str(item) for item in argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and not is_library_chatter(line)]
+    assert stop.value.code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert phrase in lines[0], lines[0]
+    half_written = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
+                    if name.endswith(".tmp")]
+    assert not half_written
+
+
+def is_library_chatter(line: str) -> bool:
+    """Progress bars and warnings that libraries print on stderr before the error."""
+    return "it/s]" in line or "shard/s]" in line or line.startswith(("warning", "Warning")) or "UserWarning" in line
