@@ -158,11 +158,11 @@ def check_finite(accelerator, window, step: int, results_dir, last_checked: int)
     fixes = "a lower --lr, --max-grad-norm 1, or bf16 instead of fp16"
     path, loss = recoverable_checkpoint(results_dir)
     if path is not None:
-        advice = (f"the newest checkpoint whose weights still gave a sane loss ({loss:.4g}) is {path}: continue "
+        advice = (f"The newest checkpoint whose weights still gave a sane loss ({loss:.4g}) is {path}: continue "
                   f"with --resume {path} and {fixes}")
     else:
         seen = ", ".join(f"step {k}: {v:.3g}" for k, v in sorted(loss.items())) or "none recorded"
-        advice = (f"no checkpoint can recover (loss given by each checkpoint's weights: {seen}); start again in a "
+        advice = (f"No checkpoint can recover (loss given by each checkpoint's weights: {seen}); start again in a "
                   f"new --results-dir with {fixes}")
     raise TrainingError(f"the loss became {loss_sum.item()} between steps {last_checked + 1} and {step}; stopped "
                         f"without saving. {advice}")
