@@ -27,7 +27,7 @@ demo: $(STAMP)
 	rm -rf results/demo
 	@start=$$(date +%s); \
 	$(BIN)/python train_sit.py --config configs/demo.yaml && \
-	$(BIN)/python benchmarks/demo_accuracy.py results/demo/samples.npz && \
+	$(BIN)/python -m gen.demo results/demo/samples.npz && \
 	echo "make demo: $$(( $$(date +%s) - start )) s in all; results in results/demo/"
 
 clean:

@@ -6,13 +6,12 @@
 See docs/training.md for the paper settings, resuming and multi-GPU launches.
 """
 
-import torch
 
+from gen.args import add_training_arguments
 from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.diffusion import create_diffusion
 from gen.sampling import DIT_SAMPLERS, make_sampler
-from gen.training import train
-from gen.training_args import add_training_arguments
+from gen.training import DiffusionLoss, train
 
 
 def parse_args(argv=None):
@@ -24,12 +23,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    diffusion = create_diffusion(timestep_respacing="")  # training uses all 1000 steps
-
-    def loss_fn(model, x, y):
-        t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],), device=x.device)
-        return diffusion.training_losses(model, x, t, dict(y=y))["loss"]
-
+    loss_fn = DiffusionLoss(create_diffusion(timestep_respacing=""))  # training uses all 1000 steps
     sample_fn = make_sampler("DiT", args.sampler, args.num_sampling_steps)
     return train(args, family="DiT", loss_fn=loss_fn, sample_fn=sample_fn)
 

@@ -6,11 +6,11 @@
 See docs/training.md for the paper settings, resuming and multi-GPU launches.
 """
 
+from gen.args import add_training_arguments
 from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.diffusion import create_transport
 from gen.sampling import SIT_MODES, make_sampler
-from gen.training import train
-from gen.training_args import add_training_arguments
+from gen.training import TransportLoss, train
 
 
 def parse_args(argv=None):
@@ -32,13 +32,9 @@ def main(argv=None):
     args = parse_args(argv)
     transport_options = dict(path_type=args.path_type, prediction=args.prediction, loss_weight=args.loss_weight,
                              train_eps=args.train_eps, sample_eps=args.sample_eps)
-    transport = create_transport(**transport_options)
     sample_fn = make_sampler("SiT", args.sampler, args.num_sampling_steps, sampling_method=args.sampling_method,
                              **transport_options)
-
-    def loss_fn(model, x, y):
-        return transport.training_losses(model, x, dict(y=y))["loss"]
-
+    loss_fn = TransportLoss(create_transport(**transport_options))
     return train(args, family="SiT", loss_fn=loss_fn, sample_fn=sample_fn)
 
 

@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import device_name, median_seconds, peak_memory_bytes, print_table  # noqa: E402
 
 from gen.diffusion import create_diffusion  # noqa: E402
-from gen.ema import create_ema, update_ema  # noqa: E402
 from gen.models import create_model  # noqa: E402
+from gen.training.ema import create_ema, update_ema  # noqa: E402
 
 DENSE_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 

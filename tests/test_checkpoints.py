@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from test_data import write_image_folder
 
 import train_sit
-from gen.checkpoint import DamagedCheckpoint, list_checkpoints
 from gen.training import TrainingError
+from gen.training.checkpoint import DamagedCheckpoint, list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--model", "SiT-Mini/4", "--image-size", "16", "--num-classes", "3", "--global-batch-size", "4",
@@ -132,7 +132,7 @@ def test_a_nan_with_no_sane_checkpoint_says_start_again(images, tmp_path):
 KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
-import gen.checkpoint as checkpoint
+import gen.training.checkpoint as checkpoint
 import train_sit
 
 point, calls = {point!r}, []
@@ -166,9 +166,9 @@ def test_kill_9_during_a_checkpoint_write_loses_nothing(images, tmp_path, point)
 
 
 def test_a_full_disk_during_a_checkpoint_says_so(images, tmp_path, monkeypatch):
-    import gen.checkpoint
+    import gen.training.checkpoint
 
-    real_save, calls = gen.checkpoint.save_pretrained, []
+    real_save, calls = gen.training.checkpoint.save_pretrained, []
 
     def disk_full_on_second_checkpoint(*args, **kwargs):
         calls.append(1)
@@ -176,7 +176,7 @@ def test_a_full_disk_during_a_checkpoint_says_so(images, tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device", "ema.safetensors")
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(gen.checkpoint, "save_pretrained", disk_full_on_second_checkpoint)
+    monkeypatch.setattr(gen.training.checkpoint, "save_pretrained", disk_full_on_second_checkpoint)
     with pytest.raises(TrainingError, match=r"checkpoint of step 2 not saved: no space left on the device .*"
                                             r"step-0000001 is intact"):
         run(images, tmp_path, "--max-steps", "3")

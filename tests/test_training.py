@@ -14,13 +14,13 @@ from safetensors.torch import load_file
 from test_data import write_corrupt_image, write_image_folder
 
 import extract_latents
-import gen.checkpoint
+import gen.training.checkpoint
 import train_dit
 import train_sit
-from gen.checkpoint import list_checkpoints
 from gen.data import CorruptImageError, LatentSetError
 from gen.export import load_pretrained
 from gen.training import TrainingError
+from gen.training.checkpoint import list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {"DiT": train_dit, "SiT": train_sit}
@@ -207,7 +207,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_folder,
 
 
 def test_checkpoint_interrupted_mid_write_leaves_the_previous_one(image_folder, tmp_path, monkeypatch):
-    real_save, calls = gen.checkpoint.save_pretrained, []
+    real_save, calls = gen.training.checkpoint.save_pretrained, []
 
     def crash_on_second_checkpoint(*args, **kwargs):
         calls.append(args)
@@ -215,14 +215,14 @@ def test_checkpoint_interrupted_mid_write_leaves_the_previous_one(image_folder, 
             raise KeyboardInterrupt("killed while writing the EMA")
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(gen.checkpoint, "save_pretrained", crash_on_second_checkpoint)
+    monkeypatch.setattr(gen.training.checkpoint, "save_pretrained", crash_on_second_checkpoint)
     common = quick_args("SiT", tmp_path, "--data-path", image_folder, "--vae", "none", "--ckpt-every", "1")
     with pytest.raises(KeyboardInterrupt):
         train_sit.main([*common, "--max-steps", "3"])
     assert os.path.isdir(os.path.join(tmp_path, "ckpt", "step-0000002.tmp"))  # the half-written one
     assert list_checkpoints(tmp_path) == [os.path.join(tmp_path, "ckpt", "step-0000001")]
     load_pretrained(list_checkpoints(tmp_path)[-1])
-    monkeypatch.setattr(gen.checkpoint, "save_pretrained", real_save)
+    monkeypatch.setattr(gen.training.checkpoint, "save_pretrained", real_save)
     train_sit.main([*common, "--max-steps", "3", "--resume", "latest"])
     names = sorted(name for name in os.listdir(os.path.join(tmp_path, "ckpt")) if name.startswith("step-"))
     assert names == ["step-0000001", "step-0000002", "step-0000003"]

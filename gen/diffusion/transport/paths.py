@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from .batch_ops import append_dims
+from ..batch_ops import append_dims
 
 
 class Path:

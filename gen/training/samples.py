@@ -5,9 +5,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .files import atomic_open, save_samples_npz
-from .sampling import SEED_STRIDE, STEP_NOISE_OFFSET, generate_images, image_label_and_noise, sample_grid
-from .vae import to_uint8
+from ..files import atomic_open, save_samples_npz
+from ..sampling import SEED_STRIDE, STEP_NOISE_OFFSET, generate_images, image_label_and_noise, sample_grid
+from ..vae import to_uint8
 
 FINAL_SAMPLE_BATCH = 250
 

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 
-from . import checks
+from .. import checks
+from ..args import check_training_arguments, resume_differences
+from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
+from ..errors import UserError
+from ..export import save_pretrained
+from ..models import create_model
+from ..models.zoo import model_config
+from ..vae import encode, latent_shape, load_vae
 from .checkpoint import (
     CHECKPOINTS,
     TRAINING_STATE,
@@ -35,16 +42,9 @@ from .checkpoint import (
     save_checkpoint,
     write_json,
 )
-from .data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
 from .ema import create_ema, update_ema
-from .errors import UserError
-from .export import save_pretrained
-from .models import create_model
-from .models.zoo import model_config
-from .training_args import check_training_arguments, resume_differences
-from .training_log import TrainingLog, peak_memory_gb
-from .training_samples import grid_classes, write_grid, write_samples_npz
-from .vae import encode, latent_shape, load_vae
+from .log import TrainingLog, peak_memory_gb
+from .samples import grid_classes, write_grid, write_samples_npz
 
 
 class TrainingError(UserError, RuntimeError):

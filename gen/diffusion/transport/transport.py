@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from .batch_ops import append_dims, mean_flat
+from ..batch_ops import append_dims, mean_flat
 from .paths import GVPPath, LinearPath, VPPath
 
 

@@ -1,22 +1,20 @@
 """How recognisable the demo's digits are: the share of samples that a classifier trained on real digits
 assigns to the class they were conditioned on.
 
-    python benchmarks/demo_accuracy.py                          # results/demo/samples.npz
-    python benchmarks/demo_accuracy.py path/to/samples.npz
+    python -m gen.demo                          # results/demo/samples.npz
+    python -m gen.demo path/to/samples.npz
 
 Samples (uint8 [N, H, W, 3], labels in arr_1) are box-filtered back to 8x8 grey on load_digits' 0..16
 scale; the classifier (an RBF SVM) learns from real digits sent through the same upscale-downscale trip,
 and its accuracy on held-out real digits is printed as the ceiling to compare with.
 """
-import argparse
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
-
-from gen.data.digits import downscale_to_digits, load_digit_arrays, upscale_digits  # noqa: E402
+from .cli import ArgumentParser, run_command
+from .data.digits import downscale_to_digits, load_digit_arrays, upscale_digits
+from .errors import MissingInput
 
 
 def digit_classifier(image_size: int, seed: int = 0):
@@ -41,11 +39,11 @@ def sample_accuracy(images: np.ndarray, labels: np.ndarray):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m gen.demo", description=__doc__)
     parser.add_argument("samples", nargs="?", default="results/demo/samples.npz")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.samples):
-        sys.exit(f"error: {args.samples} not found; run `make demo` (or train with --final-samples) first")
+        raise MissingInput(f"{args.samples} not found; run `make demo` (or train with --final-samples) first")
     with np.load(args.samples) as data:
         images, labels = data["arr_0"], data["arr_1"]
     accuracy, per_class, real_accuracy = sample_accuracy(images, labels)
@@ -56,4 +54,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

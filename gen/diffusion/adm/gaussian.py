@@ -12,8 +12,8 @@ import math
 import numpy as np
 import torch
 
-from .batch_ops import append_dims, mean_flat
-from .gaussian_likelihood import discretized_gaussian_log_likelihood, normal_kl
+from ..batch_ops import append_dims, mean_flat
+from .likelihood import discretized_gaussian_log_likelihood, normal_kl
 
 # ---------------------------------------------------------------------------------------------- schedules
 

@@ -17,9 +17,9 @@ import shutil
 
 from safetensors.torch import load_file
 
-from .errors import UserError
-from .export import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS, save_pretrained
-from .files import atomic_open
+from ..errors import UserError
+from ..export import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS, save_pretrained
+from ..files import atomic_open
 
 CHECKPOINTS = "ckpt"
 TRAINING_STATE = "training_state.json"

@@ -8,7 +8,7 @@ Every `sample_*` method returns `sample_fn(x, model, **model_kwargs)`; for class
 import torch
 from torchdiffeq import odeint
 
-from .batch_ops import append_dims
+from ..batch_ops import append_dims
 from .transport import Transport
 
 # ------------------------------------------------------------------------------------------ integrators
