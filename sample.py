@@ -11,7 +11,6 @@ import time
 
 import torch
 from accelerate import Accelerator
-from torchvision.utils import save_image
 
 from gen import checks, load_pretrained, sampling
 from gen.cli import ArgumentParser, parse_with_config, run_command
@@ -114,8 +113,8 @@ def run_grid(args, model, vae, latent_shape, sample_fn, device):
     stats = {}
     start = time.perf_counter()
     images = sampling.sample_grid(model, vae, labels, sample_fn, latent_shape=latent_shape, seed=args.seed,
-                         cfg_scale=args.cfg_scale, device=device, stats=stats)
-    save_image(images, args.output, nrow=args.nrow, normalize=True, value_range=(-1, 1))
+                                  cfg_scale=args.cfg_scale, device=device, stats=stats, progress=True)
+    sampling.save_grid(images, args.nrow, args.output)
     print(f"saved {args.output}: {len(labels)} images in {time.perf_counter() - start:.1f}s, "
           f"{stats['model_evaluations']} model evaluations")
 

@@ -259,14 +259,15 @@ class GaussianDiffusion:
 
     # ---------------------------------------------------------------------------------------- sampling
 
-    def p_sample(self, model, x, t, clip_denoised=True, model_kwargs=None):
-        """One ancestral (DDPM) step x_t -> x_{t-1}; returns {"sample", "pred_xstart"}."""
+    def p_sample(self, model, x, t, clip_denoised=True, model_kwargs=None, noise_fn=None):
+        """One ancestral (DDPM) step x_t -> x_{t-1}; returns {"sample", "pred_xstart"}. The step's noise is
+        `noise_fn(x)` (default torch.randn_like: the global generator)."""
         out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
         nonzero = append_dims((t != 0).to(x.dtype), x.ndim)  # the last step returns the mean
-        sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * torch.randn_like(x)
+        sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * (noise_fn or torch.randn_like)(x)
         return {"sample": sample, "pred_xstart": out["pred_xstart"]}
 
-    def ddim_sample(self, model, x, t, clip_denoised=True, model_kwargs=None, eta=0.0):
+    def ddim_sample(self, model, x, t, clip_denoised=True, model_kwargs=None, eta=0.0, noise_fn=None):
         """One DDIM step x_t -> x_{t-1} (Song et al. eq. 12); eta = 0 is deterministic, 1 is DDPM-like."""
         out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
         eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])  # re-derived: clipping may change it
@@ -277,34 +278,34 @@ class GaussianDiffusion:
         mean_pred = (out["pred_xstart"] * torch.sqrt(alpha_bar_prev)
                      + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps)
         nonzero = append_dims((t != 0).to(x.dtype), x.ndim)
-        sample = mean_pred + nonzero * sigma * torch.randn_like(x)
+        sample = mean_pred + nonzero * sigma * (noise_fn or torch.randn_like)(x)
         return {"sample": sample, "pred_xstart": out["pred_xstart"]}
 
     def p_sample_loop(self, model, shape, noise=None, clip_denoised=True, model_kwargs=None, device=None,
-                      progress=False):
+                      progress=False, noise_fn=None):
         """Sample with DDPM from T-1 down to 0, starting at `noise` (or fresh N(0, I) of `shape`)."""
         steps = self.p_sample_loop_progressive(model, shape, noise, clip_denoised, model_kwargs, device,
-                                               progress)
+                                               progress, noise_fn)
         return _last(steps)["sample"]
 
     def p_sample_loop_progressive(self, model, shape, noise=None, clip_denoised=True, model_kwargs=None,
-                                  device=None, progress=False):
+                                  device=None, progress=False, noise_fn=None):
         """Like p_sample_loop, yielding each step's {"sample", "pred_xstart"}."""
         return self._loop(self.p_sample, model, shape, noise, device, progress,
-                          clip_denoised=clip_denoised, model_kwargs=model_kwargs)
+                          clip_denoised=clip_denoised, model_kwargs=model_kwargs, noise_fn=noise_fn)
 
     def ddim_sample_loop(self, model, shape, noise=None, clip_denoised=True, model_kwargs=None, device=None,
-                         progress=False, eta=0.0):
+                         progress=False, eta=0.0, noise_fn=None):
         """Sample with DDIM over this chain's timesteps (use a "ddimN" respacing for N steps)."""
         steps = self.ddim_sample_loop_progressive(model, shape, noise, clip_denoised, model_kwargs, device,
-                                                  progress, eta)
+                                                  progress, eta, noise_fn)
         return _last(steps)["sample"]
 
     def ddim_sample_loop_progressive(self, model, shape, noise=None, clip_denoised=True, model_kwargs=None,
-                                     device=None, progress=False, eta=0.0):
+                                     device=None, progress=False, eta=0.0, noise_fn=None):
         """Like ddim_sample_loop, yielding each step's {"sample", "pred_xstart"}."""
         return self._loop(self.ddim_sample, model, shape, noise, device, progress,
-                          clip_denoised=clip_denoised, model_kwargs=model_kwargs, eta=eta)
+                          clip_denoised=clip_denoised, model_kwargs=model_kwargs, eta=eta, noise_fn=noise_fn)
 
     def _loop(self, step, model, shape, noise, device, progress, **step_kwargs):
         x = noise if noise is not None else torch.randn(*shape, device=device)
@@ -312,7 +313,7 @@ class GaussianDiffusion:
         if progress:
             from tqdm.auto import tqdm
 
-            indices = tqdm(indices)
+            indices = tqdm(indices, desc="sampling", unit="step", leave=False, dynamic_ncols=True)
         for i in indices:
             t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
             with torch.no_grad():

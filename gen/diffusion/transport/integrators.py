@@ -26,16 +26,16 @@ def integrate_ode(drift, x, times, model, *, method, atol, rtol, **model_kwargs)
     return odeint(func, x, times, method=method, atol=[atol] * tolerances, rtol=[rtol] * tolerances)
 
 
-def euler_maruyama_step(drift, diffusion, x, t, dt, model, **model_kwargs):
-    """x + f dt + sqrt(2 w) dW; returns (x_next, its mean)."""
+def euler_maruyama_step(drift, diffusion, x, t, dt, model, noise_fn=torch.randn_like, **model_kwargs):
+    """x + f dt + sqrt(2 w) dW, dW from `noise_fn(x)`; returns (x_next, its mean)."""
     mean_x = x + drift(x, t, model, **model_kwargs) * dt
-    return mean_x + torch.sqrt(2 * diffusion(x, t)) * torch.randn_like(x) * dt.sqrt(), mean_x
+    return mean_x + torch.sqrt(2 * diffusion(x, t)) * noise_fn(x) * dt.sqrt(), mean_x
 
 
-def heun_sde_step(drift, diffusion, x, t, dt, model, **model_kwargs):
+def heun_sde_step(drift, diffusion, x, t, dt, model, noise_fn=torch.randn_like, **model_kwargs):
     """SiT's stochastic Heun: add the step's noise first, then a Heun step of the drift; returns (x_next,
     the noised start)."""
-    x_hat = x + torch.sqrt(2 * diffusion(x, t)) * torch.randn_like(x) * dt.sqrt()
+    x_hat = x + torch.sqrt(2 * diffusion(x, t)) * noise_fn(x) * dt.sqrt()
     k1 = drift(x_hat, t, model, **model_kwargs)
     k2 = drift(x_hat + dt * k1, t + dt, model, **model_kwargs)
     return x_hat + 0.5 * dt * (k1 + k2), x_hat
@@ -44,13 +44,13 @@ def heun_sde_step(drift, diffusion, x, t, dt, model, **model_kwargs):
 SDE_STEPS = {"Euler": euler_maruyama_step, "Heun": heun_sde_step}
 
 
-def integrate_sde(drift, diffusion, x, times, model, *, step, **model_kwargs):
+def integrate_sde(drift, diffusion, x, times, model, *, step, noise_fn=torch.randn_like, **model_kwargs):
     """len(times) - 1 steps of `step` along `times`; returns the list of states after each step."""
     states = []
     for t_cur, t_next in zip(times[:-1], times[1:], strict=True):
         t = t_cur.expand(x.shape[0])
         with torch.no_grad():
-            x, _ = step(drift, diffusion, x, t, t_next - t_cur, model, **model_kwargs)
+            x, _ = step(drift, diffusion, x, t, t_next - t_cur, model, noise_fn, **model_kwargs)
         states.append(x)
     return states
 
@@ -116,10 +116,10 @@ class Sampler:
         def diffusion(x, t):
             return self.transport.path.diffusion(x, t, diffusion_form, diffusion_norm)
 
-        def sample_fn(x, model, **model_kwargs):
+        def sample_fn(x, model, noise_fn=torch.randn_like, **model_kwargs):
             times = torch.linspace(t0, t1, num_steps, dtype=x.dtype, device=x.device)
             states = integrate_sde(drift, diffusion, x, times, model, step=SDE_STEPS[sampling_method],
-                                   **model_kwargs)
+                                   noise_fn=noise_fn, **model_kwargs)
             with torch.no_grad():
                 states.append(last_step_fn(states[-1], times[-1].expand(x.shape[0]), model, **model_kwargs))
             return states

@@ -1,0 +1,19 @@
+"""Sampling: one sampler contract for DiT (DDPM, DDIM, DPM-Solver++) and SiT (ODE, SDE), classifier-free
+guidance, per-image seeding, grids, and deterministic, distributed, resumable N-sample runs to `samples.npz`.
+
+    sample_fn = make_sampler("DiT", "ddim", num_steps=50)
+    labels, noise, noise_sampler = draw_batch(seed=0, indices=range(8), latent_shape=(4, 32), num_classes=1000)
+    latents = generate_latents(model, labels, noise, sample_fn, cfg_scale=4.0, noise_sampler=noise_sampler)
+
+    samplers.py  the samplers and make_sampler      guidance.py  guided model_fn, latents, images
+    seeding.py   per-image generators               grid.py      class grids       folder.py  N-sample runs
+"""
+from .folder import check_settings, pack_npz, sample_to_folder, samples_in_memory
+from .grid import sample_grid, save_grid
+from .guidance import generate_images, generate_latents, guided
+from .samplers import DIT_SAMPLERS, SIT_MODES, check_sit_sampler, make_sampler
+from .seeding import CLASS_ORDERS, SEED_STRIDE, PerImageNoise, draw_batch, image_labels
+
+__all__ = ["CLASS_ORDERS", "DIT_SAMPLERS", "SEED_STRIDE", "SIT_MODES", "PerImageNoise", "check_settings",
+           "check_sit_sampler", "draw_batch", "generate_images", "generate_latents", "guided", "image_labels",
+           "make_sampler", "pack_npz", "sample_grid", "sample_to_folder", "samples_in_memory", "save_grid"]

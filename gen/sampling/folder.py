@@ -1,0 +1,93 @@
+"""N-sample runs: images 0..N-1 as PNGs in a folder, split over the processes, resumable, then packed into
+`samples.npz` (ADM's format) for the FID pipeline."""
+import json
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+from ..files import atomic_open, save_samples_npz
+from ..vae import to_uint8
+from .guidance import generate_images
+from .seeding import draw_batch
+
+
+def png_path(sample_dir, index: int) -> str:
+    return os.path.join(sample_dir, f"{index:06d}.png")
+
+
+def write_png(image_uint8: np.ndarray, path: str):
+    with atomic_open(path) as handle:  # a PNG under its real name is always complete: resuming trusts it
+        Image.fromarray(image_uint8).save(handle, format="PNG")
+
+
+def check_settings(sample_dir, settings: dict, is_main: bool):
+    """Refuse to mix images of other settings into `sample_dir`; the main process records them once."""
+    path = os.path.join(sample_dir, "sample_settings.json")
+    if os.path.exists(path):
+        with open(path) as handle:
+            saved = json.load(handle)
+        changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+        if changed:
+            raise UserError(f"{sample_dir} holds samples made with other settings (was, now: {changed}); "
+                            f"use another --sample-dir or delete this one")
+    elif is_main:
+        with atomic_open(path, "w") as handle:
+            json.dump(settings, handle, indent=1)
+
+
+def sample_to_folder(accelerator, model, vae, sample_fn, *, sample_dir, num_samples, batch_size, latent_shape,
+                     seed=0, cfg_scale=1.5, class_order="random", stats=None) -> int:
+    """Write images 0..num_samples-1 not yet in `sample_dir` as PNGs, split over the processes; returns how
+    many all processes made. Every process must call it (it synchronises before starting)."""
+    pending = [i for i in range(num_samples) if not os.path.exists(png_path(sample_dir, i))]
+    accelerator.wait_for_everyone()  # all processes list the same pending images before anyone writes
+    mine = pending[accelerator.process_index :: accelerator.num_processes]
+    num_classes = model.config["num_classes"]
+    bar = tqdm(total=len(pending), unit="img", disable=not accelerator.is_main_process, dynamic_ncols=True)
+    for start in range(0, len(mine), batch_size):
+        indices = mine[start : start + batch_size]
+        labels, noise, noise_sampler = draw_batch(seed, indices, latent_shape, num_classes, class_order)
+        device = accelerator.device
+        images = generate_images(model, vae, labels.to(device), noise.to(device), sample_fn, cfg_scale,
+                                 noise_sampler, stats)
+        for index, image in zip(indices, to_uint8(images).numpy(), strict=True):
+            write_png(image, png_path(sample_dir, index))
+        bar.update(min(len(indices) * accelerator.num_processes, bar.total - bar.n))  # main's share stands for all
+    bar.close()
+    return len(pending)
+
+
+def pack_npz(sample_dir, num_samples: int, labels: np.ndarray) -> str:
+    """`sample_dir/samples.npz`: arr_0 uint8 [N, H, W, 3] from the PNGs, arr_1 the classes (ADM's format)."""
+    missing = [i for i in range(num_samples) if not os.path.exists(png_path(sample_dir, i))]
+    if missing:
+        raise UserError(f"{sample_dir} lacks {len(missing)} of {num_samples} images (first {missing[0]:06d}.png); "
+                        f"rerun the same command to make them")
+    first = np.asarray(Image.open(png_path(sample_dir, 0)).convert("RGB"))
+    images = np.empty((num_samples, *first.shape), dtype=np.uint8)
+    for i in tqdm(range(num_samples), desc="packing samples.npz", unit="img", dynamic_ncols=True):
+        images[i] = np.asarray(Image.open(png_path(sample_dir, i)).convert("RGB"))
+    path = os.path.join(sample_dir, "samples.npz")
+    save_samples_npz(path, images, labels)
+    return path
+
+
+@torch.no_grad()
+def samples_in_memory(model, vae, sample_fn, *, count, latent_shape, cfg_scale, device, seed=0, batch_size=250,
+                      class_order="balanced", progress=False):
+    """(uint8 images [count, H, W, 3], labels [count]) drawn exactly as sample_to_folder draws images 0..count-1:
+    what training's final samples and evaluations use, so their images equal sample.py's."""
+    images, labels = [], []
+    for start in tqdm(range(0, count, batch_size), desc="samples", unit="batch", disable=not progress, leave=False):
+        indices = range(start, min(start + batch_size, count))
+        batch_labels, noise, noise_sampler = draw_batch(seed, indices, latent_shape, model.config["num_classes"],
+                                                        class_order)
+        batch = generate_images(model, vae, batch_labels.to(device), noise.to(device), sample_fn, cfg_scale,
+                                noise_sampler)
+        images.append(to_uint8(batch).numpy())
+        labels.append(batch_labels.numpy())
+    return np.concatenate(images), np.concatenate(labels)

@@ -1,0 +1,40 @@
+"""Sample grids: a row of images per class, as DiT's and SiT's sample.py draw them, for sample.py and training."""
+import numpy as np
+import torch
+from PIL import Image
+
+from ..files import atomic_open
+from ..vae import to_uint8
+from .guidance import generate_images
+from .seeding import draw_batch
+
+GRID_MIN_SIDE = 64  # images are enlarged (nearest neighbour) to at least this many pixels: 16-pixel digits
+GRID_GAP = 2  # pixels of white between images, so that dark images on dark borders stay apart
+
+
+@torch.no_grad()
+def sample_grid(model, vae, labels, sample_fn, *, latent_shape, seed=0, cfg_scale=4.0, device="cpu", stats=None,
+                progress=False):
+    """Images [N, 3, H, W] in [-1, 1] for class `labels`; grid image i draws its noise as image i of seed."""
+    labels, noise, noise_sampler = draw_batch(seed, range(len(labels)), latent_shape, model.config["num_classes"],
+                                              labels=labels)
+    return generate_images(model, vae, labels.to(device), noise.to(device), sample_fn, cfg_scale, noise_sampler,
+                           stats, progress)
+
+
+def save_grid(images, columns: int, path: str):
+    """Images ([N, 3, H, W] in [-1, 1], or uint8 [N, H, W, 3]) -> one PNG of `columns` images a row."""
+    if torch.is_tensor(images):
+        images = to_uint8(images).numpy()
+    scale = max(1, GRID_MIN_SIDE // images.shape[1])
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    count, height, width, channels = images.shape
+    rows = -(-count // columns)
+    grid = np.full((rows * (height + GRID_GAP) + GRID_GAP, columns * (width + GRID_GAP) + GRID_GAP, channels), 255,
+                   dtype=np.uint8)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        top, left = GRID_GAP + row * (height + GRID_GAP), GRID_GAP + column * (width + GRID_GAP)
+        grid[top : top + height, left : left + width] = image
+    with atomic_open(path) as handle:
+        Image.fromarray(grid).save(handle, format="PNG")

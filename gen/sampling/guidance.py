@@ -1,0 +1,39 @@
+"""Classifier-free guidance and the step from noise to images: the one place where a batch is doubled."""
+import torch
+
+from ..vae import decode
+
+
+def guided(model, labels, cfg_scale: float = 1.0, stats: dict | None = None):
+    """model_fn(x, t) for class `labels`: with cfg_scale > 1, the batch is doubled with the null class
+    (`num_classes`) and `model.forward_with_cfg(..., cfg_scale=cfg_scale)` guides it (DiT's and SiT's rule);
+    the guided half is returned. `stats`, if given, counts "model_evaluations"."""
+    null_labels = torch.full_like(labels, model.config["num_classes"])
+
+    def model_fn(x, t):
+        if stats is not None:
+            stats["model_evaluations"] = stats.get("model_evaluations", 0) + 1
+        if cfg_scale <= 1.0:
+            return model(x, t, labels)
+        doubled = model.forward_with_cfg(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null_labels]),
+                                         cfg_scale=cfg_scale)
+        return doubled[: len(x)]  # both halves are the same guided output
+
+    return model_fn
+
+
+@torch.no_grad()
+def generate_latents(model, labels, noise, sample_fn, cfg_scale=1.0, noise_sampler=None, stats=None,
+                     progress=False):
+    """Latents [B, C, H, W] for class `labels` [B] from starting `noise` [B, C, H, W]."""
+    if stats is not None:
+        stats["batches"] = stats.get("batches", 0) + 1
+    model_fn = guided(model, labels, cfg_scale, stats)
+    return sample_fn(model_fn, noise, noise_sampler=noise_sampler, progress=progress)
+
+
+def generate_images(model, vae, labels, noise, sample_fn, cfg_scale=1.0, noise_sampler=None, stats=None,
+                    progress=False):
+    """Images in [-1, 1] (decoded by `vae`; None for pixel-space models)."""
+    latents = generate_latents(model, labels, noise, sample_fn, cfg_scale, noise_sampler, stats, progress)
+    return decode(vae, latents).clamp(-1, 1)

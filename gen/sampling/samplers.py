@@ -1,0 +1,116 @@
+"""Every sampler with one contract (k-diffusion's habit):
+
+    sample_fn(model_fn, noise, *, noise_sampler=None, progress=False) -> x at the data end
+
+`model_fn(x, t)` is the network with its conditioning and guidance bound (gen.sampling.guidance.guided);
+`noise_sampler(x)` draws the noise of a stochastic step, one row per image (gen.sampling.seeding.PerImageNoise),
+so that a stochastic sampler gives image i the same result in any batch. `make_sampler` binds a sampler's
+settings: DiT's DDPM, DDIM and DPM-Solver++ over ADM's diffusion, SiT's ODE and SDE over its transport.
+"""
+import functools
+
+import torch
+
+from ..errors import InvalidValue
+
+DIT_SAMPLERS = ("ddpm", "ddim", "dpm-solver")
+SIT_MODES = ("ODE", "SDE")
+
+
+# -- DiT: ADM's Gaussian diffusion -------------------------------------------------------------------------------
+def ddpm(model_fn, noise, *, diffusion, noise_sampler=None, progress=False):
+    """Ancestral sampling over the chain of `diffusion` (a respaced ADM diffusion)."""
+    return diffusion.p_sample_loop(model_fn, noise.shape, noise, clip_denoised=False, progress=progress,
+                                   noise_fn=noise_sampler)
+
+
+def ddim(model_fn, noise, *, diffusion, eta=0.0, noise_sampler=None, progress=False):
+    """DDIM over the chain of `diffusion`; eta = 0 is deterministic."""
+    return diffusion.ddim_sample_loop(model_fn, noise.shape, noise, clip_denoised=False, progress=progress,
+                                      eta=eta, noise_fn=noise_sampler)
+
+
+def dpm_solver(model_fn, noise, *, num_steps, noise_sampler=None, progress=False):
+    """DPM-Solver++ (2M) of diffusers on DiT's linear betas, driven by the eps channels of the network."""
+    from diffusers import DPMSolverMultistepScheduler
+    from tqdm.auto import tqdm
+
+    scheduler = DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+        algorithm_type="dpmsolver++", solver_order=2, prediction_type="epsilon")
+    scheduler.set_timesteps(num_steps, device=noise.device)
+    x = noise
+    for t in tqdm(scheduler.timesteps, desc="sampling", unit="step", leave=False, disable=not progress):
+        eps = model_fn(x, t.expand(len(x)))[:, : x.shape[1]]  # drop the learned-sigma half
+        x = scheduler.step(eps, t, x).prev_sample
+    return x
+
+
+# -- SiT: stochastic interpolants --------------------------------------------------------------------------------
+def ode(model_fn, noise, *, integrator, noise_sampler=None, progress=False):
+    """The probability-flow ODE (`integrator` from Sampler.sample_ode); deterministic."""
+    return integrator(noise, model_fn)[-1]
+
+
+def sde(model_fn, noise, *, integrator, noise_sampler=None, progress=False):
+    """The reverse SDE (`integrator` from Sampler.sample_sde), its Brownian steps from `noise_sampler`."""
+    return integrator(noise, model_fn, noise_fn=noise_sampler or torch.randn_like)[-1]
+
+
+# -- binding the settings ----------------------------------------------------------------------------------------
+def make_sampler(family: str, name: str | None = None, num_steps: int = 250, **options):
+    """sample_fn for a model family: DiT `name` "ddpm" (default), "ddim" (option ddim_eta) or "dpm-solver" over
+    `num_steps` evenly spaced steps; SiT `name` "ODE" (default) or "SDE" with SiT's options (path_type,
+    prediction, loss_weight, train_eps, sample_eps, sampling_method, atol, rtol, reverse, diffusion_form,
+    diffusion_norm, last_step, last_step_size)."""
+    if family == "DiT":
+        return dit_sampler(name or "ddpm", num_steps, **options)
+    if family == "SiT":
+        return sit_sampler(name or "ODE", num_steps, **options)
+    raise InvalidValue(f"unknown model family {family!r}; expected DiT or SiT")
+
+
+def dit_sampler(name: str, num_steps: int, ddim_eta: float = 0.0):
+    from ..diffusion import create_diffusion
+
+    if num_steps < 1:
+        raise InvalidValue(f"--num-sampling-steps must be at least 1, got {num_steps}")
+    if name not in DIT_SAMPLERS:
+        raise InvalidValue(f"unknown DiT sampler {name!r}; use one of {list(DIT_SAMPLERS)}")
+    if name == "dpm-solver":
+        return functools.partial(dpm_solver, num_steps=num_steps)
+    diffusion = create_diffusion(str(num_steps))  # "N": any step count, evenly spaced over the 1000
+    if name == "ddpm":
+        return functools.partial(ddpm, diffusion=diffusion)
+    return functools.partial(ddim, diffusion=diffusion, eta=ddim_eta)
+
+
+def sit_sampler(mode: str, num_steps: int, *, path_type="Linear", prediction="velocity", loss_weight=None,
+                train_eps=None, sample_eps=None, sampling_method=None, atol=1e-6, rtol=1e-3, reverse=False,
+                diffusion_form="sigma", diffusion_norm=1.0, last_step="Mean", last_step_size=0.04):
+    from ..diffusion import Sampler, create_transport
+
+    check_sit_sampler(mode, num_steps, sampling_method)
+    sampler = Sampler(create_transport(path_type, prediction, loss_weight, train_eps, sample_eps))
+    if mode == "ODE":
+        integrator = sampler.sample_ode(sampling_method=sampling_method or "dopri5", num_steps=num_steps,
+                                        atol=atol, rtol=rtol, reverse=reverse)
+        return functools.partial(ode, integrator=integrator)
+    integrator = sampler.sample_sde(sampling_method=sampling_method or "Euler", diffusion_form=diffusion_form,
+                                    diffusion_norm=diffusion_norm, last_step=last_step,
+                                    last_step_size=last_step_size, num_steps=num_steps)
+    return functools.partial(sde, integrator=integrator)
+
+
+def check_sit_sampler(mode: str, num_steps: int, sampling_method: str | None):
+    """Fail now, not after training, on a time grid too short or a method name that does not exist."""
+    from torchdiffeq._impl.odeint import SOLVERS  # the names torchdiffeq.odeint accepts
+
+    if mode not in SIT_MODES:
+        raise InvalidValue(f"unknown SiT mode {mode!r}; use ODE or SDE")
+    if num_steps < 2:
+        raise InvalidValue(f"SiT's {mode} sampler needs --num-sampling-steps >= 2 (the points of its time grid), "
+                           f"got {num_steps}")
+    methods = sorted(SOLVERS) if mode == "ODE" else ["Euler", "Heun"]
+    if sampling_method is not None and sampling_method not in methods:
+        raise InvalidValue(f"unknown {mode} --sampling-method {sampling_method!r}; use one of {methods}")
