@@ -1,7 +1,11 @@
-"""The flags train_dit.py and train_sit.py share: DiT/SiT's names, plus what Accelerate training adds.
+"""Every command-line flag, declared once in groups (SiT's train_utils habit); each script takes its groups.
 
-Every flag can also come from `--config configs/X.yaml` (gen.cli.parse_with_config); the command line wins.
-`check_training_arguments` checks them all before anything is loaded.
+    add_training_flags(parser, "SiT")     # train_sit.py: data, VAE, model, optimisation, run, guidance, sampler
+    add_sampler_flags(parser, "SiT", from_file=True)   # sample.py: None means "what the weights file says"
+
+One name means one thing everywhere: `--sampler` is DiT's (ddpm, ddim, dpm-solver), `--mode` SiT's (ODE, SDE),
+`--sampling-method` the ODE or SDE integrator. Every flag can also come from `--config configs/X.yaml`
+(gen.cli.parse_with_config); the command line wins. `check_training_arguments` checks them before anything loads.
 """
 import argparse
 import os
@@ -9,16 +13,118 @@ import os
 from . import checks
 from .errors import UserError
 from .models.zoo import model_config
+from .sampling import DIT_SAMPLERS, SIT_MODES, make_sampler
 
 # Flags that decide what a checkpoint's weights, optimiser state and data position mean: a resumed run must
 # keep them. Optimiser settings (lr, weight decay, EMA decay, clipping) may change and are applied.
 FIXED_ON_RESUME = ("model", "data_path", "latents", "image_size", "num_classes", "vae", "random_flip",
-                   "global_batch_size", "global_seed", "class_dropout_prob",
+                   "global_batch_size", "global_seed", "class_dropout_prob", "noise_schedule", "use_kl",
+                   "sigma_small", "predict_xstart", "learn_sigma", "rescale_learned_sigmas", "diffusion_steps",
                    "path_type", "prediction", "loss_weight", "train_eps")
 APPLIED_ON_RESUME = ("lr", "weight_decay", "ema_decay", "max_grad_norm")
+# DiT's create_diffusion and SiT's create_transport defaults: what a training script uses unless told otherwise
+DIFFUSION_DEFAULTS = dict(noise_schedule="linear", use_kl=False, sigma_small=False, predict_xstart=False,
+                          learn_sigma=True, rescale_learned_sigmas=False, diffusion_steps=1000)
+TRANSPORT_DEFAULTS = dict(path_type="Linear", prediction="velocity", loss_weight=None, train_eps=None,
+                          sample_eps=None)
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, default_model: str):
+def none_or_str(value):
+    return None if value in (None, "None", "none") else value
+
+
+def _defaults(values: dict, from_file: bool) -> dict:
+    return dict.fromkeys(values) if from_file else values
+
+
+# -- what the network is and what it learns ----------------------------------------------------------------------
+def add_vae_flags(parser, default="ema"):
+    parser.add_argument("--vae", default=default,
+                        help="ema | mse | a local AutoencoderKL folder | none (pixel space)" +
+                        ("; default: what the weights file says" if default is None else ""))
+
+
+def add_diffusion_flags(parser, from_file=False):
+    """DiT's Gaussian diffusion (create_diffusion's options, DiT's defaults)."""
+    group = parser.add_argument_group("diffusion (DiT)" + (": default, what the weights file says" if from_file
+                                                           else ""))
+    d = _defaults(DIFFUSION_DEFAULTS, from_file)
+    group.add_argument("--noise-schedule", choices=["linear", "cosine"], default=d["noise_schedule"])
+    group.add_argument("--predict-xstart", action=argparse.BooleanOptionalAction, default=d["predict_xstart"],
+                       help="predict x_0 instead of eps (weights the high-noise steps more)")
+    group.add_argument("--learn-sigma", action=argparse.BooleanOptionalAction, default=d["learn_sigma"],
+                       help="learn the variance (DiT), else fixed")
+    group.add_argument("--use-kl", action=argparse.BooleanOptionalAction, default=d["use_kl"],
+                       help="train on the variational bound instead of MSE")
+    group.add_argument("--sigma-small", action=argparse.BooleanOptionalAction, default=d["sigma_small"],
+                       help="fixed variance beta~_t instead of beta_t (without --learn-sigma)")
+    group.add_argument("--rescale-learned-sigmas", action=argparse.BooleanOptionalAction,
+                       default=d["rescale_learned_sigmas"], help="scale the VB term by T/1000")
+    group.add_argument("--diffusion-steps", type=int, default=d["diffusion_steps"])
+
+
+def add_transport_flags(parser, from_file=False):
+    """SiT's transport (create_transport's options, SiT's defaults)."""
+    group = parser.add_argument_group("transport (SiT)" + (": default, what the weights file says" if from_file
+                                                           else ""))
+    d = _defaults(TRANSPORT_DEFAULTS, from_file)
+    group.add_argument("--path-type", choices=["Linear", "GVP", "VP"], default=d["path_type"])
+    group.add_argument("--prediction", choices=["velocity", "noise", "score"], default=d["prediction"])
+    group.add_argument("--loss-weight", type=none_or_str, choices=[None, "velocity", "likelihood"],
+                       default=d["loss_weight"])
+    group.add_argument("--train-eps", type=float, default=d["train_eps"])
+    group.add_argument("--sample-eps", type=float, default=d["sample_eps"])
+
+
+def diffusion_settings(args) -> dict:
+    return {key: getattr(args, key) for key in DIFFUSION_DEFAULTS}
+
+
+def transport_settings(args) -> dict:
+    return {key: getattr(args, key) for key in TRANSPORT_DEFAULTS}
+
+
+# -- how images are drawn ------------------------------------------------------------------------------------------
+def add_sampler_flags(parser, family=None, default_steps=250):
+    """DiT's samplers (family "DiT" or None) and SiT's ODE and SDE (family "SiT" or None)."""
+    group = parser.add_argument_group("sampler")
+    group.add_argument("--num-sampling-steps", type=int, default=default_steps)
+    if family in ("DiT", None):
+        group.add_argument("--sampler", choices=DIT_SAMPLERS, default="ddpm", help="DiT's sampler")
+        group.add_argument("--ddim-eta", type=float, default=0.0, help="DDIM noise (0: deterministic)")
+    if family in ("SiT", None):
+        group.add_argument("--mode", choices=SIT_MODES, default="ODE", help="SiT's sampler: ODE or SDE")
+        group.add_argument("--sampling-method", default=None, help="ODE: a torchdiffeq method (default dopri5); "
+                           "SDE: Euler (default) or Heun")
+        group.add_argument("--atol", type=float, default=1e-6, help="ODE absolute tolerance (adaptive methods)")
+        group.add_argument("--rtol", type=float, default=1e-3, help="ODE relative tolerance (adaptive methods)")
+        group.add_argument("--reverse", action="store_true", help="ODE from data to noise")
+        group.add_argument("--diffusion-form", default="sigma", choices=["constant", "SBDM", "sigma", "linear",
+                           "decreasing", "increasing-decreasing"], help="SDE diffusion coefficient")
+        group.add_argument("--diffusion-norm", type=float, default=1.0)
+        group.add_argument("--last-step", type=none_or_str, default="Mean",
+                           choices=[None, "Mean", "Tweedie", "Euler"])
+        group.add_argument("--last-step-size", type=float, default=0.04)
+
+
+def add_guidance_flags(parser, default=4.0, help="classifier-free guidance scale (1: none)"):
+    parser.add_argument("--cfg-scale", type=float, default=default, help=help)
+
+
+def sampler_from_args(args, family: str, process: dict):
+    """sample_fn of the sampler flags for a model trained with diffusion or transport settings `process`."""
+    if family == "DiT":
+        return make_sampler("DiT", args.sampler, args.num_sampling_steps, ddim_eta=args.ddim_eta, **process)
+    return make_sampler("SiT", args.mode, args.num_sampling_steps, sampling_method=args.sampling_method,
+                        atol=args.atol, rtol=args.rtol, reverse=args.reverse, diffusion_form=args.diffusion_form,
+                        diffusion_norm=args.diffusion_norm, last_step=args.last_step,
+                        last_step_size=args.last_step_size, **process)
+
+
+# -- training ------------------------------------------------------------------------------------------------------
+def add_training_flags(parser, family: str):
+    """Every flag of train_dit.py / train_sit.py."""
+    default_model = f"{family}-S/2-VCA"
     data = parser.add_argument_group("data")
     data.add_argument("--data-path", default=None,
                       help="ImageFolder (ImageNet's train layout: root/<class>/<image>); without it and without "
@@ -26,7 +132,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, default_model: str):
     data.add_argument("--latents", default=None, help="a folder made by extract_latents.py; replaces --data-path")
     data.add_argument("--image-size", type=int, default=256)
     data.add_argument("--num-classes", type=int, default=1000)
-    data.add_argument("--vae", default="ema", help="ema | mse | a local AutoencoderKL folder | none (pixel space)")
+    add_vae_flags(data)
     data.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=True,
                       help="horizontal flips (DiT's augmentation); off for data that mirroring changes, e.g. digits")
     data.add_argument("--strict", action="store_true", help="stop at an unreadable image instead of skipping it")
@@ -47,6 +153,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, default_model: str):
     model.add_argument("--gradient-checkpointing", action="store_true", help="recompute blocks to save memory")
     model.add_argument("--compile", action="store_true", help="torch.compile the model")
     model.add_argument("--global-seed", type=int, default=0)
+    if family == "DiT":
+        add_diffusion_flags(parser)
+    else:
+        add_transport_flags(parser)
 
     run = parser.add_argument_group("logging, checkpoints, samples")
     run.add_argument("--results-dir", default=None, help="the run's folder (default: results/<model>)")
@@ -59,17 +169,17 @@ def add_training_arguments(parser: argparse.ArgumentParser, default_model: str):
     run.add_argument("--grid-classes", type=int, nargs="+", default=None,
                      help="a grid row per class (default: all classes up to 10, else 8 spread over them)")
     run.add_argument("--grid-columns", type=int, default=8)
-    run.add_argument("--cfg-scale", type=float, default=4.0, help="guidance of grids and final samples")
-    run.add_argument("--num-sampling-steps", type=int, default=250)
     run.add_argument("--final-samples", type=int, default=0,
                      help="after training, this many EMA samples (balanced over classes) into samples.npz")
+    add_guidance_flags(run, help="guidance of grids and final samples (1: none)")
+    add_sampler_flags(parser, family)
     return parser
 
 
 def check_training_arguments(args, family: str):
     """Every value in range and every name known, before the VAE, the data or the model are loaded."""
     config = model_config(args.model)  # an unknown name fails here, in one line
-    if config["family"] != family:
+    if config.family != family:
         other = "train_sit.py" if family == "DiT" else "train_dit.py"
         raise UserError(f"train_{family.lower()}.py trains {family} models; use {other} for --model {args.model}")
     if args.epochs is None and args.max_steps is None:
@@ -82,6 +192,8 @@ def check_training_arguments(args, family: str):
     checks.within(args, "ema_decay", 0.0, 1.0)
     checks.within(args, "class_dropout_prob", 0.0, 1.0, high_open=True)
     checks.guidance_scale(args.cfg_scale)
+    if family == "DiT":
+        checks.at_least(args, 1, "diffusion_steps")
     if args.cfg_scale > 1 and args.class_dropout_prob <= 0:
         raise UserError("--cfg-scale > 1 needs the null class that --class-dropout-prob > 0 trains; "
                         "pass --cfg-scale 1 or a positive --class-dropout-prob")

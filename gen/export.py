@@ -1,10 +1,13 @@
-"""Weights on disk: safetensors with the model's name and config in the metadata, and the loader for them.
+"""Weights that describe themselves: safetensors whose metadata hold the model config, the VAE that made its
+latents ("none": pixels) and the diffusion or transport settings it was trained with (EDM2's habit: the encoder
+is saved with every snapshot), and the loader for them.
 
-    save_pretrained(ema_model, "DiT-S-2.safetensors")          # the file says what model it holds
+    save_pretrained(ema_model, "DiT-S-2.safetensors", vae="ema", process=diffusion_settings)
     model = load_pretrained("DiT-S-2.safetensors")               # built, loaded, in eval mode
+    read_settings("DiT-S-2.safetensors")                         # {"vae": "ema", "process": {...}}
 
-`load_pretrained` also reads a training checkpoint folder (`model_config.json` + `ema.safetensors`) and the
-official DiT/SiT `.pt` files (name and image size from the arguments or the official file name).
+`load_pretrained` also reads a training checkpoint folder (its `ema.safetensors`) and the official DiT/SiT
+`.pt` files (name and image size from the arguments or the official file name; they record no settings).
 Nothing is unpickled: `.pt` files go through `torch.load(weights_only=True)`.
 """
 import json
@@ -15,15 +18,13 @@ from importlib import metadata
 import torch
 
 from .errors import UserError
-from .models import create_model, load_official_state_dict, read_state_dict
+from .models import ModelConfig, build_model, create_model, load_official_state_dict, read_state_dict
 from .models.convert import describe_mismatch
 
 FORMAT_KEY = "config"
-CHECKPOINT_CONFIG = "model_config.json"  # written by the training loop into each `save_state` folder
-CHECKPOINT_WEIGHTS = "ema.safetensors"
+CHECKPOINT_WEIGHTS = "ema.safetensors"  # the EMA export in each training checkpoint folder
 OFFICIAL_FILE_NAME = re.compile(r"^(DiT|SiT)-(XL|L|B|S)-(\d+)-(\d+)x\d+\.pt$")  # e.g. DiT-XL-2-256x256.pt
 VAE_DOWNSAMPLING = 8  # official checkpoints are latent models: input_size = image_size / 8
-NAME_DERIVED_KEYS = ("family", "attention")  # set by create_model from the name, not accepted as options
 
 
 class CheckpointError(UserError, ValueError):
@@ -38,10 +39,12 @@ def _version() -> str:
 
 
 # -- export ----------------------------------------------------------------------------------------------------
-def save_pretrained(model, path, ema: bool = True, dtype: torch.dtype | None = None) -> str:
+def save_pretrained(model, path, ema: bool = True, dtype: torch.dtype | None = None, vae: str | None = None,
+                    process: dict | None = None) -> str:
     """Write `model`'s weights (optionally cast to `dtype`) and config to `path` (.safetensors) atomically.
 
-    `ema` records whether these are EMA weights (pass the EMA module for sampling exports).
+    `ema` records whether these are EMA weights (pass the EMA module for sampling exports); `vae` the VAE of
+    the latents ("none": pixels) and `process` the diffusion or transport settings, when known.
     """
     from safetensors.torch import save_file
 
@@ -54,7 +57,9 @@ def save_pretrained(model, path, ema: bool = True, dtype: torch.dtype | None = N
     info = {
         "format": "pt",
         "model_name": model.name,
-        FORMAT_KEY: json.dumps(model.config),
+        FORMAT_KEY: json.dumps(model.config.to_dict()),
+        "vae": json.dumps(vae),
+        "process": json.dumps(process),
         "ema": json.dumps(bool(ema)),
         "dtype": str(dtype or next(iter(tensors.values())).dtype).removeprefix("torch."),
         "gen_version": _version(),
@@ -106,27 +111,34 @@ def read_export_info(path) -> dict:
     if FORMAT_KEY not in info or "model_name" not in info:
         raise CheckpointError(f"{path} has no model config in its metadata, so it is not a gen export; "
                               f"export it with gen.save_pretrained, or load its tensors with read_state_dict")
-    info[FORMAT_KEY] = json.loads(info[FORMAT_KEY])
-    info["ema"] = json.loads(info.get("ema", "true"))
+    for key, default in ((FORMAT_KEY, "{}"), ("ema", "true"), ("vae", "null"), ("process", "null")):
+        info[key] = json.loads(info.get(key, default))
     return info
 
 
-def build_from_config(name: str, config: dict):
-    """The model `name` with the options of a saved `config` (as written by save_pretrained)."""
-    options = {k: v for k, v in config.items() if k not in NAME_DERIVED_KEYS}
-    model = create_model(name, **options)
-    if any(model.config[k] != config.get(k, model.config[k]) for k in NAME_DERIVED_KEYS):
-        raise CheckpointError(f"the saved config of {name} disagrees with its name: {config}")
-    return model
+def read_settings(path) -> dict:
+    """{"vae": ..., "process": ...} as recorded by save_pretrained (None where unknown); {} for official files."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT_WEIGHTS)
+    if not path.endswith(".safetensors"):
+        return {}
+    info = read_export_info(path)
+    return {"vae": info["vae"], "process": info["process"]}
 
 
-def _load_export(path, name=None, config=None):
+def build_from_config(config: dict):
+    """The model a saved config describes (as written by save_pretrained)."""
+    try:
+        return build_model(ModelConfig.from_dict(config))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"the saved model config is not one this version builds ({error})") from None
+
+
+def _load_export(path):
     from safetensors.torch import load_file
 
-    if config is None:
-        info = read_export_info(path)
-        name, config = info["model_name"], info[FORMAT_KEY]
-    model = build_from_config(name, config)
+    model = build_from_config(read_export_info(path)[FORMAT_KEY])
     try:
         state_dict = load_file(path)
     except Exception as error:
@@ -137,15 +149,11 @@ def _load_export(path, name=None, config=None):
 
 
 def _load_checkpoint_folder(folder):
-    config_path = os.path.join(folder, CHECKPOINT_CONFIG)
     weights_path = os.path.join(folder, CHECKPOINT_WEIGHTS)
-    missing = [p for p in (config_path, weights_path) if not os.path.exists(p)]
-    if missing:
-        raise CheckpointError(f"{folder} is not a training checkpoint: {missing[0]} is missing; pass a folder "
+    if not os.path.exists(weights_path):
+        raise CheckpointError(f"{folder} is not a training checkpoint: {weights_path} is missing; pass a folder "
                               f"written by the training loop (RESULTS/ckpt/step-NNNNNNN) or an exported .safetensors")
-    with open(config_path) as handle:
-        saved = json.load(handle)
-    return _load_export(weights_path, saved["name"], saved["config"])
+    return _load_export(weights_path)
 
 
 def official_name_and_size(path) -> tuple[str, int] | None:

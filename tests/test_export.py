@@ -9,8 +9,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from gen import load_pretrained, save_pretrained
-from gen.export import CheckpointError, official_name_and_size
-from gen.models import create_model
+from gen.export import CheckpointError, official_name_and_size, read_settings
+from gen.models import SiT, create_model
 
 
 def perturbed(name, **options):
@@ -47,7 +47,7 @@ def test_metadata_says_what_the_file_holds(tmp_path):
         info = handle.metadata()
         assert handle.get_tensor("pos_embed").dtype == torch.bfloat16
     assert info["format"] == "pt" and info["model_name"] == "DiT-Mini/2" and "gen_version" in info
-    assert json.loads(info["config"]) == model.config and json.loads(info["ema"]) is False
+    assert json.loads(info["config"]) == model.config.to_dict() and json.loads(info["ema"]) is False
     loaded = load_pretrained(path)
     assert loaded.pos_embed.dtype == torch.float32
     torch.testing.assert_close(outputs(loaded), outputs(model), atol=0.05, rtol=0.05)
@@ -83,12 +83,33 @@ def test_missing_file_fails_clearly(tmp_path):
 
 def test_training_checkpoint_folder_loads(tmp_path):
     model = perturbed("SiT-Mini/2-VCA")
-    (tmp_path / "model_config.json").write_text(json.dumps({"name": model.name, "config": model.config}))
-    save_pretrained(model, tmp_path / "ema.safetensors")
+    save_pretrained(model, tmp_path / "ema.safetensors", vae="none", process={"path_type": "GVP"})
     assert torch.equal(outputs(load_pretrained(tmp_path)), outputs(model))
-    (tmp_path / "model_config.json").unlink()
-    with pytest.raises(CheckpointError, match="model_config.json is missing"):
+    assert read_settings(tmp_path) == {"vae": "none", "process": {"path_type": "GVP"}}
+    (tmp_path / "ema.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="ema.safetensors is missing"):
         load_pretrained(tmp_path)
+
+
+def test_a_network_built_directly_exports_and_rebuilds(tmp_path):
+    torch.manual_seed(0)
+    model = SiT(input_size=8, patch_size=2, in_channels=3, hidden_size=96, depth=3, num_heads=3, num_classes=5,
+                attention="vca").eval()
+    assert model.name == "SiT-custom/2-VCA" and model.config.hidden_size == 96
+    loaded = load_pretrained(save_pretrained(model, tmp_path / "direct.safetensors"))
+    assert type(loaded) is SiT and loaded.config == model.config
+    x, t, y = torch.randn(2, 3, 8, 8), torch.tensor([0.3, 0.7]), torch.tensor([1, 4])
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, y), model(x, t, y))
+
+
+def test_settings_travel_with_the_weights(tmp_path):
+    process = {"noise_schedule": "cosine", "predict_xstart": True, "learn_sigma": True, "use_kl": False,
+               "sigma_small": False, "rescale_learned_sigmas": False, "diffusion_steps": 1000}
+    path = save_pretrained(perturbed("DiT-Mini/2"), tmp_path / "m.safetensors", vae="ema", process=process)
+    assert read_settings(path) == {"vae": "ema", "process": process}
+    assert read_settings(save_pretrained(perturbed("DiT-Mini/2"), tmp_path / "bare.safetensors")) == \
+        {"vae": None, "process": None}
 
 
 @pytest.mark.parametrize("family", ["dit", "sit"])

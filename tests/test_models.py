@@ -104,7 +104,7 @@ def test_unknown_name_and_option_fail_clearly():
 def test_overrides_apply():
     model = create_model("SiT-Mini/4-VCA", input_size=16, num_classes=7, learn_sigma=False, in_channels=3,
                          vca_pool_size=2, vca_stage2_softmax="separate")
-    assert model.config["attention"] == "vca" and model.config["patch_size"] == 4
+    assert model.config.attention == "vca" and model.config.patch_size == 4
     assert model.y_embedder.embedding_table.num_embeddings == 8
     assert model.blocks[0].attn.pool_size == (2, 2) and model.blocks[0].attn.stage2_softmax == "separate"
     x = torch.randn(2, 3, 16, 16)

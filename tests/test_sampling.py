@@ -13,6 +13,7 @@ from PIL import Image
 
 import sample
 from gen import save_pretrained
+from gen.args import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS
 from gen.cli import parse_with_config
 from gen.errors import UserError
 from gen.models import create_model
@@ -212,3 +213,32 @@ def test_config_file_sets_defaults_and_flags_win(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_with_config(parser(), ["--config", str(config)])
     assert "mode = 'PDE' is not one of" in capsys.readouterr().err
+
+
+# -- weights that say how to sample them -----------------------------------------------------------------------
+def test_a_pixel_model_samples_from_its_file_alone(tmp_path, monkeypatch):
+    process = dict(TRANSPORT_DEFAULTS, path_type="GVP")
+    path = save_pretrained(perturbed("SiT-Mini/2"), tmp_path / "gvp.safetensors", vae="none", process=process)
+    monkeypatch.chdir(tmp_path)
+    run("--ckpt", path)  # no --vae none, no --path-type GVP: the file says both
+    rows = -(-NUM_CLASSES // 4)  # one image per class, 4 a row
+    assert Image.open(tmp_path / "sample.png").size == (4 * (GRID_MIN_SIDE + GRID_GAP) + GRID_GAP,
+                                                        rows * (GRID_MIN_SIDE + GRID_GAP) + GRID_GAP)
+    run("SDE", "--ckpt", path, "--num-sampling-steps", 3, "--output", tmp_path / "sde.png")  # SiT's positional mode
+    assert (tmp_path / "sde.png").is_file()
+    with pytest.raises(UserError, match="--vae ema contradicts .* trained with --vae none"):
+        run("--ckpt", path, "--vae", "ema")
+    with pytest.raises(UserError, match="--path-type Linear contradicts .* trained with GVP"):
+        run("--ckpt", path, "--path-type", "Linear")
+
+
+def test_dit_diffusion_settings_come_from_the_file(tmp_path):
+    process = dict(DIFFUSION_DEFAULTS, predict_xstart=True, noise_schedule="cosine")
+    path = save_pretrained(perturbed("DiT-Mini/2"), tmp_path / "x0.safetensors", vae="none", process=process)
+    common = ["--ckpt", path, "--sampler", "ddim", "--num-sampling-steps", 4, "--num-fid-samples", 4]
+    run(*common, "--sample-dir", tmp_path / "from_file")
+    run(*common, "--sample-dir", tmp_path / "flags", "--predict-xstart", "--noise-schedule", "cosine")
+    from_file, flags = load_npz(tmp_path / "from_file")["arr_0"], load_npz(tmp_path / "flags")["arr_0"]
+    np.testing.assert_array_equal(from_file, flags)  # agreeing flags change nothing
+    with pytest.raises(UserError, match="--predict-xstart False contradicts"):
+        run(*common, "--sample-dir", tmp_path / "bad", "--no-predict-xstart")

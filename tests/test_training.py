@@ -95,7 +95,7 @@ def assert_trained(results_dir, family, input_size, in_channels, steps):
     assert "final_layer.linear.weight" in changed and len(changed) >= 10  # adaLN-Zero: a few at first
     assert not torch.equal(ema["final_layer.linear.weight"], start["final_layer.linear.weight"])
     model = load_pretrained(os.path.join(results_dir, "model.safetensors"))
-    assert model.config["in_channels"] == in_channels and model.config["input_size"] == input_size
+    assert model.config.in_channels == in_channels and model.config.input_size == input_size
     assert os.path.isfile(os.path.join(results_dir, "grid.png"))
 
 

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention
+from .config import ModelConfig
 from .vca import VisualContrastAttention
 
 
@@ -143,7 +144,10 @@ class FinalLayer(nn.Module):
 
 # -- the network ---------------------------------------------------------------------------------------------
 class DiT(nn.Module):
-    """Diffusion transformer: forward(x, t, y) -> eps (and the variance values when learn_sigma)."""
+    """Diffusion transformer: forward(x, t, y) -> eps (and the variance values when learn_sigma).
+    `self.config` (ModelConfig) records every argument, so any instance exports and rebuilds."""
+
+    family = "DiT"
 
     def __init__(
         self,
@@ -166,6 +170,13 @@ class DiT(nn.Module):
         vca_shared_pos_embed: bool = False,
     ):
         super().__init__()
+        self.config = ModelConfig(
+            family=self.family, input_size=input_size, patch_size=patch_size, in_channels=in_channels,
+            hidden_size=hidden_size, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+            class_dropout_prob=class_dropout_prob, num_classes=num_classes, learn_sigma=learn_sigma,
+            attention=attention, cfg_channels=cfg_channels, vca_pool_size=vca_pool_size,
+            vca_stage2_softmax=vca_stage2_softmax, vca_local_term=vca_local_term,
+            vca_contrast_tokens=vca_contrast_tokens, vca_shared_pos_embed=vca_shared_pos_embed)
         if attention not in ("mhsa", "vca"):
             raise ValueError(f"attention must be 'mhsa' or 'vca', got {attention!r}")
         self.learn_sigma = learn_sigma
@@ -257,6 +268,10 @@ class DiT(nn.Module):
         eps = torch.cat([half_eps, half_eps], dim=0)
         return torch.cat([eps, rest], dim=1)
 
+    @property
+    def name(self) -> str:
+        return self.config.name
+
     def enable_gradient_checkpointing(self, enabled: bool = True):
         self.gradient_checkpointing = enabled
         return self
@@ -264,6 +279,8 @@ class DiT(nn.Module):
 
 class SiT(DiT):
     """Scalable interpolant transformer: the DiT network whose output drops the learned-sigma half."""
+
+    family = "SiT"
 
     def forward(self, x, t, y):
         out = super().forward(x, t, y)

@@ -4,27 +4,19 @@
 some 700 images/s of training on 16 tokens on a 2-core machine. Not a paper model.
 """
 import re
+from dataclasses import fields
 
 from ..errors import InvalidValue
+from .config import SIZES, ModelConfig
 from .dit import DiT, SiT
 
-SIZES = {
-    "XL": dict(depth=28, hidden_size=1152, num_heads=16),
-    "L": dict(depth=24, hidden_size=1024, num_heads=16),
-    "B": dict(depth=12, hidden_size=768, num_heads=12),
-    "S": dict(depth=12, hidden_size=384, num_heads=6),
-    "Mini": dict(depth=4, hidden_size=128, num_heads=4),
-}
 PATCH_SIZES = (2, 4, 8)
 FAMILIES = {"DiT": DiT, "SiT": SiT}
 
-# What create_model accepts besides the name; the defaults are ImageNet 256 (32x32 latents, 1000 classes).
-DEFAULTS = dict(
-    input_size=32, in_channels=4, num_classes=1000, learn_sigma=True, mlp_ratio=4.0, class_dropout_prob=0.1,
-    cfg_channels=3, vca_pool_size=None, vca_stage2_softmax="joint", vca_local_term=True,
-    vca_contrast_tokens="pool", vca_shared_pos_embed=False,
-)
 ARCHITECTURE_FIELDS = ("patch_size", "hidden_size", "depth", "num_heads")
+# What create_model accepts besides the name, with ModelConfig's defaults (ImageNet 256: 32x32 latents).
+DEFAULTS = {field.name: field.default for field in fields(ModelConfig)
+            if field.name not in ("family", "attention", *ARCHITECTURE_FIELDS)}
 
 NAME_PATTERN = re.compile(r"^(DiT|SiT)-(XL|L|B|S|Mini)/(\d+)(-VCA)?$")
 
@@ -34,8 +26,8 @@ def list_models() -> list[str]:
             for patch in PATCH_SIZES for suffix in ("", "-VCA")]
 
 
-def model_config(name: str, **overrides) -> dict:
-    """The full keyword configuration of model `name`, with `overrides` applied."""
+def model_config(name: str, **overrides) -> ModelConfig:
+    """The full configuration of model `name`, with `overrides` applied."""
     match = NAME_PATTERN.match(name)
     if match is None or int(match.group(3)) not in PATCH_SIZES:
         raise InvalidValue(f"unknown model {name!r}; expected e.g. DiT-XL/2, SiT-S/2-VCA "
@@ -44,16 +36,17 @@ def model_config(name: str, **overrides) -> dict:
     unknown = sorted(set(overrides) - set(DEFAULTS) - set(ARCHITECTURE_FIELDS))
     if unknown:
         raise InvalidValue(f"unknown model option(s) {unknown}; allowed: "
-                         f"{sorted(set(DEFAULTS) | set(ARCHITECTURE_FIELDS))}")
-    config = dict(DEFAULTS, **SIZES[size], patch_size=int(patch), attention="vca" if vca else "mhsa")
-    config.update(overrides)
-    return {"family": family, **config}
+                           f"{sorted(set(DEFAULTS) | set(ARCHITECTURE_FIELDS))}")
+    values = dict(DEFAULTS, **SIZES[size], patch_size=int(patch), attention="vca" if vca else "mhsa")
+    values.update(overrides)
+    return ModelConfig(family=family, **values)
+
+
+def build_model(config: ModelConfig):
+    """The network a config describes, with DiT's initialisation."""
+    return FAMILIES[config.family](**config.network_kwargs())
 
 
 def create_model(name: str, **overrides):
     """Build `name` (e.g. "DiT-S/2-VCA") with DiT's initialisation; `model.config` records how."""
-    config = model_config(name, **overrides)
-    model = FAMILIES[config["family"]](**{k: v for k, v in config.items() if k != "family"})
-    model.name = name
-    model.config = config
-    return model
+    return build_model(model_config(name, **overrides))

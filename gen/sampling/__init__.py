@@ -9,11 +9,12 @@ guidance, per-image seeding, grids, and deterministic, distributed, resumable N-
     seeding.py   per-image generators               grid.py      class grids       folder.py  N-sample runs
 """
 from .folder import check_settings, pack_npz, sample_to_folder, samples_in_memory
-from .grid import sample_grid, save_grid
+from .grid import grid_classes, sample_grid, save_grid
 from .guidance import generate_images, generate_latents, guided
 from .samplers import DIT_SAMPLERS, SIT_MODES, check_sit_sampler, make_sampler
 from .seeding import CLASS_ORDERS, SEED_STRIDE, PerImageNoise, draw_batch, image_labels
 
 __all__ = ["CLASS_ORDERS", "DIT_SAMPLERS", "SEED_STRIDE", "SIT_MODES", "PerImageNoise", "check_settings",
-           "check_sit_sampler", "draw_batch", "generate_images", "generate_latents", "guided", "image_labels",
-           "make_sampler", "pack_npz", "sample_grid", "sample_to_folder", "samples_in_memory", "save_grid"]
+           "check_sit_sampler", "draw_batch", "generate_images", "generate_latents", "grid_classes", "guided",
+           "image_labels", "make_sampler", "pack_npz", "sample_grid", "sample_to_folder", "samples_in_memory",
+           "save_grid"]

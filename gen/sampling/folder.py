@@ -46,7 +46,7 @@ def sample_to_folder(accelerator, model, vae, sample_fn, *, sample_dir, num_samp
     pending = [i for i in range(num_samples) if not os.path.exists(png_path(sample_dir, i))]
     accelerator.wait_for_everyone()  # all processes list the same pending images before anyone writes
     mine = pending[accelerator.process_index :: accelerator.num_processes]
-    num_classes = model.config["num_classes"]
+    num_classes = model.config.num_classes
     bar = tqdm(total=len(pending), unit="img", disable=not accelerator.is_main_process, dynamic_ncols=True)
     for start in range(0, len(mine), batch_size):
         indices = mine[start : start + batch_size]
@@ -84,7 +84,7 @@ def samples_in_memory(model, vae, sample_fn, *, count, latent_shape, cfg_scale, 
     images, labels = [], []
     for start in tqdm(range(0, count, batch_size), desc="samples", unit="batch", disable=not progress, leave=False):
         indices = range(start, min(start + batch_size, count))
-        batch_labels, noise, noise_sampler = draw_batch(seed, indices, latent_shape, model.config["num_classes"],
+        batch_labels, noise, noise_sampler = draw_batch(seed, indices, latent_shape, model.config.num_classes,
                                                         class_order)
         batch = generate_images(model, vae, batch_labels.to(device), noise.to(device), sample_fn, cfg_scale,
                                 noise_sampler)

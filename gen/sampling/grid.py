@@ -12,11 +12,20 @@ GRID_MIN_SIDE = 64  # images are enlarged (nearest neighbour) to at least this m
 GRID_GAP = 2  # pixels of white between images, so that dark images on dark borders stay apart
 
 
+def grid_classes(num_classes: int, chosen=None) -> list[int]:
+    """The classes shown, a row each: `chosen`, else all up to 10, else 8 spread evenly over the classes."""
+    if chosen:
+        return list(chosen)
+    if num_classes <= 10:
+        return list(range(num_classes))
+    return np.linspace(0, num_classes - 1, 8).round().astype(int).tolist()
+
+
 @torch.no_grad()
 def sample_grid(model, vae, labels, sample_fn, *, latent_shape, seed=0, cfg_scale=4.0, device="cpu", stats=None,
                 progress=False):
     """Images [N, 3, H, W] in [-1, 1] for class `labels`; grid image i draws its noise as image i of seed."""
-    labels, noise, noise_sampler = draw_batch(seed, range(len(labels)), latent_shape, model.config["num_classes"],
+    labels, noise, noise_sampler = draw_batch(seed, range(len(labels)), latent_shape, model.config.num_classes,
                                               labels=labels)
     return generate_images(model, vae, labels.to(device), noise.to(device), sample_fn, cfg_scale, noise_sampler,
                            stats, progress)

@@ -8,7 +8,7 @@ def guided(model, labels, cfg_scale: float = 1.0, stats: dict | None = None):
     """model_fn(x, t) for class `labels`: with cfg_scale > 1, the batch is doubled with the null class
     (`num_classes`) and `model.forward_with_cfg(..., cfg_scale=cfg_scale)` guides it (DiT's and SiT's rule);
     the guided half is returned. `stats`, if given, counts "model_evaluations"."""
-    null_labels = torch.full_like(labels, model.config["num_classes"])
+    null_labels = torch.full_like(labels, model.config.num_classes)
 
     def model_fn(x, t):
         if stats is not None:

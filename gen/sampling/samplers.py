@@ -15,6 +15,7 @@ from ..errors import InvalidValue
 
 DIT_SAMPLERS = ("ddpm", "ddim", "dpm-solver")
 SIT_MODES = ("ODE", "SDE")
+DPM_SOLVER_NEEDS = dict(noise_schedule="linear", predict_xstart=False, diffusion_steps=1000)
 
 
 # -- DiT: ADM's Gaussian diffusion -------------------------------------------------------------------------------
@@ -70,7 +71,9 @@ def make_sampler(family: str, name: str | None = None, num_steps: int = 250, **o
     raise InvalidValue(f"unknown model family {family!r}; expected DiT or SiT")
 
 
-def dit_sampler(name: str, num_steps: int, ddim_eta: float = 0.0):
+def dit_sampler(name: str, num_steps: int, ddim_eta: float = 0.0, **diffusion_settings):
+    """`diffusion_settings`: create_diffusion's options the model was trained with (noise_schedule,
+    predict_xstart, learn_sigma, ...); the chain is respaced to `num_steps` evenly spaced steps."""
     from ..diffusion import create_diffusion
 
     if num_steps < 1:
@@ -78,8 +81,12 @@ def dit_sampler(name: str, num_steps: int, ddim_eta: float = 0.0):
     if name not in DIT_SAMPLERS:
         raise InvalidValue(f"unknown DiT sampler {name!r}; use one of {list(DIT_SAMPLERS)}")
     if name == "dpm-solver":
+        unusual = {k: v for k, v in diffusion_settings.items() if k in DPM_SOLVER_NEEDS and v != DPM_SOLVER_NEEDS[k]}
+        if unusual:
+            raise InvalidValue(f"dpm-solver follows DiT's linear 1000-step eps model; this one was trained with "
+                               f"{unusual}: use --sampler ddim or ddpm")
         return functools.partial(dpm_solver, num_steps=num_steps)
-    diffusion = create_diffusion(str(num_steps))  # "N": any step count, evenly spaced over the 1000
+    diffusion = create_diffusion(str(num_steps), **diffusion_settings)  # "N": N steps spread over the chain
     if name == "ddpm":
         return functools.partial(ddpm, diffusion=diffusion)
     return functools.partial(ddim, diffusion=diffusion, eta=ddim_eta)

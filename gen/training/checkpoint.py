@@ -1,7 +1,7 @@
 """Training checkpoints: `results/ckpt/step-0001000/`, each written whole or not at all, and verified when read.
 
 A checkpoint folder holds what `accelerator.save_state` writes (model, optimiser, gradient scaler, each
-process's RNG states), plus `ema.safetensors` and `model_config.json` (what `gen.load_pretrained` reads),
+process's RNG states), plus `ema.safetensors` (the EMA export with its config: what `gen.load_pretrained` reads),
 `training_state.json` (step, data position, the run's flags) and, written last, `manifest.json`: the size and
 sha256 of every other file. It is written as `step-XXXXXXX.tmp` and renamed when complete, so a crash mid-write
 leaves the previous checkpoint as the latest one; a file damaged later is found by the manifest.
@@ -18,7 +18,7 @@ import shutil
 from safetensors.torch import load_file
 
 from ..errors import UserError
-from ..export import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS, save_pretrained
+from ..export import CHECKPOINT_WEIGHTS, save_pretrained
 from ..files import atomic_open
 
 CHECKPOINTS = "ckpt"
@@ -125,8 +125,9 @@ def resolve_resume(resume: str, results_dir, warn=print) -> str:
 
 
 # -- writing and reading -----------------------------------------------------------------------------------------
-def save_checkpoint(accelerator, results_dir, step: int, ema, training_state: dict) -> str:
-    """Write checkpoint `step` (every process must call this); returns its folder."""
+def save_checkpoint(accelerator, results_dir, step: int, ema, training_state: dict, settings: dict) -> str:
+    """Write checkpoint `step` (every process must call this); returns its folder. `settings`: the VAE and
+    process that the EMA export records (gen.export.save_pretrained)."""
     final = checkpoint_path(results_dir, step)
     temporary = final + ".tmp"
     if accelerator.is_main_process and os.path.isdir(temporary):
@@ -135,8 +136,7 @@ def save_checkpoint(accelerator, results_dir, step: int, ema, training_state: di
     accelerator.save_state(temporary)
     accelerator.wait_for_everyone()  # every process's RNG file is in before the manifest lists them
     if accelerator.is_main_process:
-        save_pretrained(ema, os.path.join(temporary, CHECKPOINT_WEIGHTS), ema=True)
-        write_json(os.path.join(temporary, CHECKPOINT_CONFIG), {"name": ema.name, "config": ema.config})
+        save_pretrained(ema, os.path.join(temporary, CHECKPOINT_WEIGHTS), ema=True, **settings)
         write_json(os.path.join(temporary, TRAINING_STATE), dict(training_state, step=step))
         write_manifest(temporary)
         replace_folder(temporary, final)

@@ -30,6 +30,7 @@ from ..errors import UserError
 from ..export import save_pretrained
 from ..models import create_model
 from ..models.zoo import model_config
+from ..sampling import grid_classes
 from ..vae import encode, latent_shape, load_vae
 from .checkpoint import (
     CHECKPOINTS,
@@ -44,7 +45,7 @@ from .checkpoint import (
 )
 from .ema import create_ema, update_ema
 from .log import TrainingLog, peak_memory_gb
-from .samples import grid_classes, write_grid, write_samples_npz
+from .samples import write_grid, write_samples_npz
 
 
 class TrainingError(UserError, RuntimeError):
@@ -82,8 +83,9 @@ def open_training_data(args, vae):
 
 def build_model(args, shape):
     torch.manual_seed(args.global_seed)  # the same initial weights whatever the number of processes
+    options = {"learn_sigma": args.learn_sigma} if hasattr(args, "learn_sigma") else {}  # DiT's diffusion flag
     model = create_model(args.model, input_size=shape[1], in_channels=shape[0], num_classes=args.num_classes,
-                         class_dropout_prob=args.class_dropout_prob)
+                         class_dropout_prob=args.class_dropout_prob, **options)
     if args.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     return model
@@ -102,7 +104,7 @@ def prepare_results_dir(args, results_dir):
 
 
 def check_patch_grid(args, shape, vae):
-    patch = model_config(args.model)["patch_size"]
+    patch = model_config(args.model).patch_size
     if shape[1] % patch:
         factor = args.image_size // shape[1]
         raise TrainingError(f"--image-size {args.image_size} gives a {shape[1]}x{shape[1]} "
@@ -134,6 +136,7 @@ class TrainingRun:
     sample_fn: Callable
     results_dir: str
     shape: tuple[int, int]
+    settings: dict  # what exports record besides the config: the VAE and the diffusion/transport settings
 
 
 class Window:
@@ -248,7 +251,7 @@ def save(run, step: int):
     state = dict(epoch=epoch, batch_in_epoch=batch_in_epoch, global_batch_size=sampler.global_batch_size,
                  dataset_size=sampler.dataset_size, global_seed=run.args.global_seed, args=vars(run.args))
     try:
-        path = save_checkpoint(run.accelerator, run.results_dir, step, run.ema, state)
+        path = save_checkpoint(run.accelerator, run.results_dir, step, run.ema, state, run.settings)
     except (OSError, RuntimeError) as error:  # torch's zip writer reports a full disk as a RuntimeError
         raise checkpoint_write_error(run.results_dir, step, error) from error
     run.log.info(f"saved checkpoint {path}")
@@ -312,7 +315,7 @@ def finish(run, step: int):
     """Export the EMA weights, draw the final grid and the requested samples."""
     accelerator, args, results_dir, log = run.accelerator, run.args, run.results_dir, run.log
     if accelerator.is_main_process:
-        path = save_pretrained(run.ema, os.path.join(results_dir, "model.safetensors"), ema=True)
+        path = save_pretrained(run.ema, os.path.join(results_dir, "model.safetensors"), ema=True, **run.settings)
         log.info(f"exported the EMA weights of step {step} to {path}")
     grid(run, os.path.join(results_dir, "grid.png"))
     if args.final_samples and accelerator.is_main_process:
@@ -325,9 +328,10 @@ def finish(run, step: int):
     accelerator.wait_for_everyone()
 
 
-def train(args, *, family: str, loss_fn, sample_fn):
+def train(args, *, family: str, loss_fn, sample_fn, process: dict):
     """Train `args.model` with per-sample `loss_fn(model, x, y)`; grids and samples come from `sample_fn`
-    (gen.sampling.make_sampler). Returns the results folder."""
+    (gen.sampling.make_sampler); `process` (the diffusion or transport settings) is recorded with the weights.
+    Returns the results folder."""
     check_training_arguments(args, family)
     results_dir = args.results_dir or default_results_dir(args.model)
     accelerator = make_accelerator(args, results_dir)
@@ -367,7 +371,7 @@ def train(args, *, family: str, loss_fn, sample_fn):
     if args.epochs is not None:
         max_steps = min(max_steps, args.epochs * sampler.steps_per_epoch)
     run = TrainingRun(accelerator, args, log, model, raw_model, ema, optimizer, sampler, loader, vae, from_latents,
-                      loss_fn, sample_fn, results_dir, shape)
+                      loss_fn, sample_fn, results_dir, shape, settings=dict(vae=args.vae, process=process))
     start_step = resume(run, resume_path) if resume_path else 0
 
     source = args.latents or args.data_path or "the built-in scikit-learn digits"

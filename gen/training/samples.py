@@ -8,15 +8,6 @@ from ..files import save_samples_npz
 from ..sampling import sample_grid, samples_in_memory, save_grid
 
 
-def grid_classes(num_classes: int, chosen=None) -> list[int]:
-    """The classes shown, a row each: `chosen`, else all up to 10, else 8 spread evenly over the classes."""
-    if chosen:
-        return list(chosen)
-    if num_classes <= 10:
-        return list(range(num_classes))
-    return np.linspace(0, num_classes - 1, 8).round().astype(int).tolist()
-
-
 @torch.no_grad()
 def write_grid(ema, vae, sample_fn, path, *, classes, columns, latent_shape, cfg_scale, device, seed=0):
     """A grid of `columns` samples per class of `classes`."""
