@@ -1,4 +1,5 @@
-"""`python -m fid calc SAMPLES --ref REF` and `python -m fid ref IMAGES --out REF.npz`."""
+"""`python -m fid calc SAMPLES --ref REF` and `python -m fid ref IMAGES --out REF.npz`; `--features digits` for
+the built-in digits, where the reference defaults to the real training digits."""
 
 import os
 import sys
@@ -8,8 +9,11 @@ from gen.cli import DEBUG_ENV, ArgumentParser, describe
 from gen.errors import UserError
 
 from .cache import CACHE_ENV
+from .digits import DEFAULT_IMAGE_SIZE, real_digits, reference_like
+from .errors import FIDError
 from .manifold import DISTANCE_PRECISIONS
 from .metrics import IS_SPLIT_RULES
+from .networks import FEATURE_NETWORKS
 from .pipeline import compute_metrics
 from .reference import make_reference
 from .report import format_table, write_report
@@ -17,6 +21,11 @@ from .weights import WEIGHTS_ENV, WEIGHTS_FILENAME
 
 
 def add_common_arguments(parser):
+    parser.add_argument("--features", choices=sorted(FEATURE_NETWORKS), default="inception",
+                        help="the feature network: torch-fidelity's Inception (ADM's numbers), or digits, a small "
+                        "CNN trained on the built-in digits in seconds (no download; see docs/fid.md)")
+    parser.add_argument("--cache-dir", default=None, help=f"where the reference images' features and the "
+                        f"digits network are cached (default: ${CACHE_ENV}, else ~/.cache/vca-gen/fid)")
     parser.add_argument("--inception-weights", default=None, metavar="PATH",
                         help=f"local {WEIGHTS_FILENAME} (default: ${WEIGHTS_ENV}, torch's hub cache, "
                         "else a download)")
@@ -34,21 +43,22 @@ def build_parser():
     calc = commands.add_parser("calc", help="score samples against reference statistics")
     calc.add_argument("samples", help=".npz with arr_0 uint8 [N, H, W, 3] (what sample.py writes) "
                       "or an image folder")
-    calc.add_argument("--ref", required=True, help="ADM reference batch (e.g. "
-                      "VIRTUAL_imagenet256_labeled.npz) or a file from `fid ref`")
+    calc.add_argument("--ref", default=None, help="ADM reference batch (e.g. VIRTUAL_imagenet256_labeled.npz) or "
+                      "a file from `fid ref`; required but with --features digits, where the default is the "
+                      "real training digits at the samples' size")
     calc.add_argument("--out-dir", default=None,
                       help="where report.json and report.md go (default: next to SAMPLES)")
     calc.add_argument("--is-splits", choices=sorted(IS_SPLIT_RULES), default="adm",
                       help="; ".join(f"{name}: {rule}" for name, rule in IS_SPLIT_RULES.items()))
     calc.add_argument("--pr-distances", choices=sorted(DISTANCE_PRECISIONS), default="float16-first",
                       help="; ".join(f"{name}: {rule}" for name, rule in DISTANCE_PRECISIONS.items()))
-    calc.add_argument("--cache-dir", default=None, help=f"where the reference images' features are cached "
-                      f"(default: ${CACHE_ENV}, else ~/.cache/vca-gen/fid)")
     add_common_arguments(calc)
     ref = commands.add_parser("ref", help="reference statistics in ADM's layout from images")
-    ref.add_argument("images", help="image folder (e.g. ImageNet train) or .npz with arr_0")
+    ref.add_argument("images", nargs="?", default=None, help="image folder (e.g. ImageNet train) or .npz with "
+                     "arr_0; with --features digits, the default is the real training digits")
     ref.add_argument("--out", required=True, help="the reference .npz to write")
-    ref.add_argument("--image-size", type=int, default=256, help="ADM center crop for folder images")
+    ref.add_argument("--image-size", type=int, default=None, help="ADM center crop for folder images (default "
+                     f"256), or the size of the built-in digits (default {DEFAULT_IMAGE_SIZE})")
     ref.add_argument("--num-kept", type=int, default=10000,
                      help="random images kept as arr_0 for precision/recall (ADM keeps 10000)")
     ref.add_argument("--seed", type=int, default=0, help="seed of the kept subset")
@@ -57,10 +67,15 @@ def build_parser():
 
 
 def run_calc(args):
-    result = compute_metrics(args.samples, args.ref, inception_weights=args.inception_weights,
+    if args.ref is None and args.features != "digits":
+        raise FIDError(f"--ref is required with --features {args.features} (ADM's reference batch or a file from "
+                       f"`python -m fid ref`); only --features digits has a built-in reference")
+    ref = args.ref or reference_like(args.samples)
+    result = compute_metrics(args.samples, ref, inception_weights=args.inception_weights,
                              device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
                              progress=not args.no_progress, is_split_rule=args.is_splits,
-                             distance_precision=args.pr_distances, cache_dir=args.cache_dir)
+                             distance_precision=args.pr_distances, cache_dir=args.cache_dir,
+                             features=args.features)
     out_dir = args.out_dir or os.path.dirname(os.path.abspath(os.path.normpath(args.samples)))
     json_path, md_path = write_report(result, out_dir)
     print(format_table(result))
@@ -68,10 +83,13 @@ def run_calc(args):
 
 
 def run_ref(args):
-    written = make_reference(args.images, args.out, image_size=args.image_size, num_kept=args.num_kept,
+    if args.images is None and args.features != "digits":
+        raise FIDError("give IMAGES (an image folder or .npz), or --features digits for the built-in digits")
+    images = args.images if args.images is not None else real_digits(args.image_size or DEFAULT_IMAGE_SIZE)[0]
+    written = make_reference(images, args.out, image_size=args.image_size or 256, num_kept=args.num_kept,
                              seed=args.seed, inception_weights=args.inception_weights, device=args.device,
                              batch_size=args.batch_size, num_workers=args.num_workers,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, features=args.features, cache_dir=args.cache_dir)
     print(f"wrote {written['reference']}: statistics of {written['num_images']} images, "
           f"{written['num_kept']} kept as arr_0")
 

@@ -1,6 +1,7 @@
-"""Inception features: torch-fidelity's TF-compatible Inception v3 ("inception-v3-compat").
+"""Feature networks: the batching every network shares, and torch-fidelity's TF-compatible Inception v3
+("inception-v3-compat"; the digits network is in digits_network.py).
 
-Per image it gives the 2048 pool features (FID, precision/recall, KID), the 1008 logits without the fc
+Per image Inception gives the 2048 pool features (FID, precision/recall, KID), the 1008 logits without the fc
 bias (ADM's IS graph multiplies by the fc weights only, torch-fidelity's 'logits_unbiased') and ADM's
 spatial features for sFID. Those are `mixed_6/conv` of the TF graph: the 17x17 blocks mixed_3..mixed_7 are
 torch-fidelity's Mixed_6a..Mixed_6e, so mixed_6 is Mixed_6d, and its first op `conv` is the 1x1 branch
@@ -51,8 +52,46 @@ def tf32_settings(device):
             "tf32_matmul": on_cuda and torch.backends.cuda.matmul.allow_tf32}
 
 
-class InceptionFeatures:
-    """Batched feature extraction with a progress bar; build once and reuse (e.g. inside training)."""
+class FeatureNetwork:
+    """Batched feature extraction with a progress bar, shared by every network; build once and reuse.
+
+    A subclass sets `name` (its `--features` value), `feature_dims` ({"pool", "spatial"} sizes), `num_classes`
+    (None unless its logits are the samples' class ids) and `device`, `weights_path`, `weights_sha256`, and
+    gives `batch(images)` -> (pool, logits, spatial) and `description()`.
+    """
+
+    def __call__(self, source, batch_size=200, num_workers=0, progress=True, desc="features", keep=None):
+        """Features of every image of a source (see images.py) as float32 numpy arrays in a dict.
+
+        `keep`: sorted indices of images to return as well (under "images"), e.g. the reference subset.
+        """
+        pools, logits, spatials, kept = [], [], [], []
+        keep = None if keep is None else np.asarray(keep)
+        start = 0
+        with tqdm(total=len(source), unit="img", desc=desc, disable=not progress) as bar:
+            for images in source.batches(batch_size, num_workers):
+                pool, logit, spatial = self.batch(images)
+                pools.append(pool)
+                logits.append(logit)
+                spatials.append(spatial)
+                if keep is not None:
+                    chosen = keep[(keep >= start) & (keep < start + len(images))] - start
+                    kept.append(np.array(images[chosen]))
+                start += len(images)
+                bar.update(len(images))
+        features = {name: torch.cat(parts).numpy() for name, parts in
+                    (("pool", pools), ("logits", logits), ("spatial", spatials))}
+        if keep is not None:
+            features["images"] = np.concatenate(kept)
+        return features
+
+
+class InceptionFeatures(FeatureNetwork):
+    """torch-fidelity's Inception: build once and reuse (e.g. inside training)."""
+
+    name = "inception"
+    feature_dims = {"pool": POOL_DIM, "spatial": SPATIAL_DIM}
+    num_classes = None  # its 1008 TF classes are not the samples' label ids: no class accuracy
 
     def __init__(self, weights=None, device=None):
         self.device = resolve_device(device)  # before the weights, which may be a download
@@ -79,28 +118,3 @@ class InceptionFeatures:
         images = torch.as_tensor(np.asarray(images)).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         pool, logits = self.network(images)
         return pool.float().cpu(), logits.float().cpu(), self.spatial.cpu()
-
-    def __call__(self, source, batch_size=200, num_workers=0, progress=True, desc="features", keep=None):
-        """Features of every image of a source (see images.py) as float32 numpy arrays in a dict.
-
-        `keep`: sorted indices of images to return as well (under "images"), e.g. the reference subset.
-        """
-        pools, logits, spatials, kept = [], [], [], []
-        keep = None if keep is None else np.asarray(keep)
-        start = 0
-        with tqdm(total=len(source), unit="img", desc=desc, disable=not progress) as bar:
-            for images in source.batches(batch_size, num_workers):
-                pool, logit, spatial = self.batch(images)
-                pools.append(pool)
-                logits.append(logit)
-                spatials.append(spatial)
-                if keep is not None:
-                    chosen = keep[(keep >= start) & (keep < start + len(images))] - start
-                    kept.append(np.array(images[chosen]))
-                start += len(images)
-                bar.update(len(images))
-        features = {name: torch.cat(parts).numpy() for name, parts in
-                    (("pool", pools), ("logits", logits), ("spatial", spatials))}
-        if keep is not None:
-            features["images"] = np.concatenate(kept)
-        return features

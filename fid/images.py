@@ -76,6 +76,14 @@ def npz_keys(path):
         return sorted(name.removesuffix(".npy") for name in archive.namelist())
 
 
+def npz_labels(path, key="arr_1"):
+    """The class labels an `.npz` of samples carries (sample.py writes them as arr_1), else None."""
+    if key not in npz_keys(path):
+        return None
+    with np.load(path) as arrays:
+        return arrays[key]
+
+
 class ArrayImages:
     """Images already in memory, e.g. straight from the sampler inside a training loop."""
 

@@ -1,4 +1,4 @@
-"""The metrics on Inception features: Frechet distance (FID, sFID), Inception Score and KID.
+"""The metrics on a network's features: Frechet distance (FID, sFID), Inception Score, KID, class accuracy.
 
 FID and IS follow ADM's evaluator (guided-diffusion `evaluations/evaluator.py`) so that numbers compare
 with the DiT and SiT papers; KID follows torch-fidelity's defaults.
@@ -89,3 +89,10 @@ def kernel_inception_distance(features1, features2, subsets=100, subset_size=100
         within = (k_xx.sum() - k_xx.trace() + k_yy.sum() - k_yy.trace()) / (m * (m - 1))
         mmds.append(float(within - 2 * k_xy.mean()))
     return float(np.mean(mmds)), float(np.std(mmds))
+
+
+def class_accuracy(logits, labels):
+    """(share of samples whose most probable class is their label, {class: that share} per label present)."""
+    labels = np.asarray(labels)
+    correct = np.asarray(logits).argmax(axis=1) == labels
+    return float(correct.mean()), {int(label): float(correct[labels == label].mean()) for label in np.unique(labels)}

@@ -10,17 +10,27 @@ import torch_fidelity
 
 from .cache import cache_path, default_cache_dir, read_cached_features, write_cached_features
 from .errors import FIDError
-from .features import InceptionFeatures, resolve_device, tf32_settings
-from .images import open_images
+from .features import resolve_device, tf32_settings
+from .images import NpzImages, npz_labels, open_images
 from .manifold import DISTANCE_PRECISIONS, precision_recall
-from .metrics import IS_SPLIT_RULES, feature_statistics, frechet_distance, inception_score, kernel_inception_distance
+from .metrics import (
+    IS_SPLIT_RULES,
+    class_accuracy,
+    feature_statistics,
+    frechet_distance,
+    inception_score,
+    kernel_inception_distance,
+)
+from .networks import build_extractor, feature_network
 from .reference import Reference, load_reference
 
 NEAREST_NEIGHBOURS = 3
 
 
-def fid_label(num_samples):
-    """Papers' name for the number: FID-50K only when it is one."""
+def fid_label(num_samples, network="inception"):
+    """Papers' name for the number: FID-50K only when it is one (on Inception); other networks' FID says so."""
+    if network != "inception":
+        return f"{network} FID (N={num_samples})"
     return "FID-50K" if num_samples == 50000 else f"FID (N={num_samples})"
 
 
@@ -50,37 +60,42 @@ def check_options(is_split_rule, distance_precision):
 
 def compute_metrics(samples, ref, inception_weights=None, device=None, batch_size=200, num_workers=None,
                     progress=True, extractor=None, kid=True, is_split_rule="adm",
-                    distance_precision="float16-first", cache_dir=None):
+                    distance_precision="float16-first", cache_dir=None, features="inception", labels=None):
     """Score samples (uint8 [N, H, W, 3] array, `.npz` or image folder) against a reference (path or
     Reference). Returns a dict of metrics (None where the reference lacks what one needs) and provenance.
 
-    Inside training, pass a built `extractor=InceptionFeatures(...)` and a loaded `ref=load_reference(...)`
-    so the network and the reference images' features are made once. The reference images' features are
-    also cached on disk under `cache_dir` (default: see fid.cache.default_cache_dir).
+    `features`: the network, "inception" or "digits" (fid.digits), unless a built `extractor` is given.
+    Inside training, pass a built `extractor=InceptionFeatures(...)` (or `DigitsFeatures(...)`) and a loaded
+    `ref=load_reference(...)` so the network and the reference images' features are made once. The
+    reference images' features are also cached on disk under `cache_dir` (default: fid.cache.default_cache_dir).
+    A network of the samples' classes (digits) also gives the class accuracy against `labels` (default: arr_1
+    of an `.npz`).
     """
     started = time.perf_counter()
     samples_name = os.fspath(samples) if isinstance(samples, str | os.PathLike) else "<array>"
     num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
     check_options(is_split_rule, distance_precision)
+    network = extractor or feature_network(features)  # its name and sizes, before building it
     device = extractor.device if extractor else resolve_device(device)  # before hashing a large reference
     source = open_images(samples, name="samples")
-    reference = ref if isinstance(ref, Reference) else load_reference(ref)
+    reference = ref if isinstance(ref, Reference) else load_reference(ref, network.name)
     check_counts(samples_name, len(source), reference)
-    extractor = extractor or InceptionFeatures(inception_weights, device)
-    features = extractor(source, batch_size, num_workers, progress, desc="samples")
+    labels = sample_labels(samples_name, source, labels, network.num_classes)
+    extractor = extractor or build_extractor(features, inception_weights, device, cache_dir)
+    sample_features = extractor(source, batch_size, num_workers, progress, desc="samples")
     ref_features = reference_image_features(reference, extractor, cache_dir or default_cache_dir(), batch_size,
                                             num_workers, progress)
     try:
-        result = scores(features, reference, ref_features, extractor.device, kid, is_split_rule,
+        result = scores(sample_features, labels, reference, ref_features, extractor, kid, is_split_rule,
                         distance_precision)
     except ValueError as error:  # broken statistics for a metric: one line, not a traceback
         raise FIDError(f"cannot score {samples_name} against {reference.path}: {error}") from None
     result.update(
         samples=samples_name, reference=reference.path, reference_sha256=reference.sha256,
         reference_num_images=0 if reference.images is None else len(reference.images),
-        reference_statistics=reference.statistics_source(), feature_extractor=extractor.description(),
-        inception_weights=os.path.abspath(extractor.weights_path),
-        inception_weights_sha256=extractor.weights_sha256, device=str(extractor.device),
+        reference_statistics=reference.statistics_source(), feature_network=extractor.name,
+        feature_extractor=extractor.description(), feature_weights=os.path.abspath(extractor.weights_path),
+        feature_weights_sha256=extractor.weights_sha256, device=str(extractor.device),
         **tf32_settings(extractor.device), versions=library_versions(),
         seconds=round(time.perf_counter() - started, 2))
     return result
@@ -92,13 +107,32 @@ def library_versions():
             "numpy": np.__version__}
 
 
+def sample_labels(samples_name, source, labels, num_classes):
+    """The samples' class ids (`labels`, else arr_1 of their `.npz`) when the network classifies them, else None."""
+    if num_classes is None:
+        return None
+    if labels is None and isinstance(source, NpzImages):
+        try:
+            labels = npz_labels(source.path)
+        except Exception as error:  # pickled objects, a truncated member: one line, as for arr_0
+            raise FIDError(f"{samples_name}: cannot read the labels arr_1 ({type(error).__name__}: {error})") from None
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.shape != (len(source),) or labels.dtype.kind not in "iu" or not np.isin(labels, range(num_classes)).all():
+        values = f" from {labels.min()} to {labels.max()}" if labels.size and labels.dtype.kind in "iuf" else ""
+        raise FIDError(f"{samples_name}: labels (arr_1) must be {len(source)} class ids in 0..{num_classes - 1}, "
+                       f"got {labels.dtype} {list(labels.shape)}{values}")
+    return labels
+
+
 def reference_image_features(reference, extractor, cache_dir, batch_size, num_workers, progress):
-    """Pool and spatial features of the reference images: from memory, the disk cache, or one Inception pass."""
+    """Pool and spatial features of the reference images: from memory, the disk cache, or one network pass."""
     if reference.images is None:
         return None
     if extractor.weights_sha256 not in reference.image_features:
-        path = cache_path(cache_dir, reference.sha256, extractor.weights_sha256)
-        features = read_cached_features(path, len(reference.images))
+        path = cache_path(cache_dir, reference.sha256, extractor.name, extractor.weights_sha256)
+        features = read_cached_features(path, len(reference.images), extractor.feature_dims)
         if features is None:
             features = extractor(reference.images, batch_size, num_workers, progress, desc="reference images")
             write_cached_features(path, features)
@@ -113,11 +147,11 @@ def reference_statistics(reference, ref_features):
     return (*feature_statistics(ref_features["pool"]), *feature_statistics(ref_features["spatial"]))
 
 
-def scores(features, reference, ref_features, device, kid, is_split_rule, distance_precision):
-    """Every metric of the sample features against the reference; None where the reference lacks data."""
-    num_samples = len(features["pool"])
+def scores(features, labels, reference, ref_features, extractor, kid, is_split_rule, distance_precision):
+    """Every metric of the sample features (and labels) against the reference; None where data are lacking."""
+    num_samples, device = len(features["pool"]), extractor.device
     mu_ref, sigma_ref, mu_s_ref, sigma_s_ref = reference_statistics(reference, ref_features)
-    result = {"fid_label": fid_label(num_samples), "num_samples": num_samples,
+    result = {"fid_label": fid_label(num_samples, extractor.name), "num_samples": num_samples,
               "fid": frechet_distance(*feature_statistics(features["pool"]), mu_ref, sigma_ref), "sfid": None}
     if mu_s_ref is not None:
         result["sfid"] = frechet_distance(*feature_statistics(features["spatial"]), mu_s_ref, sigma_s_ref)
@@ -130,4 +164,6 @@ def scores(features, reference, ref_features, device, kid, is_split_rule, distan
                                                                  distance_precision)
         if kid:
             result["kid"], result["kid_std"] = kernel_inception_distance(ref_pool, pool, device=device)
+    accuracy = (None, None) if labels is None else class_accuracy(features["logits"], labels)
+    result["class_accuracy"], result["class_accuracy_per_class"] = accuracy
     return result

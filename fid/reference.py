@@ -13,13 +13,12 @@ import numpy as np
 from gen.files import atomic_open  # the project's one atomic writer
 
 from .errors import FIDError
-from .features import POOL_DIM, SPATIAL_DIM, InceptionFeatures
 from .images import NpzImages, npz_keys, open_images
 from .metrics import feature_statistics
+from .networks import FEATURE_NETWORKS, build_extractor, feature_network
 from .weights import sha256_of_file
 
-EXPECTED_SHAPES = {"mu": (POOL_DIM,), "sigma": (POOL_DIM, POOL_DIM),
-                   "mu_s": (SPATIAL_DIM,), "sigma_s": (SPATIAL_DIM, SPATIAL_DIM)}
+STATISTICS = {"mu": "pool", "sigma": "pool", "mu_s": "spatial", "sigma_s": "spatial"}  # key -> features
 ADM_LAYOUT = ("ADM's layout is arr_0 (uint8 reference images [N, H, W, 3]) with optional mu, sigma, mu_s, "
               "sigma_s (statistics of the full set, used instead of arr_0's)")
 
@@ -32,8 +31,8 @@ class Reference:
     sigma: np.ndarray | None = None
     mu_s: np.ndarray | None = None
     sigma_s: np.ndarray | None = None
-    images: NpzImages | None = None
-    # Features of `images` per Inception weights sha256: computed (or read from the cache) once per process.
+    images: object = None  # an image source (images.py): arr_0 of the file, or images in memory
+    # Features of `images` per weights sha256: computed (or read from the cache) once per process.
     image_features: dict = field(default_factory=dict)
 
     def statistics_source(self):
@@ -53,8 +52,29 @@ def check_keys(path, keys):
                        f"`python -m fid ref`")
 
 
-def load_reference(path):
-    """Read and check a reference file; every problem is one FIDError naming the file and the key."""
+def expected_shape(key, dims):
+    dim = dims[STATISTICS[key]]
+    return (dim,) if key.startswith("mu") else (dim, dim)
+
+
+def check_statistics(path, stats, features):
+    """Shapes of the features' network (naming the network that has the file's), and finite values."""
+    dims = feature_network(features).feature_dims
+    for key, value in stats.items():
+        if value.shape != expected_shape(key, dims):
+            kind = STATISTICS[key]
+            others = [name for name, network in FEATURE_NETWORKS.items()
+                      if value.shape == expected_shape(key, network.feature_dims)]
+            hint = f"made with --features {others[0]}?" if others else "made with another feature network?"
+            raise FIDError(f"reference {path}: '{key}' has shape {list(value.shape)}, expected "
+                           f"{list(expected_shape(key, dims))} ({features} {kind} features); {hint}")
+        if not np.isfinite(value).all():
+            raise FIDError(f"reference {path}: '{key}' has non-finite values")
+
+
+def load_reference(path, features="inception"):
+    """Read and check a reference file for a feature network ("inception" or "digits"); every problem is one
+    FIDError naming the file and the key."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FIDError(f"reference file not found: {path} (use ADM's reference batch or make one with "
@@ -66,35 +86,30 @@ def load_reference(path):
         raise FIDError(f"{path} is not a readable .npz reference ({type(error).__name__}: {error})") from None
     check_keys(path, keys)
     with arrays:
-        stats = {key: arrays[key].astype(np.float64) for key in EXPECTED_SHAPES if key in keys}
-    for key, value in stats.items():
-        if value.shape != EXPECTED_SHAPES[key]:
-            kind = "spatial" if key.endswith("_s") else "pool"
-            raise FIDError(f"reference {path}: '{key}' has shape {list(value.shape)}, expected "
-                           f"{list(EXPECTED_SHAPES[key])} (Inception {kind} features); made with another "
-                           f"feature extractor?")
-        if not np.isfinite(value).all():
-            raise FIDError(f"reference {path}: '{key}' has non-finite values")
+        stats = {key: arrays[key].astype(np.float64) for key in STATISTICS if key in keys}
+    check_statistics(path, stats, features)
     images = NpzImages(path) if "arr_0" in keys else None
     return Reference(path=path, sha256=sha256_of_file(path), images=images, **stats)
 
 
 def make_reference(images, out, image_size=256, num_kept=10000, seed=0, inception_weights=None, device=None,
-                   batch_size=200, num_workers=0, progress=True, extractor=None):
-    """Statistics of every image (a folder, ADM-center-cropped to `image_size`, or an `.npz`), plus a seeded
-    random subset of `num_kept` images as `arr_0`, written to `out` in ADM's layout."""
+                   batch_size=200, num_workers=0, progress=True, extractor=None, features="inception",
+                   cache_dir=None):
+    """Statistics of every image (a folder, ADM-center-cropped to `image_size`, an `.npz` or a uint8 array)
+    on a feature network (`extractor`, else built from `features`), plus a seeded random subset of
+    `num_kept` images as `arr_0`, written to `out` in ADM's layout."""
     images_name = os.fspath(images) if isinstance(images, str | os.PathLike) else "<array>"
     source = open_images(images, image_size=image_size, name="reference images")
     if len(source) < 2:
         raise FIDError(f"{images_name}: a reference needs at least 2 images, got {len(source)}")
-    extractor = extractor or InceptionFeatures(inception_weights, device)
+    extractor = extractor or build_extractor(features, inception_weights, device, cache_dir)
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(len(source), min(num_kept, len(source)), replace=False))
-    features = extractor(source, batch_size, num_workers, progress, desc="reference", keep=keep)
-    mu, sigma = feature_statistics(features["pool"])
-    mu_s, sigma_s = feature_statistics(features["spatial"])
+    computed = extractor(source, batch_size, num_workers, progress, desc="reference", keep=keep)
+    mu, sigma = feature_statistics(computed["pool"])
+    mu_s, sigma_s = feature_statistics(computed["spatial"])
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    kept = {"arr_0": features["images"]} if len(keep) else {}  # no arr_0: precision/recall are skipped
+    kept = {"arr_0": computed["images"]} if len(keep) else {}  # no arr_0: precision/recall are skipped
     with atomic_open(out) as file:
         np.savez(file, **kept, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
     return {"reference": out, "num_images": len(source), "num_kept": len(keep), "images": images_name}

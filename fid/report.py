@@ -7,20 +7,29 @@ from gen.files import atomic_open  # the project's one atomic writer
 
 METRIC_ROWS = (  # (result key, row label; None means the label comes from the result, e.g. FID-50K)
     ("fid", None), ("sfid", "sFID"), ("inception_score", "Inception Score"), ("precision", "Precision"),
-    ("recall", "Recall"), ("kid", "KID"))
+    ("recall", "Recall"), ("kid", "KID"), ("class_accuracy", "Class accuracy"))
 PROVENANCE_ROWS = (
     ("num_samples", "samples (N)"), ("samples", "samples file"), ("reference", "reference"),
     ("reference_sha256", "reference sha256"), ("reference_num_images", "reference images (P/R, KID)"),
     ("reference_statistics", "reference statistics"), ("inception_score_split_rule", "IS splits"),
-    ("precision_recall_distances", "P/R distances"), ("feature_extractor", "feature extractor"),
-    ("inception_weights", "Inception weights"), ("inception_weights_sha256", "weights sha256"),
+    ("precision_recall_distances", "P/R distances"), ("feature_network", "feature network"),
+    ("feature_extractor", "feature extractor"), ("feature_weights", "weights"),
+    ("feature_weights_sha256", "weights sha256"),
     ("device", "device"), ("tf32_convolutions", "TF32 convolutions"), ("tf32_matmul", "TF32 matmuls"),
     ("versions", "versions"), ("seconds", "time (s)"))
 
 
+NOT_AVAILABLE = {  # why a metric is None
+    "sfid": "n/a (reference has no mu_s/sigma_s)",
+    "class_accuracy": "n/a (needs a network of the samples' classes, --features digits, and labels in arr_1)"}
+
+
 def format_value(key, value, result):
     if value is None:
-        return "n/a (reference has no " + ("mu_s/sigma_s)" if key == "sfid" else "arr_0 images)")
+        return NOT_AVAILABLE.get(key, "n/a (reference has no arr_0 images)")
+    if key == "class_accuracy":
+        per_class = ", ".join(f"{label}: {share:.2f}" for label, share in result["class_accuracy_per_class"].items())
+        return f"{value:.4f} (per class {per_class})"
     if key == "inception_score":
         return f"{value:.2f} +- {result['inception_score_std']:.2f}"
     if key == "kid":

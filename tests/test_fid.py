@@ -13,6 +13,7 @@ from tolerances import FRECHET
 
 import fid
 import fid.metrics
+import fid.networks
 import fid.pipeline
 import fid.weights
 from fid.cli import main
@@ -211,6 +212,7 @@ def test_distance_blocks_are_float16_unless_float16_overflows():
 def test_fid_label_names_fid_50k_only_at_50000():
     assert fid_label(50000) == "FID-50K"
     assert fid_label(10000) == "FID (N=10000)"
+    assert fid_label(50000, "digits") == "digits FID (N=50000)"  # never mistaken for an Inception FID-50K
 
 
 # Inputs ---------------------------------------------------------------------------------------------------
@@ -290,8 +292,10 @@ def test_an_adm_layout_reference_loads(tmp_path):
 @pytest.mark.parametrize("overrides, problem", [
     ({"sigma": None}, "missing 'sigma'"),
     ({"mu": None}, "missing 'mu'"),
-    ({"mu": np.zeros(64), "sigma": np.eye(64)}, "'mu' has shape [64], expected [2048] (Inception pool"),
-    ({"sigma_s": np.eye(7)}, "'sigma_s' has shape [7, 7], expected [2023, 2023] (Inception spatial"),
+    ({"mu": np.zeros(64), "sigma": np.eye(64)}, "'mu' has shape [64], expected [2048] (inception pool features); "
+     "made with --features digits?"),
+    ({"sigma_s": np.eye(7)}, "'sigma_s' has shape [7, 7], expected [2023, 2023] (inception spatial features); "
+     "made with another feature network?"),
     ({"sigma_s": None}, "missing 'sigma_s'"),
     ({"mu": None, "sigma": None, "arr_0": None}, "missing 'arr_0' (has ['mu_s', 'sigma_s']); ADM's layout is "
      "arr_0 (uint8 reference images [N, H, W, 3]) with optional mu, sigma, mu_s, sigma_s"),
@@ -383,7 +387,8 @@ def test_report_files_hold_every_metric_and_leave_no_temporary_files(tmp_path):
               "reference_sha256": "0" * 64, "reference_num_images": 10000,
               "reference_statistics": "mu/sigma in the file", "inception_score_split_rule": IS_SPLIT_RULES["adm"],
               "precision_recall_distances": DISTANCE_PRECISIONS["float16-first"], "feature_extractor": "x",
-              "inception_weights": "w.pth", "inception_weights_sha256": "1" * 64, "device": "cuda",
+              "feature_network": "inception", "feature_weights": "w.pth", "feature_weights_sha256": "1" * 64,
+              "class_accuracy": None, "class_accuracy_per_class": None, "device": "cuda",
               "tf32_convolutions": True, "tf32_matmul": False,
               "versions": {"torch": "2.15.0", "torch-fidelity": "0.3.0", "scipy": "1.17.0", "numpy": "2.3.0"},
               "seconds": 12.5}
@@ -394,6 +399,10 @@ def test_report_files_hold_every_metric_and_leave_no_temporary_files(tmp_path):
         markdown = file.read()
     assert markdown.startswith("# FID-50K: 2.27") and "| Inception Score | 278.20 +- 3.10 |" in markdown
     assert "n/a (reference has no mu_s/sigma_s)" in format_table(result)
+    assert "| feature network | inception |" in markdown
+    assert "| Class accuracy | n/a (needs a network of the samples' classes" in markdown
+    digits = dict(result, class_accuracy=0.95, class_accuracy_per_class={0: 1.0, 1: 0.9})
+    assert "0.9500 (per class 0: 1.00, 1: 0.90)" in format_table(digits)
     for row in ("| IS splits | contiguous chunks of 5000 samples, the last one shorter (ADM's evaluator) |",
                 "| P/R distances | float16 distance blocks, float32 where a block overflows",
                 "| TF32 convolutions | on |", "| TF32 matmuls | off |",
@@ -417,7 +426,7 @@ def no_inception(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the Inception network was built before the input was checked")
 
-    monkeypatch.setattr(fid.pipeline, "InceptionFeatures", fail)
+    monkeypatch.setattr(fid.networks, "InceptionFeatures", fail)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
 
@@ -454,6 +463,7 @@ def test_too_few_reference_images_name_the_metric(no_inception, tmp_path):
 
 class CountingExtractor:
     """Stands in for InceptionFeatures: seeded random features, and a count of the passes."""
+    name, feature_dims = "inception", {"pool": 2048, "spatial": 2023}
     weights_sha256 = "f" * 64
     device = torch.device("cpu")
 

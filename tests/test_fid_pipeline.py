@@ -26,9 +26,10 @@ from fid.pipeline import reference_statistics
 NUM_IMAGES = 8
 REPORT_KEYS = {"fid_label", "num_samples", "fid", "sfid", "inception_score", "inception_score_std",
                "inception_score_split_rule", "precision", "recall", "precision_recall_distances", "kid", "kid_std",
-               "samples", "reference", "reference_sha256", "reference_num_images", "reference_statistics",
-               "feature_extractor", "inception_weights", "inception_weights_sha256", "device", "tf32_convolutions",
-               "tf32_matmul", "versions", "seconds"}
+               "class_accuracy", "class_accuracy_per_class", "samples", "reference", "reference_sha256",
+               "reference_num_images", "reference_statistics", "feature_network", "feature_extractor",
+               "feature_weights", "feature_weights_sha256", "device", "tf32_convolutions", "tf32_matmul", "versions",
+               "seconds"}
 
 
 def smooth_image(rng, height, width):
@@ -127,8 +128,9 @@ def test_fid_calc_reports_every_metric_and_its_provenance(pipeline):
     assert set(report) == REPORT_KEYS
     assert report["num_samples"] == NUM_IMAGES and report["fid_label"] == f"FID (N={NUM_IMAGES})"
     assert report["reference_sha256"] == sha256(root / "ref.npz")
-    assert report["inception_weights_sha256"] == sha256(weights)
-    assert report["inception_weights"] == os.path.abspath(weights) and report["device"] == "cpu"
+    assert report["feature_weights_sha256"] == sha256(weights) and report["feature_network"] == "inception"
+    assert report["feature_weights"] == os.path.abspath(weights) and report["device"] == "cpu"
+    assert report["class_accuracy"] is None  # Inception's classes are not the samples' labels
     assert report["seconds"] > 0 and "inception-v3-compat" in report["feature_extractor"]
     assert report["versions"] == {"torch": torch.__version__, "torch-fidelity": torch_fidelity.__version__,
                                   "scipy": scipy.__version__, "numpy": np.__version__}
