@@ -18,6 +18,7 @@ from importlib import metadata
 import torch
 
 from .errors import UserError
+from .files import atomic_path
 from .models import ModelConfig, build_model, create_model, load_official_state_dict, read_state_dict
 from .models.convert import describe_mismatch
 
@@ -65,12 +66,11 @@ def save_pretrained(model, path, ema: bool = True, dtype: torch.dtype | None = N
         "gen_version": _version(),
     }
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    save_file(tensors, temporary, metadata=info)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # safetensors creates its files 0600; exports are meant to be shared
-    os.replace(temporary, path)  # a crash mid-write never leaves a truncated file under the real name
+    with atomic_path(path) as temporary:  # a crash mid-write never leaves a truncated file under the real name
+        save_file(tensors, temporary, metadata=info)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # safetensors creates its files 0600; exports are meant to be shared
     return path
 
 

@@ -1,4 +1,5 @@
-"""Writing files so that a crash never leaves a half-written one under its real name."""
+"""Writing files so that a crash never leaves a half-written one under its real name: the one atomic writer that
+every file of the toolkit goes through (checkpoint folders, which hold many files, use a manifest instead)."""
 import contextlib
 import os
 
@@ -6,12 +7,23 @@ import numpy as np
 
 
 @contextlib.contextmanager
+def atomic_path(path):
+    """A temporary name beside `path` (unique to this process) for the block to write; renamed to `path` when the
+    block finishes without an error, removed when it does not."""
+    temporary = f"{os.fspath(path)}.tmp-{os.getpid()}"
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+@contextlib.contextmanager
 def atomic_open(path, mode: str = "wb"):
-    """Open `path`.tmp for writing and rename it to `path` once the block finishes without an error."""
-    temporary = f"{path}.tmp"
-    with open(temporary, mode) as handle:
+    """Open a temporary file for writing; it becomes `path` once the block finishes without an error."""
+    with atomic_path(path) as temporary, open(temporary, mode) as handle:
         yield handle
-    os.replace(temporary, path)
 
 
 def save_samples_npz(path, images: np.ndarray, labels: np.ndarray):

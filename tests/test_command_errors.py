@@ -183,7 +183,7 @@ def assert_one_line_error(main, argv, phrase, capsys, folder):
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert phrase in lines[0], lines[0]
     half_written = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
-                    if name.endswith(".tmp")]
+                    if ".tmp" in name]
     assert not half_written
 
 

@@ -5,7 +5,7 @@ A latent folder holds `manifest.json` (count, shape, dtype, VAE, image size, cla
 and `shard-00000.safetensors`, ... with `latents` [n, 2, C, h, w] (index 1 on axis 1 is the flipped image),
 `labels` [n] and `indices` [n] (positions in the image data set). Shard i always holds images
 [i * shard_size, (i + 1) * shard_size), so any number of processes can fill in the missing shards, and a
-rerun skips the finished ones (each is written to a .tmp file, then renamed).
+rerun skips the finished ones (each is written under a temporary name, then renamed).
 """
 import json
 import math
@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..files import atomic_open
+from ..files import atomic_open, atomic_path
 from ..vae import encode
 from .images import SkippedImage, collate_skipping_unreadable, split_key
 from .transforms import horizontal_flip
@@ -76,7 +76,8 @@ def start_extraction(root, plan: dict):
 
 
 @torch.no_grad()
-def encode_shard(dataset, shard: int, plan: dict, vae, device, batch_size: int, num_workers: int) -> dict:
+def encode_shard(dataset, shard: int, plan: dict, vae, device, batch_size: int,
+                 num_workers: int) -> tuple[dict, list]:
     """(tensors, skipped paths) of shard `shard`: the latents of each readable image and of its mirror image."""
     first = shard * plan["shard_size"]
     indices = list(range(first, min(first + plan["shard_size"], len(dataset))))
@@ -138,9 +139,9 @@ def extract_latents(dataset, vae, root, plan: dict, *, accelerator, batch_size: 
     for shard in progress:
         tensors, skipped = encode_shard(dataset, shard, plan, vae, accelerator.device, batch_size, num_workers)
         path = os.path.join(root, shard_name(shard))
-        save_file({k: v.contiguous() for k, v in tensors.items()}, path + ".tmp",
-                  metadata={"skipped": json.dumps(skipped)})
-        os.replace(path + ".tmp", path)  # a shard exists only once it is whole
+        with atomic_path(path) as temporary:  # a shard exists only once it is whole
+            save_file({k: v.contiguous() for k, v in tensors.items()}, temporary,
+                      metadata={"skipped": json.dumps(skipped)})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         finish_manifest(root)
