@@ -32,12 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from gen.data.digits import load_digit_arrays, upscale_digits
-from gen.files import atomic_open  # the project's one atomic writer
+from gen.files import (
+    atomic_open,  # the project's one atomic writer
+    sha256_of_file,
+)
 
 from .cache import default_cache_dir
 from .errors import FIDError
 from .features import FeatureNetwork, resolve_device
-from .weights import sha256_of_file
 
 INPUT_SIDE, NUM_CLASSES = 16, 10
 HELD_OUT_EVERY = 5  # every fifth digit of each class is held out: 355 of 1,797, the classes balanced

@@ -15,8 +15,10 @@ import torch_fidelity
 import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from tqdm import tqdm
 
+from gen.files import sha256_of_file
+
 from .errors import FIDError
-from .weights import load_inception_state_dict, resolve_inception_weights, sha256_of_file
+from .weights import load_inception_state_dict, resolve_inception_weights
 
 POOL_DIM, LOGITS_DIM, SPATIAL_DIM = 2048, 1008, 7 * 17 * 17
 EXTRACTOR_NAME = "inception-v3-compat"

@@ -1,4 +1,4 @@
-"""`compute_metrics`: samples + reference -> every metric, as the command line and training loops use it."""
+"""`compute_metrics`: samples + reference -> every metric, for the command line and for library callers."""
 
 import os
 import time

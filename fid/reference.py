@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gen.files import atomic_open  # the project's one atomic writer
+from gen.files import (
+    atomic_open,  # the project's one atomic writer
+    sha256_of_file,
+)
 
 from .errors import FIDError
 from .images import NpzImages, npz_keys, open_images
 from .metrics import feature_statistics
 from .networks import FEATURE_NETWORKS, build_extractor, feature_network
-from .weights import sha256_of_file
 
 STATISTICS = {"mu": "pool", "sigma": "pool", "mu_s": "spatial", "sigma_s": "spatial"}  # key -> features
 ADM_LAYOUT = ("ADM's layout is arr_0 (uint8 reference images [N, H, W, 3]) with optional mu, sigma, mu_s, "

@@ -1,6 +1,7 @@
 """Writing files so that a crash never leaves a half-written one under its real name: the one atomic writer that
 every file of the toolkit goes through (checkpoint folders, which hold many files, use a manifest instead)."""
 import contextlib
+import hashlib
 import os
 
 import numpy as np
@@ -24,6 +25,14 @@ def atomic_open(path, mode: str = "wb"):
     """Open a temporary file for writing; it becomes `path` once the block finishes without an error."""
     with atomic_path(path) as temporary, open(temporary, mode) as handle:
         yield handle
+
+
+def sha256_of_file(path, chunk_size=1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def save_samples_npz(path, images: np.ndarray, labels: np.ndarray):

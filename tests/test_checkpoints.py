@@ -10,34 +10,20 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
-from test_data import write_image_folder
 
 import train_sit
 from gen.training import TrainingError
 from gen.training.checkpoint import DamagedCheckpoint, list_checkpoints
 
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--model", "SiT-Mini/4", "--image-size", "16", "--num-classes", "3", "--global-batch-size", "4",
          "--num-workers", "0", "--vae", "none", "--log-every", "1", "--sample-every", "0",
          "--num-sampling-steps", "2", "--sampling-method", "euler", "--ckpt-every", "1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread_and_fresh_state():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    return write_image_folder(tmp_path_factory.mktemp("images"))
-
-
-def run(images, results_dir, *extra):
-    train_sit.main([*QUICK, "--data-path", images, "--results-dir", str(results_dir), *extra])
+def run(image_folder, results_dir, *extra):
+    train_sit.main([*QUICK, "--data-path", image_folder, "--results-dir", str(results_dir), *extra])
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
@@ -80,12 +66,12 @@ def damage(path, how):
 
 
 @pytest.mark.parametrize("kind", DAMAGE)
-def test_resume_latest_skips_a_damaged_newest_checkpoint(images, tmp_path, kind, capsys):
-    run(images, tmp_path, "--max-steps", "3")
+def test_resume_latest_skips_a_damaged_newest_checkpoint(image_folder, tmp_path, kind, capsys):
+    run(image_folder, tmp_path, "--max-steps", "3")
     newest = list_checkpoints(tmp_path)[-1]
     name, how = DAMAGE[kind]
     damage(os.path.join(newest, name), how)
-    run(images, tmp_path, "--max-steps", "4", "--resume", "latest")
+    run(image_folder, tmp_path, "--max-steps", "4", "--resume", "latest")
     text = log_text(tmp_path)
     assert f"skipping checkpoint {newest}" in text and name in text
     assert "resumed from" in text and "step-0000002 at step 2" in text
@@ -93,16 +79,16 @@ def test_resume_latest_skips_a_damaged_newest_checkpoint(images, tmp_path, kind,
     assert [os.path.basename(p) for p in list_checkpoints(tmp_path)][-1] == "step-0000004"
 
 
-def test_resume_of_a_named_damaged_checkpoint_names_the_file(images, tmp_path):
-    run(images, tmp_path, "--max-steps", "2")
+def test_resume_of_a_named_damaged_checkpoint_names_the_file(image_folder, tmp_path):
+    run(image_folder, tmp_path, "--max-steps", "2")
     damage(os.path.join(tmp_path, "ckpt", "step-0000002", "optimizer.bin"), "truncate")
     with pytest.raises(DamagedCheckpoint, match=r"step-0000002/optimizer.bin is \d+ bytes, the manifest says"):
-        run(images, tmp_path, "--max-steps", "3", "--resume", os.path.join(tmp_path, "ckpt", "step-0000002"))
+        run(image_folder, tmp_path, "--max-steps", "3", "--resume", os.path.join(tmp_path, "ckpt", "step-0000002"))
 
 
-def test_resume_applies_a_new_learning_rate_and_says_so(images, tmp_path):
-    run(images, tmp_path, "--max-steps", "2")
-    run(images, tmp_path, "--max-steps", "3", "--resume", "latest", "--lr", "3e-4")
+def test_resume_applies_a_new_learning_rate_and_says_so(image_folder, tmp_path):
+    run(image_folder, tmp_path, "--max-steps", "2")
+    run(image_folder, tmp_path, "--max-steps", "3", "--resume", "latest", "--lr", "3e-4")
     assert "resume: --lr 0.0003 applied (the run used 0.0001)" in log_text(tmp_path)
     optimizer = torch.load(os.path.join(tmp_path, "ckpt", "step-0000003", "optimizer.bin"), weights_only=True)
     assert [group["lr"] for group in optimizer["param_groups"]] == [3e-4]
@@ -110,23 +96,23 @@ def test_resume_applies_a_new_learning_rate_and_says_so(images, tmp_path):
         assert json.load(file)["args"]["lr"] == 3e-4
 
 
-def test_nan_stop_names_a_checkpoint_that_recovers(images, tmp_path):
-    run(images, tmp_path, "--max-steps", "3")
+def test_nan_stop_names_a_checkpoint_that_recovers(image_folder, tmp_path):
+    run(image_folder, tmp_path, "--max-steps", "3")
     with pytest.raises(TrainingError) as stop:  # the learning rate blows the weights up within a few steps
-        run(images, tmp_path, "--max-steps", "20", "--resume", "latest", "--lr", "1e6")
+        run(image_folder, tmp_path, "--max-steps", "20", "--resume", "latest", "--lr", "1e6")
     message = str(stop.value)
     named = message.split("continue with --resume ")[1].split(" ")[0]
     steps = [int(os.path.basename(p)[5:]) for p in list_checkpoints(tmp_path)]
     assert max(steps) > 3  # checkpoints were written after the blow-up began...
     assert int(os.path.basename(named)[5:]) <= 4  # ...but the one named predates it (weights of step <= 4)
-    run(images, tmp_path, "--max-steps", "6", "--resume", named, "--lr", "1e-4")  # the advice works
+    run(image_folder, tmp_path, "--max-steps", "6", "--resume", named, "--lr", "1e-4")  # the advice works
     losses = [json.loads(line)["loss"] for line in open(os.path.join(tmp_path, "log.jsonl"))]
     assert all(loss < 10 for loss in losses[-2:])
 
 
-def test_a_nan_with_no_sane_checkpoint_says_start_again(images, tmp_path):
+def test_a_nan_with_no_sane_checkpoint_says_start_again(image_folder, tmp_path):
     with pytest.raises(TrainingError, match="No checkpoint can recover .*start again in a new --results-dir"):
-        run(images, tmp_path, "--max-steps", "5", "--lr", "1e30")
+        run(image_folder, tmp_path, "--max-steps", "5", "--lr", "1e30")
 
 
 KILL_SCRIPT = """
@@ -151,21 +137,21 @@ train_sit.main(sys.argv[1:])
 
 
 @pytest.mark.parametrize("point", ["save_pretrained", "write_manifest", "replace_folder"])
-def test_kill_9_during_a_checkpoint_write_loses_nothing(images, tmp_path, point):
+def test_kill_9_during_a_checkpoint_write_loses_nothing(image_folder, tmp_path, point):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run(images, straight, "--max-steps", "4")
-    arguments = [*QUICK, "--data-path", images, "--results-dir", str(killed), "--max-steps", "4"]
+    run(image_folder, straight, "--max-steps", "4")
+    arguments = [*QUICK, "--data-path", image_folder, "--results-dir", str(killed), "--max-steps", "4"]
     script = KILL_SCRIPT.format(root=ROOT, point=point)
     environment = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-c", script, *arguments], cwd=ROOT, env=environment,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == -9, done.stderr[-2000:]
     assert [os.path.basename(p) for p in list_checkpoints(killed)] == ["step-0000001"]
-    run(images, killed, "--max-steps", "4", "--resume", "latest")
+    run(image_folder, killed, "--max-steps", "4", "--resume", "latest")
     assert_same_weights(final_weights(straight), final_weights(killed))
 
 
-def test_a_full_disk_during_a_checkpoint_says_so(images, tmp_path, monkeypatch):
+def test_a_full_disk_during_a_checkpoint_says_so(image_folder, tmp_path, monkeypatch):
     import gen.training.checkpoint
 
     real_save, calls = gen.training.checkpoint.save_pretrained, []
@@ -179,4 +165,4 @@ def test_a_full_disk_during_a_checkpoint_says_so(images, tmp_path, monkeypatch):
     monkeypatch.setattr(gen.training.checkpoint, "save_pretrained", disk_full_on_second_checkpoint)
     with pytest.raises(TrainingError, match=r"checkpoint of step 2 not saved: no space left on the device .*"
                                             r"step-0000001 is intact"):
-        run(images, tmp_path, "--max-steps", "3")
+        run(image_folder, tmp_path, "--max-steps", "3")

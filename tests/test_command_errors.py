@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from test_data import write_corrupt_image, write_image_folder
+from tiny import write_corrupt_image, write_image_folder
 
 import extract_latents
 import fid.cli

@@ -8,6 +8,7 @@ import torch
 from accelerate import Accelerator
 from PIL import Image
 from safetensors.torch import load_file
+from tiny import write_corrupt_image, write_image_folder
 
 import fid.images
 import gen.data.latents
@@ -26,25 +27,6 @@ from gen.data.images import SkippedImage
 from gen.data.latents import MANIFEST, extract_latents, extraction_plan, shard_name
 
 
-def write_image_folder(root, classes=("cat", "ant", "bee"), per_class=4, size=(24, 20), seed=0):
-    """root/<class>/<i>.png with random RGB images; returns the root."""
-    rng = np.random.default_rng(seed)
-    for name in classes:
-        os.makedirs(os.path.join(root, name), exist_ok=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(os.path.join(root, name, f"{i}.png"))
-    return str(root)
-
-
-def write_corrupt_image(root, name="cat/broken.png"):
-    path = os.path.join(root, name)
-    with open(path, "wb") as file:
-        file.write(b"\x89PNG\r\n\x1a\nthis is not a png")
-    return path
-
-
-# -- images ----------------------------------------------------------------------------------------------------
 def test_image_folder_labels_by_sorted_folder_and_crops_like_adm(tmp_path):
     root = write_image_folder(tmp_path)
     dataset = ImageFolderDataset(root, image_size=16)

@@ -3,20 +3,11 @@ DiTPipeline runs them, and they load back unchanged."""
 import pytest
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline
+from tiny import perturbed
 
 from gen.diffusers_format import load_diffusers, save_diffusers, to_diffusers
 from gen.errors import InvalidValue
 from gen.models import create_model
-
-
-def perturbed_dit(num_classes=10, **options):
-    torch.manual_seed(0)
-    model = create_model("DiT-Mini/2", input_size=8, num_classes=num_classes, **options)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:  # not the fixed sin-cos position table, which diffusers computes
-                parameter.add_(0.05 * torch.randn_like(parameter))
-    return model.eval()
 
 
 def inputs():
@@ -30,7 +21,7 @@ def diffusers_output(transformer, x, t, y):
 
 
 def test_diffusers_transformer_computes_what_our_dit_computes():
-    model = perturbed_dit()
+    model = perturbed("DiT-Mini/2")
     transformer = to_diffusers(model)
     x, t, y = inputs()
     with torch.no_grad():
@@ -46,7 +37,7 @@ def test_diffusers_transformer_computes_what_our_dit_computes():
 
 @pytest.mark.parametrize("learn_sigma", [True, False])
 def test_diffusers_folder_loads_back_unchanged(tmp_path, learn_sigma):
-    model = perturbed_dit(learn_sigma=learn_sigma)
+    model = perturbed("DiT-Mini/2", learn_sigma=learn_sigma)
     loaded = load_diffusers(save_diffusers(model, tmp_path / "transformer"))
     assert loaded.config == model.config
     x, t, y = inputs()
@@ -54,12 +45,9 @@ def test_diffusers_folder_loads_back_unchanged(tmp_path, learn_sigma):
         assert torch.equal(loaded(x, t, y), model(x, t, y))
 
 
-def test_dit_pipeline_runs_an_export(tmp_path):
-    torch.manual_seed(0)
-    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4,
-                        sample_size=16)
-    transformer = to_diffusers(perturbed_dit(num_classes=1000))  # DiTPipeline's null class is 1000: ImageNet's
+def test_dit_pipeline_runs_an_export(tiny_vae):
+    vae = AutoencoderKL.from_pretrained(tiny_vae)
+    transformer = to_diffusers(perturbed("DiT-Mini/2", num_classes=1000))  # DiTPipeline's null class is 1000
     pipeline = DiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler())
     images = pipeline(class_labels=[1, 7], num_inference_steps=3, guidance_scale=4.0, output_type="np",
                       generator=torch.Generator().manual_seed(0)).images

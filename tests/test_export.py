@@ -7,19 +7,11 @@ import torch
 from official import TINY, official_state_dict, tiny_official_model
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tiny import perturbed
 
 from gen import load_pretrained, save_pretrained
 from gen.export import CheckpointError, official_name_and_size, read_settings
-from gen.models import SiT, create_model
-
-
-def perturbed(name, **options):
-    """A model whose zero-initialised output layers are perturbed, so its outputs are not all zero."""
-    model = create_model(name, input_size=8, num_classes=10, **options)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    return model.eval()
+from gen.models import SiT
 
 
 def outputs(model, channels=4):

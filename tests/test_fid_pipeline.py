@@ -17,6 +17,7 @@ from PIL import Image
 
 import fid.cache
 import fid.metrics
+import fid.random_weights
 import fid.weights
 from fid import compute_metrics, load_reference
 from fid.cli import main
@@ -103,7 +104,7 @@ def pipeline(tmp_path_factory, fast_sqrtm):
         folder = root / "train" / f"n0{index % 2}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(smooth_image(rng, 40, 48)).save(folder / f"{index:03d}.png")
-    weights = fid.weights.save_random_inception_weights(str(root / "inception-random.pth"), seed=0)
+    weights = fid.random_weights.save_random_inception_weights(str(root / "inception-random.pth"), seed=0)
     common = common_flags(weights)
     assert main(["ref", str(root / "train"), "--out", str(root / "ref.npz"), "--image-size", "32",
                  *common]) == 0

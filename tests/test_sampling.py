@@ -10,37 +10,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny import perturbed
 
 import sample
 from gen import save_pretrained
 from gen.args import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS
 from gen.cli import parse_with_config
 from gen.errors import UserError
-from gen.models import create_model
 from gen.sampling import generate_latents, make_sampler
 from gen.sampling.grid import GRID_GAP, GRID_MIN_SIDE
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 10
-
-
-def perturbed(name, in_channels=3):
-    """A tiny model whose zero-initialised output layers are perturbed, so it makes non-trivial images."""
-    torch.manual_seed(0)
-    model = create_model(name, input_size=8, in_channels=in_channels, num_classes=NUM_CLASSES)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    return model.eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning threads cost 30x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -48,24 +30,10 @@ def exports(tmp_path_factory):
     """Pixel-space (8x8 RGB) DiT and SiT exports, and a latent DiT for the tiny VAE."""
     folder = tmp_path_factory.mktemp("exports")
     return {
-        "DiT": str(save_pretrained(perturbed("DiT-Mini/2"), folder / "dit.safetensors")),
-        "SiT": str(save_pretrained(perturbed("SiT-Mini/2"), folder / "sit.safetensors")),
+        "DiT": str(save_pretrained(perturbed("DiT-Mini/2", in_channels=3), folder / "dit.safetensors")),
+        "SiT": str(save_pretrained(perturbed("SiT-Mini/2", in_channels=3), folder / "sit.safetensors")),
         "latent DiT": str(save_pretrained(perturbed("DiT-Mini/2", in_channels=4), folder / "ldit.safetensors")),
     }
-
-
-@pytest.fixture(scope="module")
-def tiny_vae(tmp_path_factory):
-    """A random diffusers AutoencoderKL (16x16 RGB <-> 4x8x8) saved as a local folder."""
-    from diffusers.models import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4,
-                        sample_size=16)
-    folder = tmp_path_factory.mktemp("vae")
-    vae.save_pretrained(folder)
-    return str(folder)
 
 
 def run(*argv):
@@ -164,7 +132,7 @@ def test_grid_through_a_vae_folder_and_a_config_file(tmp_path, exports, tiny_vae
 
 # -- the library -----------------------------------------------------------------------------------------
 def test_guidance_doubles_the_batch_with_the_null_class():
-    model = perturbed("DiT-Mini/2")
+    model = perturbed("DiT-Mini/2", in_channels=3)
     calls = []
 
     def recording_forward_with_cfg(x, t, y, cfg_scale):
@@ -184,7 +152,7 @@ def test_guidance_doubles_the_batch_with_the_null_class():
 
 
 def test_dpm_solver_follows_the_ddim_trajectory_in_fewer_evaluations():
-    model = perturbed("DiT-Mini/2")
+    model = perturbed("DiT-Mini/2", in_channels=3)
     noise, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
     stats = {}
     fast = generate_latents(model, labels, noise, make_sampler("DiT", "dpm-solver", 20), stats=stats)
@@ -218,7 +186,8 @@ def test_config_file_sets_defaults_and_flags_win(tmp_path, capsys):
 # -- weights that say how to sample them -----------------------------------------------------------------------
 def test_a_pixel_model_samples_from_its_file_alone(tmp_path, monkeypatch):
     process = dict(TRANSPORT_DEFAULTS, path_type="GVP")
-    path = save_pretrained(perturbed("SiT-Mini/2"), tmp_path / "gvp.safetensors", vae="none", process=process)
+    model = perturbed("SiT-Mini/2", in_channels=3)
+    path = save_pretrained(model, tmp_path / "gvp.safetensors", vae="none", process=process)
     monkeypatch.chdir(tmp_path)
     run("--ckpt", path)  # no --vae none, no --path-type GVP: the file says both
     rows = -(-NUM_CLASSES // 4)  # one image per class, 4 a row
@@ -234,7 +203,8 @@ def test_a_pixel_model_samples_from_its_file_alone(tmp_path, monkeypatch):
 
 def test_dit_diffusion_settings_come_from_the_file(tmp_path):
     process = dict(DIFFUSION_DEFAULTS, predict_xstart=True, noise_schedule="cosine")
-    path = save_pretrained(perturbed("DiT-Mini/2"), tmp_path / "x0.safetensors", vae="none", process=process)
+    model = perturbed("DiT-Mini/2", in_channels=3)
+    path = save_pretrained(model, tmp_path / "x0.safetensors", vae="none", process=process)
     common = ["--ckpt", path, "--sampler", "ddim", "--num-sampling-steps", 4, "--num-fid-samples", 4]
     run(*common, "--sample-dir", tmp_path / "from_file")
     run(*common, "--sample-dir", tmp_path / "flags", "--predict-xstart", "--noise-schedule", "cosine")

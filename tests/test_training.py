@@ -8,10 +8,8 @@ import sys
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
-from diffusers.models import AutoencoderKL
 from safetensors.torch import load_file
-from test_data import write_corrupt_image, write_image_folder
+from tiny import write_corrupt_image, write_image_folder
 
 import extract_latents
 import gen.training.checkpoint
@@ -22,6 +20,7 @@ from gen.export import load_pretrained
 from gen.training import TrainingError
 from gen.training.checkpoint import list_checkpoints
 
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {"DiT": train_dit, "SiT": train_sit}
 QUICK = ["--image-size", "16", "--num-classes", "3", "--global-batch-size", "4", "--num-workers", "0",
@@ -31,40 +30,6 @@ QUICK = ["--image-size", "16", "--num-classes", "3", "--global-batch-size", "4",
 def quick_args(family, results_dir, *extra, model_size="Mini/4-VCA"):
     ode = ["--sampling-method", "euler"] if family == "SiT" else ["--sampler", "ddim"]
     return ["--model", f"{family}-{model_size}", "--results-dir", str(results_dir), *QUICK, *ode, *extra]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine waiting threads cost seconds a step."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Accelerate keeps one process-wide state; each in-process run may pick its own mixed precision."""
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    """3 classes x 4 random 24x20 images: 3 steps per epoch at global batch 4."""
-    return write_image_folder(tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture(scope="module")
-def tiny_vae(tmp_path_factory):
-    """A diffusers AutoencoderKL with random weights (downsampling 2, 4 channels), saved to a folder."""
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
-                        latent_channels=4, norm_num_groups=8, sample_size=16)
-    folder = str(tmp_path_factory.mktemp("vae"))
-    vae.save_pretrained(folder)
-    return folder
 
 
 def read_log(results_dir):

@@ -1,4 +1,4 @@
-"""VCA follows ../shared/VCA.md: fast path = reference path, lambda_init, parameter and FLOP claims."""
+"""VCA follows docs/vca.md: fast path = reference path, lambda_init, parameter and FLOP claims."""
 import math
 
 import pytest

@@ -42,7 +42,6 @@ class DigitsDataset(torch.utils.data.Dataset):
         self.images = torch.stack([to_tensor(image) for image in upscale_digits(grey, image_size)])
         self.labels = torch.from_numpy(labels)
         self.classes = [str(digit) for digit in range(10)]
-        self.root = "built-in scikit-learn digits"
 
     def __len__(self):
         return len(self.labels)

@@ -1,6 +1,6 @@
 """Visual-Contrast Attention (VCA), a linear-cost drop-in for self-attention on a 2-D token grid.
 
-Implements ../shared/VCA.md (Pu et al., "Linear Differential Vision Transformer", NeurIPS 2025):
+Implements docs/vca.md (Pu et al., "Linear Differential Vision Transformer", NeurIPS 2025):
 pooled queries become 2n contrast tokens (dual positional embeddings), which first gather the global
 context (stage I) and then hand it back to every query through one differential attention (stage II).
 `forward` is the fast path (two scaled_dot_product_attention calls); `reference_forward` is the slow path

@@ -8,7 +8,6 @@ leaves the previous checkpoint as the latest one; a file damaged later is found 
 `ckpt/losses.jsonl` records the loss that each checkpoint's weights gave on the next batch, so that after a
 NaN the run can name a checkpoint whose weights had not yet blown up.
 """
-import hashlib
 import json
 import math
 import os
@@ -19,7 +18,7 @@ from safetensors.torch import load_file
 
 from ..errors import UserError
 from ..export import CHECKPOINT_WEIGHTS, save_pretrained
-from ..files import atomic_open
+from ..files import atomic_open, sha256_of_file
 
 CHECKPOINTS = "ckpt"
 TRAINING_STATE = "training_state.json"
@@ -56,14 +55,6 @@ def list_checkpoints(results_dir) -> list[str]:
 
 
 # -- the manifest ------------------------------------------------------------------------------------------------
-def file_digest(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def checkpoint_files(folder) -> list[str]:
     """Every file under `folder` but the manifest, as sorted relative paths."""
     found = []
@@ -74,7 +65,7 @@ def checkpoint_files(folder) -> list[str]:
 
 def write_manifest(folder):
     paths = {name: os.path.join(folder, name) for name in checkpoint_files(folder)}
-    files = {name: {"bytes": os.path.getsize(path), "sha256": file_digest(path)} for name, path in paths.items()}
+    files = {name: {"bytes": os.path.getsize(path), "sha256": sha256_of_file(path)} for name, path in paths.items()}
     with atomic_open(os.path.join(folder, MANIFEST), "w") as handle:
         json.dump({"files": files}, handle, indent=1)
 
@@ -95,7 +86,7 @@ def verify_checkpoint(folder):
         size = os.path.getsize(path)
         if size != expected["bytes"]:
             raise DamagedCheckpoint(f"{path} is {size} bytes, the manifest says {expected['bytes']} (truncated?)")
-        if file_digest(path) != expected["sha256"]:
+        if sha256_of_file(path) != expected["sha256"]:
             raise DamagedCheckpoint(f"{path} does not match the sha256 in its manifest (damaged)")
 
 

@@ -141,13 +141,6 @@ class GaussianDiffusion:
 
     # ------------------------------------------------------------------------------- forward process
 
-    def q_mean_variance(self, x_start, t):
-        """Mean, variance and log-variance of q(x_t | x_0)."""
-        mean = _gather(self.sqrt_alphas_cumprod, t, x_start) * x_start
-        variance = _gather(1.0 - self.alphas_cumprod, t, x_start)
-        log_variance = _gather(self.log_one_minus_alphas_cumprod, t, x_start)
-        return mean, variance, log_variance
-
     def q_sample(self, x_start, t, noise=None):
         """Draw x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I), with the given noise if any."""
         if noise is None:

@@ -64,17 +64,17 @@ class Transport:
         return t0, t1
 
     def sample(self, x1):
-        """(t, x0, x1): uniform t on the training interval and fresh noise x0 for data x1."""
+        """(t, x0): uniform t on the training interval and fresh noise x0 for data x1."""
         x0 = torch.randn_like(x1)
         t0, t1 = self.check_interval(self.train_eps, self.sample_eps)
         t = torch.rand((x1.shape[0],)) * (t1 - t0) + t0
-        return t.to(x1), x0, x1
+        return t.to(x1), x0
 
     def training_losses(self, model, x1, model_kwargs=None, *, t=None, x0=None):
         """Per-sample loss for data x1: {"loss": [B], "pred": the network output}. t and x0 are drawn by
         `sample` unless given (given values make the loss reproducible)."""
         if t is None or x0 is None:
-            sampled_t, sampled_x0, _ = self.sample(x1)
+            sampled_t, sampled_x0 = self.sample(x1)
             t = sampled_t if t is None else t
             x0 = sampled_x0 if x0 is None else x0
         t, xt, ut = self.path.plan(t, x0, x1)
