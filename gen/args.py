@@ -8,6 +8,7 @@ One name means one thing everywhere: `--sampler` is DiT's (ddpm, ddim, dpm-solve
 (gen.cli.parse_with_config); the command line wins. `check_training_arguments` checks them before anything loads.
 """
 import argparse
+import importlib.util
 import os
 
 from . import checks
@@ -142,6 +143,11 @@ def add_training_flags(parser, family: str):
     model.add_argument("--model", default=default_model, help="e.g. DiT-S/2-VCA, SiT-XL/2, SiT-Mini/4-VCA")
     model.add_argument("--class-dropout-prob", type=float, default=0.1, help="label dropout for guidance")
     model.add_argument("--global-batch-size", type=int, default=256, help="split evenly over the processes")
+    model.add_argument("--grad-accum-steps", type=int, default=1,
+                       help="split each process's batch into this many micro-batches (same step, less memory)")
+    model.add_argument("--init-from", default=None, metavar="FILE",
+                       help="start from these weights with a fresh optimizer: an export, a checkpoint folder's EMA "
+                            "or an official DiT/SiT .pt (SiT's and fast-DiT's --ckpt)")
     model.add_argument("--epochs", type=int, default=None, help="stop after this many epochs (and/or --max-steps)")
     model.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
     model.add_argument("--lr", type=float, default=1e-4)
@@ -163,6 +169,10 @@ def add_training_flags(parser, family: str):
     run.add_argument("--resume", default=None, help="'latest' (in --results-dir) or a checkpoint folder")
     run.add_argument("--log-every", type=int, default=100)
     run.add_argument("--ckpt-every", type=int, default=50_000)
+    run.add_argument("--checkpoints-total-limit", type=int, default=None, metavar="K",
+                     help="keep the newest K checkpoints (older ones go once a newer one verifies)")
+    run.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=None,
+                     help="a tqdm bar of the steps (default: when stderr is a terminal)")
     run.add_argument("--log-with", default="auto",
                      help="Accelerate tracker: auto (tensorboard when installed), none, tensorboard, wandb, ...")
     run.add_argument("--sample-every", type=int, default=10_000, help="EMA sample grid every N steps (0: never)")
@@ -185,7 +195,15 @@ def check_training_arguments(args, family: str):
     if args.epochs is None and args.max_steps is None:
         raise UserError("give --epochs and/or --max-steps (the paper settings: --max-steps 400000)")
     checks.at_least(args, 1, "epochs", "max_steps", "log_every", "ckpt_every", "global_batch_size", "num_classes",
-                    "image_size", "grid_columns", "num_sampling_steps")
+                    "image_size", "grid_columns", "num_sampling_steps", "grad_accum_steps",
+                    "checkpoints_total_limit")
+    check_tracker(args.log_with)
+    if args.init_from is not None:
+        if args.resume is not None:
+            raise UserError("--init-from starts a new run from weights, --resume continues one; give only one")
+        if not os.path.exists(args.init_from):
+            raise UserError(f"--init-from {args.init_from} not found; pass an export (.safetensors), a checkpoint "
+                            f"folder or an official DiT/SiT .pt")
     checks.at_least(args, 0, "sample_every", "final_samples", "num_workers")
     checks.positive(args, "lr", "max_grad_norm")
     checks.at_least(args, 0.0, "weight_decay")
@@ -208,6 +226,21 @@ def check_training_arguments(args, family: str):
     if args.resume != "latest" and not os.path.isdir(args.resume):
         raise UserError(f"--resume {args.resume} is not a folder; pass 'latest' or a checkpoint folder "
                         f"such as RESULTS/ckpt/step-0001000")
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "comet_ml": "comet_ml", "aim": "aim",
+                    "mlflow": "mlflow", "clearml": "clearml", "dvclive": "dvclive"}
+
+
+def check_tracker(log_with: str):
+    """An Accelerate tracker that is not installed fails now, not after the first steps."""
+    if log_with in ("auto", "none"):
+        return
+    if log_with not in TRACKER_PACKAGES:
+        raise UserError(f"--log-with {log_with}: unknown tracker; use auto, none or one of {sorted(TRACKER_PACKAGES)}")
+    if importlib.util.find_spec(TRACKER_PACKAGES[log_with]) is None:
+        raise UserError(f"--log-with {log_with}: the {TRACKER_PACKAGES[log_with]} package is not installed; "
+                        f"pip install {TRACKER_PACKAGES[log_with]}, or use --log-with tensorboard or none")
 
 
 def resume_differences(saved: dict, args) -> tuple[dict, dict]:

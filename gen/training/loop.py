@@ -10,18 +10,21 @@ and the EMA weights exported as safetensors at the end. The data order is a func
 uninterrupted one exactly.
 """
 import argparse
+import contextlib
 import errno
 import importlib.util
 import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
+from tqdm.auto import tqdm
 
 from .. import checks
 from ..args import check_training_arguments, resume_differences
@@ -63,9 +66,11 @@ def make_accelerator(args, results_dir) -> Accelerator:
         log_with = "tensorboard" if importlib.util.find_spec("tensorboard") else None
     accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=None if log_with == "none" else log_with,
                               project_dir=results_dir)
-    if args.global_batch_size % accelerator.num_processes:
-        raise TrainingError(f"--global-batch-size {args.global_batch_size} is not divisible by the "
-                            f"{accelerator.num_processes} processes; use a multiple of {accelerator.num_processes}")
+    pieces = accelerator.num_processes * args.grad_accum_steps
+    if args.global_batch_size % pieces:
+        raise TrainingError(f"--global-batch-size {args.global_batch_size} is not divisible by "
+                            f"{accelerator.num_processes} processes x {args.grad_accum_steps} accumulation steps; "
+                            f"use a multiple of {pieces}")
     if accelerator.device.type == "cuda":  # TF32 matmuls: DiT's setting, several times faster on A100/H100
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -171,13 +176,22 @@ def check_finite(accelerator, window, step: int, results_dir, last_checked: int)
                         f"without saving. {advice}")
 
 
+def progress_bar(args, accelerator, start_step: int, max_steps: int):
+    """A tqdm bar of steps with rate and time left: on the main process, when stderr is a terminal (or
+    --progress-bar asks for it; --no-progress-bar hides it)."""
+    shown = sys.stderr.isatty() if args.progress_bar is None else args.progress_bar
+    return tqdm(total=max_steps, initial=start_step, unit="step", desc="training", dynamic_ncols=True,
+                disable=not (shown and accelerator.is_main_process))
+
+
 def log_window(accelerator, log, window, step, *, grad_norm, skipped_total, device):
     totals = accelerator.reduce(torch.stack([window.loss_sum.float(), torch.tensor(float(window.images), device=device),
                                              torch.tensor(float(window.skipped), device=device)]), reduction="sum")
     per_process = accelerator.gather(torch.tensor([window.batch_size], device=device)).tolist()
     seconds = time.perf_counter() - window.start
+    loss = totals[0].item() / (window.steps * accelerator.num_processes)
     log.metrics(step, {
-        "loss": totals[0].item() / (window.steps * accelerator.num_processes),
+        "loss": loss,
         "steps_per_sec": window.steps / seconds,
         "images_per_sec": totals[1].item() / seconds,
         "grad_norm": float(grad_norm),
@@ -185,7 +199,7 @@ def log_window(accelerator, log, window, step, *, grad_norm, skipped_total, devi
         "batch_per_process": per_process,
         "skipped_images": skipped_total + int(totals[2].item()),
     })
-    return skipped_total + int(totals[2].item())
+    return skipped_total + int(totals[2].item()), loss
 
 
 def train_steps(run, start_step: int, max_steps: int):
@@ -195,6 +209,7 @@ def train_steps(run, start_step: int, max_steps: int):
     step, last_checked, skipped_total, grad_norm = start_step, start_step, 0, float("nan")
     unrated = start_step  # the checkpoint (or, at 0, the initial weights) whose loss the next batch measures
     window = Window(device)
+    bar = progress_bar(args, accelerator, start_step, max_steps)
     model.train()
     while step < max_steps:
         epoch, batch_in_epoch = divmod(step, sampler.steps_per_epoch)
@@ -207,12 +222,11 @@ def train_steps(run, start_step: int, max_steps: int):
             x, y = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             if not run.from_latents:
                 x = encode(run.vae, x)  # a fresh posterior sample each step, as DiT's train.py
-            loss = run.loss_fn(model, x, y).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss = forward_backward(run, x, y)
             if unrated is not None:
                 rate_checkpoint(run, unrated, loss)
                 unrated = None
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
             log_now = (step + 1) % args.log_every == 0
             if args.max_grad_norm or log_now:  # the norm needs a pass over all gradients: only when used
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
@@ -220,11 +234,13 @@ def train_steps(run, start_step: int, max_steps: int):
             update_ema(run.ema, run.raw_model, args.ema_decay)
             step += 1
             window.add(loss, len(x), len(skipped))
+            bar.update(1)
 
             if log_now:
                 check_finite(accelerator, window, step, run.results_dir, last_checked)
-                skipped_total = log_window(accelerator, log, window, step, grad_norm=grad_norm,
-                                           skipped_total=skipped_total, device=device)
+                skipped_total, shown = log_window(accelerator, log, window, step, grad_norm=grad_norm,
+                                                  skipped_total=skipped_total, device=device)
+                bar.set_postfix(loss=f"{shown:.4f}", refresh=False)
                 last_checked, window = step, Window(device)
             if step % args.ckpt_every == 0 or step == max_steps:
                 check_finite(accelerator, window, step, run.results_dir, last_checked)
@@ -234,7 +250,23 @@ def train_steps(run, start_step: int, max_steps: int):
                 grid(run, os.path.join(run.results_dir, "samples", f"step-{step:07d}.png"))
             if step >= max_steps:
                 break
+    bar.close()
     return step
+
+
+def forward_backward(run, x, y):
+    """The batch's mean loss (detached) and its gradients, in --grad-accum-steps micro-batches: the same
+    gradients as one pass, to float rounding, with a fraction of the activation memory."""
+    pieces = list(zip(x.tensor_split(run.args.grad_accum_steps), y.tensor_split(run.args.grad_accum_steps),
+                      strict=True))
+    total = torch.zeros((), device=x.device)
+    for index, (x_piece, y_piece) in enumerate(pieces):
+        last = index == len(pieces) - 1
+        with contextlib.nullcontext() if last else run.accelerator.no_sync(run.model):  # one all-reduce a step
+            loss = run.loss_fn(run.model, x_piece, y_piece).sum() / len(x)
+            run.accelerator.backward(loss)
+        total += loss.detach()
+    return total
 
 
 def rate_checkpoint(run, step: int, loss):
