@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import split_heads_qkv
+
 
 def lambda_init_for_layer(layer_index: int) -> float:
     """The differential weight's starting value for the block at 0-based `layer_index` (as in DIFF Transformer)."""
@@ -159,17 +161,16 @@ class VisualContrastAttention(nn.Module):
         if N != self.grid_size[0] * self.grid_size[1]:
             raise ValueError(f"VCA built for a {self.grid_size} grid ({self.grid_size[0] * self.grid_size[1]} "
                              f"tokens) got {N} tokens; build the model for this input size")
-        return self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return split_heads_qkv(self.qkv(x), self.num_heads)
 
     def _to_grid(self, tokens):
-        """[B, h, N, d] -> [B, C, H, W] in channels-last memory, channel = head * d + j (the merge order).
+        """[B, h, N, d] -> [B, C, H, W] ordered channels-last, channel = head * d + j (the merge order).
 
-        Channels-last keeps C innermost as the qkv output has it, so pooling and the depthwise convolution
-        run vectorised over channels, and the convolution's output is already [B, N, C] in memory.
+        For q and v (views of the qkv output) this is a view: no copy is made or kept for the backward, and
+        pooling and the depthwise convolution run vectorised over the innermost channels.
         """
         B = tokens.shape[0]
-        grid = tokens.transpose(1, 2).reshape(B, *self.grid_size, -1).permute(0, 3, 1, 2)
-        return grid.contiguous(memory_format=torch.channels_last)
+        return tokens.transpose(1, 2).reshape(B, *self.grid_size, -1).permute(0, 3, 1, 2)
 
     def _per_head(self, embedding):
         """[n, C] -> [h, n, d]."""
