@@ -1,9 +1,9 @@
 """Is bf16 autocast worth it on this CPU? Its step time against fp32, and its loss curve against fp32's.
 
-    python benchmarks/cpu_bf16.py                 # 1 thread; DiT-S/2 and DiT-S/2-VCA at 256 px, curves at 128 px
+    python benchmarks/cpu_bf16.py                 # 1 thread; DiT-S/2(-VCA) at 256 px, curves of DiT-Mini/2(-VCA)
 
 Speed: train_step.py's step in bf16 autocast and in fp32, run interleaved; the ratio is the median of the
-per-round ratios. Loss: a small model trained from one seed on fixed smooth latents, in fp32 and in bf16,
+per-round ratios. Loss: the Mini twin of each model trained from one seed on fixed smooth latents, in fp32 and in bf16,
 with the same timesteps and noise; the noise scale is the gap between two fp32 runs from different seeds.
 Training uses it as `--mixed-precision bf16`.
 """
@@ -41,11 +41,11 @@ def loss_curve(name, dtype, seed, steps, data) -> list[float]:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 
-def tail_mean(losses, last=20) -> float:
+def tail_mean(losses, last=10) -> float:
     return sum(losses[-last:]) / last
 
 
@@ -53,7 +53,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=80, help="training steps of each loss curve")
+    parser.add_argument("--steps", type=int, default=40, help="training steps of each loss curve")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
@@ -64,14 +64,15 @@ def main(argv=None):
     for name in ("DiT-S/2", "DiT-S/2-VCA"):
         steps = {dtype: build_step(name, 32, 4, cpu, dtype, False) for dtype in (torch.float32, torch.bfloat16)}
         times = paired_seconds(steps, cpu, rounds=args.rounds)
-        fp32, bf16 = (loss_curve(name, dtype, 0, args.steps, data) for dtype in (torch.float32, torch.bfloat16))
-        other_seed = loss_curve(name, torch.float32, 1, args.steps, data)
+        mini = name.replace("-S/", "-Mini/")
+        fp32, bf16 = (loss_curve(mini, dtype, 0, args.steps, data) for dtype in (torch.float32, torch.bfloat16))
+        other_seed = loss_curve(mini, torch.float32, 1, args.steps, data)
         rows.append([name, f"{median_ratio(times[torch.bfloat16], times[torch.float32]):.2f}",
                      f"{fp32[0]:.4f} -> {tail_mean(fp32):.4f}", f"{tail_mean(bf16):.4f}",
                      f"{abs(tail_mean(bf16) - tail_mean(fp32)):.4f}",
                      f"{abs(tail_mean(other_seed) - tail_mean(fp32)):.4f}"])
-    print_table(f"bf16 autocast on the CPU, {args.threads} threads (step at 256 px; loss over the last 20 of "
-                f"{args.steps} steps at 128 px)",
+    print_table(f"bf16 autocast on the CPU, {args.threads} threads (step at 256 px; loss of the Mini twin over "
+                f"the last 10 of {args.steps} steps at 128 px)",
                 ["model", "step time bf16 / fp32", "fp32 loss", "bf16 loss", "|bf16 - fp32|",
                  "|fp32 seed 1 - seed 0|"], rows)
 
