@@ -73,8 +73,8 @@ def main(argv=None):
                      f"{abs(tail_mean(other_seed) - tail_mean(fp32)):.4f}"])
     print_table(f"bf16 autocast on the CPU, {args.threads} threads (step at 256 px; loss of the Mini twin over "
                 f"the last 10 of {args.steps} steps at 128 px)",
-                ["model", "step time bf16 / fp32", "fp32 loss", "bf16 loss", "|bf16 - fp32|",
-                 "|fp32 seed 1 - seed 0|"], rows)
+                ["model", "step time bf16 / fp32", "fp32 loss", "bf16 loss", "gap bf16 to fp32",
+                 "gap fp32 seed 1 to seed 0"], rows)
 
 
 if __name__ == "__main__":
