@@ -1,4 +1,5 @@
 """Shared bits of the benchmark scripts: the device's name, timing, peak memory, and table printing."""
+import os
 import platform
 import statistics
 import time
@@ -16,7 +17,7 @@ def device_name(device: torch.device) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    return f"{cpu}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
 
 
 def synchronize(device: torch.device):
@@ -36,6 +37,31 @@ def median_seconds(fn, device: torch.device, warmup: int = 1, repeats: int = 3) 
         synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def paired_seconds(steps: dict, device: torch.device, warmup: int = 1, rounds: int = 5) -> dict:
+    """Wall times {name: [seconds per round]} of several steps run interleaved (A, B, A, B, ...).
+
+    Interleaving makes a load change on a shared machine hit every step alike, so per-round ratios stay
+    sound where absolute times drift; take `median_ratio` of them.
+    """
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    synchronize(device)
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_ratio(times: list[float], baseline: list[float]) -> float:
+    """Median over rounds of time / baseline time, both from one `paired_seconds` run."""
+    return statistics.median(t / b for t, b in zip(times, baseline, strict=True))
 
 
 def _cpu_peak_bytes(step) -> int:

@@ -22,7 +22,7 @@ from common import device_name  # noqa: E402
 
 from fid.features import InceptionFeatures, default_device  # noqa: E402
 from fid.images import ArrayImages  # noqa: E402
-from fid.weights import save_random_inception_weights  # noqa: E402
+from fid.random_weights import save_random_inception_weights  # noqa: E402
 
 
 def measure(extractor, images, batch_size):
@@ -37,7 +37,7 @@ def measure(extractor, images, batch_size):
     return time.perf_counter() - started
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inception-weights", default=None, help="real weights (default: random, seed 0)")
@@ -46,7 +46,7 @@ def main():
                         help="default: 50 200 500 on a GPU, 4 16 on a CPU")
     parser.add_argument("--num-images", type=int, default=None, help="default: 2000 on a GPU, 16 on a CPU")
     parser.add_argument("--image-size", type=int, default=256)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device(args.device or default_device())
     gpu = device.type == "cuda"
     batch_sizes = args.batch_sizes or ([50, 200, 500] if gpu else [4, 16])

@@ -130,3 +130,14 @@ def test_pooling_equals_adaptive_avg_pool(grid, pool):
     expected = torch.nn.functional.adaptive_avg_pool2d(vca._to_grid(q), vca.pool_size)
     expected = expected.view(2, 4, 8, -1).transpose(-1, -2)
     torch.testing.assert_close(vca._pool(q), expected)
+
+
+@pytest.mark.parametrize("with_local", [True, False])
+def test_fused_norm_merge_add_gradients(with_local):
+    """The fast path's hand-written backward against finite differences, on a non-contiguous input."""
+    from gen.models.vca import NormMergeAdd
+
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64).transpose(1, 2).requires_grad_()  # [B, h, N, d], strided
+    gain = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    local = torch.randn(2, 5, 12, dtype=torch.float64, requires_grad=True) if with_local else None
+    assert torch.autograd.gradcheck(lambda *a: NormMergeAdd.apply(*a, 1e-5), (x, gain, local))

@@ -3,6 +3,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def split_heads_qkv(qkv, num_heads: int):
+    """[B, N, 3C] -> q, k, v, each [B, h, N, d]: views of the one qkv output.
+
+    Unbinding the q/k/v axis (not permuting it to the front) lets the backward stack the three gradients
+    straight into the [B, N, 3C] layout: one pass instead of a stack and a transposed copy.
+    """
+    B, N, C3 = qkv.shape
+    q, k, v = qkv.view(B, N, 3, num_heads, C3 // (3 * num_heads)).unbind(2)
+    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
@@ -15,6 +26,6 @@ class Attention(nn.Module):
 
     def forward(self, x):
         B, N, C = x.shape
-        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = split_heads_qkv(self.qkv(x), self.num_heads)
         x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import split_heads_qkv
+
 
 def lambda_init_for_layer(layer_index: int) -> float:
     """The differential weight's starting value for the block at 0-based `layer_index` (as in DIFF Transformer)."""
@@ -58,6 +60,43 @@ class HeadRMSNorm(nn.Module):
         dtype = torch.promote_types(x.dtype, torch.float32)
         normed = F.rms_norm(x.to(dtype), (x.shape[-1],), self.weight.to(dtype) * scale, self.eps)
         return normed.to(x.dtype)
+
+
+class NormMergeAdd(torch.autograd.Function):
+    """RMSNorm_d(x) * gain with heads merged, plus the local term: [B, h, N, d] -> [B, N, C] in two passes.
+
+    The fast path's stage-II output; equals `_finish`'s merge of `HeadRMSNorm(x, scale)` plus the local term
+    to float rounding. Autograd over the plain ops would make ~10 passes over N x C values and keep the
+    normalised copy for the gain's gradient; here the backward makes four, with both reductions as GEMVs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gain, local, eps):
+        B, h, N, d = x.shape
+        inv_rms = torch.rsqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_() / d + eps)
+        merged = x.new_empty(B, N, h, d)
+        heads = merged.transpose(1, 2)  # written in the merged layout, so no transposed copy later
+        torch.mul(x, inv_rms, out=heads)
+        if local is None:
+            heads.mul_(gain)
+        else:
+            torch.addcmul(local.reshape(B, N, h, d).transpose(1, 2), heads, gain, out=heads)
+        ctx.save_for_backward(x, gain, inv_rms)
+        ctx.has_local = local is not None
+        return merged.view(B, N, h * d)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, gain, inv_rms = ctx.saved_tensors
+        B, h, N, d = x.shape
+        grad_heads = grad.reshape(B, N, h, d).transpose(1, 2)
+        grad_times_x = torch.mul(grad_heads, x, out=x.new_empty(x.shape)).view(-1, d)  # rows in (B, h, N) order
+        dot = (grad_times_x @ gain).view(B, h, N, 1)  # <grad * gain, x> per token
+        grad_gain = inv_rms.reshape(1, -1) @ grad_times_x
+        # d/dx [x r g] = r (grad g - x r^2 <grad g, x> / d)
+        grad_x = x * (-inv_rms.square() * dot / d)
+        grad_x.addcmul_(grad_heads, gain).mul_(inv_rms)
+        return grad_x, grad_gain.view(d), grad if ctx.has_local else None, None
 
 
 class VisualContrastAttention(nn.Module):
@@ -122,12 +161,16 @@ class VisualContrastAttention(nn.Module):
         if N != self.grid_size[0] * self.grid_size[1]:
             raise ValueError(f"VCA built for a {self.grid_size} grid ({self.grid_size[0] * self.grid_size[1]} "
                              f"tokens) got {N} tokens; build the model for this input size")
-        return self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return split_heads_qkv(self.qkv(x), self.num_heads)
 
     def _to_grid(self, tokens):
-        """[B, h, N, d] -> [B, C, H, W], channel = head * d + j, the order the heads merge in."""
+        """[B, h, N, d] -> [B, C, H, W] ordered channels-last, channel = head * d + j (the merge order).
+
+        For q and v (views of the qkv output) this is a view: no copy is made or kept for the backward, and
+        pooling and the depthwise convolution run vectorised over the innermost channels.
+        """
         B = tokens.shape[0]
-        return tokens.transpose(-1, -2).reshape(B, -1, *self.grid_size)
+        return tokens.transpose(1, 2).reshape(B, *self.grid_size, -1).permute(0, 3, 1, 2)
 
     def _per_head(self, embedding):
         """[n, C] -> [h, n, d]."""
@@ -135,12 +178,9 @@ class VisualContrastAttention(nn.Module):
 
     def _pool(self, q):
         """Adaptive average pooling of q [B, h, N, d] to [B, h, n, d] over the token grid."""
-        (H, W), (sh, sw) = self.grid_size, self.pool_size
         B, h, _, d = q.shape
-        if H % sh == 0 and W % sw == 0:  # equal bins: a mean over a view, with no transposed copy of q
-            return q.view(B, h, sh, H // sh, sw, W // sw, d).mean(dim=(3, 5)).view(B, h, -1, d)
         pooled = F.adaptive_avg_pool2d(self._to_grid(q), self.pool_size)  # [B, C, sh, sw]
-        return pooled.view(B, h, d, -1).transpose(-1, -2)
+        return pooled.reshape(B, h, d, -1).transpose(-1, -2)
 
     def contrast_tokens(self, q):
         """The visual-contrast tokens T+ and T-, each [B, h, n, d]."""
@@ -153,13 +193,18 @@ class VisualContrastAttention(nn.Module):
         minus = pooled + self._per_head(pos_minus).to(q.dtype)
         return plus.expand(q.shape[0], -1, -1, -1), minus.expand(q.shape[0], -1, -1, -1)
 
+    def _local_term(self, v):
+        """The depthwise 3x3 convolution of V, as tokens [B, N, C]; None when the option is off."""
+        if self.local_conv is None:
+            return None
+        return self.local_conv(self._to_grid(v)).flatten(2).transpose(1, 2)
+
     def _finish(self, out, v):
         """Merge heads, add the local depthwise term, project."""
         B, _, N, _ = out.shape
         out = out.transpose(1, 2).reshape(B, N, -1)
-        if self.local_conv is not None:
-            out = out + self.local_conv(self._to_grid(v)).flatten(2).transpose(1, 2)
-        return self.proj(out)
+        local = self._local_term(v)
+        return self.proj(out if local is None else out + local)
 
     # -- fast path -------------------------------------------------------------------------------------------
     def forward(self, x, return_attention_maps: bool = False):
@@ -182,7 +227,10 @@ class VisualContrastAttention(nn.Module):
         else:
             out = (F.scaled_dot_product_attention(q, plus, contrast_values)
                    - lambda2 * F.scaled_dot_product_attention(q, minus, contrast_values))
-        return self._finish(self.stage2_norm(out, scale), v)
+        if out.dtype not in (torch.float32, torch.float64):  # autocast: the norm's float32 path
+            return self._finish(self.stage2_norm(out, scale), v)
+        merged = NormMergeAdd.apply(out, self.stage2_norm.weight * scale, self._local_term(v), self.stage2_norm.eps)
+        return self.proj(merged)
 
     # -- slow reference path, straight from the equations ----------------------------------------------------
     def reference_forward(self, x, return_attention_maps: bool = False):

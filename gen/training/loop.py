@@ -392,7 +392,7 @@ def train(args, *, family: str, loss_fn, sample_fn, process: dict):
     model = build_model(args, shape)
     ema = create_ema(model).to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
-                                  fused=accelerator.device.type == "cuda")
+                                  fused=accelerator.device.type in ("cuda", "cpu"))  # one kernel, not a loop
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
     torch.manual_seed(args.global_seed * accelerator.num_processes + accelerator.process_index)  # DiT's seeding
