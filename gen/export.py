@@ -156,6 +156,23 @@ def _load_checkpoint_folder(folder):
     return _load_export(weights_path)
 
 
+def load_weights(model, path):
+    """Put the weights of `path` into `model` (the same architecture, checked in one line): an export, a training
+    checkpoint folder (its EMA) or an official DiT/SiT .pt. For starting a run from weights (--init-from)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT_WEIGHTS)
+    try:
+        state_dict = read_state_dict(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found; pass an export, a checkpoint folder or an official .pt") from None
+    except Exception as error:  # a truncated file, or a pickle that is more than tensors
+        raise CheckpointError(f"cannot read {path} ({_one_line(error)}); it may be truncated or hold Python "
+                              f"objects besides tensors") from None
+    _load_strict(model, state_dict, path)
+    return model
+
+
 def official_name_and_size(path) -> tuple[str, int] | None:
     """("DiT-XL/2", 256) for an official file name like DiT-XL-2-256x256.pt; None otherwise."""
     match = OFFICIAL_FILE_NAME.match(os.path.basename(path))

@@ -158,6 +158,21 @@ def write_json(path, value):
         json.dump(value, file, indent=1)
 
 
+def prune_checkpoints(results_dir, newest: str, keep: int, warn=print) -> list[str]:
+    """Delete all but the newest `keep` finished checkpoints, once `newest` verifies (until then an older one
+    may be what a run resumes from); returns the deleted folders."""
+    try:
+        verify_checkpoint(newest)
+    except DamagedCheckpoint as error:
+        warn(f"keeping every checkpoint: the newest does not verify ({error})")
+        return []
+    found = list_checkpoints(results_dir)
+    doomed = found[: max(len(found) - keep, 0)]
+    for folder in doomed:
+        shutil.rmtree(folder)
+    return doomed
+
+
 # -- which checkpoint can recover from a NaN ----------------------------------------------------------------------
 def record_checkpoint_loss(results_dir, step: int, loss: float):
     """The loss that the weights of checkpoint `step` gave (step 0: the initial weights)."""

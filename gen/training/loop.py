@@ -30,7 +30,7 @@ from .. import checks
 from ..args import check_training_arguments, resume_differences
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
 from ..errors import UserError
-from ..export import save_pretrained
+from ..export import load_weights, save_pretrained
 from ..models import create_model
 from ..models.zoo import model_config
 from ..sampling import grid_classes
@@ -40,6 +40,7 @@ from .checkpoint import (
     TRAINING_STATE,
     list_checkpoints,
     load_checkpoint,
+    prune_checkpoints,
     record_checkpoint_loss,
     recoverable_checkpoint,
     resolve_resume,
@@ -287,6 +288,10 @@ def save(run, step: int):
     except (OSError, RuntimeError) as error:  # torch's zip writer reports a full disk as a RuntimeError
         raise checkpoint_write_error(run.results_dir, step, error) from error
     run.log.info(f"saved checkpoint {path}")
+    if run.args.checkpoints_total_limit and run.accelerator.is_main_process:
+        for folder in prune_checkpoints(run.results_dir, path, run.args.checkpoints_total_limit, run.log.warning):
+            run.log.info(f"deleted checkpoint {folder} (--checkpoints-total-limit {run.args.checkpoints_total_limit})")
+    run.accelerator.wait_for_everyone()
 
 
 def checkpoint_write_error(results_dir, step: int, error) -> TrainingError:
@@ -390,6 +395,9 @@ def train(args, *, family: str, loss_fn, sample_fn, process: dict):
         generator=torch.Generator())  # its own generator: creating an epoch's iterator leaves the global RNG alone
 
     model = build_model(args, shape)
+    if args.init_from:
+        load_weights(model, args.init_from)  # before the EMA copy: both start from these weights
+        log.info(f"initialised {args.model} from {args.init_from} (fresh optimizer)")
     ema = create_ema(model).to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                                   fused=accelerator.device.type in ("cuda", "cpu"))  # one kernel, not a loop
