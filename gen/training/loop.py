@@ -180,9 +180,12 @@ def check_finite(accelerator, window, step: int, results_dir, last_checked: int)
 def progress_bar(args, accelerator, start_step: int, max_steps: int):
     """A tqdm bar of steps with rate and time left: on the main process, when stderr is a terminal (or
     --progress-bar asks for it; --no-progress-bar hides it)."""
-    shown = sys.stderr.isatty() if args.progress_bar is None else args.progress_bar
     return tqdm(total=max_steps, initial=start_step, unit="step", desc="training", dynamic_ncols=True,
-                disable=not (shown and accelerator.is_main_process))
+                disable=not (shows_progress(args) and accelerator.is_main_process))
+
+
+def shows_progress(args) -> bool:
+    return sys.stderr.isatty() if args.progress_bar is None else args.progress_bar
 
 
 def log_window(accelerator, log, window, step, *, grad_norm, skipped_total, device):
@@ -360,7 +363,7 @@ def finish(run, step: int):
         path = os.path.join(results_dir, "samples.npz")
         write_samples_npz(run.ema, run.vae, run.sample_fn, path, count=args.final_samples,
                           latent_shape=run.shape, cfg_scale=args.cfg_scale, device=accelerator.device,
-                          seed=args.global_seed)
+                          seed=args.global_seed, progress=shows_progress(args))
         log.info(f"wrote {args.final_samples} samples to {path} in {time.perf_counter() - start:.1f} s")
     accelerator.wait_for_everyone()
 

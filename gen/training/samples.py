@@ -17,10 +17,11 @@ def write_grid(ema, vae, sample_fn, path, *, classes, columns, latent_shape, cfg
     save_grid(images, columns, path)
 
 
-def write_samples_npz(ema, vae, sample_fn, path, *, count, latent_shape, cfg_scale, device, seed=0) -> np.ndarray:
+def write_samples_npz(ema, vae, sample_fn, path, *, count, latent_shape, cfg_scale, device, seed=0,
+                      progress=False) -> np.ndarray:
     """`count` samples, image i of class i mod num_classes, as sample.py's balanced N-sample mode draws them,
     into `path` (.npz: arr_0 uint8 [N, H, W, 3], arr_1 labels). Returns the images."""
     images, labels = samples_in_memory(ema, vae, sample_fn, count=count, latent_shape=latent_shape,
-                                       cfg_scale=cfg_scale, device=device, seed=seed)
+                                       cfg_scale=cfg_scale, device=device, seed=seed, progress=progress)
     save_samples_npz(path, images, labels)
     return images
