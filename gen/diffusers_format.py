@@ -39,21 +39,21 @@ TOP_PAIRS = [("pos_embed.proj", "x_embedder.proj"), ("proj_out_1", "final_layer.
              ("proj_out_2", "final_layer.linear")]
 
 
+def key_pairs(depth: int) -> list[tuple[str, str]]:
+    """(diffusers prefix, our prefix) of every weight and bias but the embedders and the qkv projection."""
+    return TOP_PAIRS + [pair for index in range(depth) for pair in block_key_pairs(index)]
+
+
+def renamed(state: dict, pairs) -> dict:
+    """The weights and biases of `state` under new prefixes: pairs of (old prefix, new prefix)."""
+    return {new + suffix: state[old + suffix] for old, new in pairs for suffix in (".weight", ".bias")}
+
+
 def to_diffusers_state_dict(state: dict, depth: int) -> dict:
-    out = {}
-
-    def copy(theirs, ours):
-        for suffix in (".weight", ".bias"):
-            out[theirs + suffix] = state[ours + suffix]
-
-    for theirs, ours in TOP_PAIRS:
-        copy(theirs, ours)
+    out = renamed(state, [(ours, theirs) for theirs, ours in key_pairs(depth)])
     for index in range(depth):
-        for theirs, ours in block_key_pairs(index):
-            copy(theirs, ours)
-        emb = f"transformer_blocks.{index}.norm1.emb."
-        for theirs, ours in EMBEDDER_PAIRS:
-            copy(emb + theirs, ours)
+        emb = f"transformer_blocks.{index}.norm1.emb."  # each block holds a copy of the shared embedders
+        out.update(renamed(state, [(ours, emb + theirs) for theirs, ours in EMBEDDER_PAIRS]))
         out[emb + "class_embedder.embedding_table.weight"] = state["y_embedder.embedding_table.weight"]
         for part in ("weight", "bias"):
             for letter, value in zip("qkv", state[f"blocks.{index}.attn.qkv.{part}"].chunk(3), strict=True):
@@ -62,21 +62,10 @@ def to_diffusers_state_dict(state: dict, depth: int) -> dict:
 
 
 def from_diffusers_state_dict(state: dict, depth: int) -> dict:
-    out = {}
-
-    def copy(theirs, ours):
-        for suffix in (".weight", ".bias"):
-            out[ours + suffix] = state[theirs + suffix]
-
-    for theirs, ours in TOP_PAIRS:
-        copy(theirs, ours)
     emb = "transformer_blocks.0.norm1.emb."  # every block holds the same embedders
-    for theirs, ours in EMBEDDER_PAIRS:
-        copy(emb + theirs, ours)
+    out = renamed(state, key_pairs(depth) + [(emb + theirs, ours) for theirs, ours in EMBEDDER_PAIRS])
     out["y_embedder.embedding_table.weight"] = state[emb + "class_embedder.embedding_table.weight"]
     for index in range(depth):
-        for theirs, ours in block_key_pairs(index):
-            copy(theirs, ours)
         for part in ("weight", "bias"):
             parts = [state[f"transformer_blocks.{index}.attn1.to_{letter}.{part}"] for letter in "qkv"]
             out[f"blocks.{index}.attn.qkv.{part}"] = torch.cat(parts)
