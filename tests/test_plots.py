@@ -1,4 +1,5 @@
-"""Figures from logs: curves.png of one run, and the study's plots over models and seeds."""
+"""Pictures: curves.png of one run and the study's plots over models and seeds (from logs), sample grids with
+labelled rows."""
 import json
 
 import numpy as np
@@ -16,6 +17,7 @@ from gen.plots import (
     read_log,
     write_curves,
 )
+from gen.sampling import save_grid
 
 
 def training_log(steps=range(0, 200, 10), seed=0, fid_every=None, loss_scale=1.0):
@@ -94,3 +96,19 @@ def test_styles_pair_each_vca_model_with_its_twin():
 def test_bars_of_single_values_and_of_seeds(tmp_path):
     out = plot_bars({"DiT-Mini/2": [41.0, 43.0, 40.0], "DiT-Mini/2-VCA": 39.5}, tmp_path / "speed.png", "images/s")
     assert_png(out)
+
+
+# -- sample grids -------------------------------------------------------------------------------------------------
+def test_labelled_rows_widen_the_grid_by_a_left_margin_holding_the_labels(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    save_grid(images, 3, tmp_path / "plain.png")
+    save_grid(images, 3, tmp_path / "labelled.png", row_labels=["0: zero", "1: one"])
+    plain, labelled = (np.asarray(Image.open(tmp_path / name)) for name in ("plain.png", "labelled.png"))
+    margin = labelled.shape[1] - plain.shape[1]
+    assert margin > 0 and labelled.shape[0] == plain.shape[0]
+    np.testing.assert_array_equal(labelled[:, margin:], plain)
+    row_height = plain.shape[0] // 2
+    for row in range(2):  # each label lies beside its own row
+        assert (labelled[row * row_height : (row + 1) * row_height, :margin] < 128).any()
+    with pytest.raises(UserError, match="one label per row"):
+        save_grid(images, 3, tmp_path / "bad.png", row_labels=["only one"])
