@@ -1,8 +1,9 @@
 """Sample grids: a row of images per class, as DiT's and SiT's sample.py draw them, for sample.py and training."""
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import InvalidValue
 from ..files import atomic_open
 from ..vae import to_uint8
 from .guidance import generate_images
@@ -10,6 +11,7 @@ from .seeding import draw_batch
 
 GRID_MIN_SIDE = 64  # images are enlarged (nearest neighbour) to at least this many pixels: 16-pixel digits
 GRID_GAP = 2  # pixels of white between images, so that dark images on dark borders stay apart
+LABEL_PADDING = 6  # pixels of white on each side of a row label
 
 
 def grid_classes(num_classes: int, chosen=None) -> list[int]:
@@ -31,8 +33,9 @@ def sample_grid(model, vae, labels, sample_fn, *, latent_shape, seed=0, cfg_scal
                            stats, progress)
 
 
-def save_grid(images, columns: int, path: str):
-    """Images ([N, 3, H, W] in [-1, 1], or uint8 [N, H, W, 3]) -> one PNG of `columns` images a row."""
+def save_grid(images, columns: int, path: str, row_labels=None):
+    """Images ([N, 3, H, W] in [-1, 1], or uint8 [N, H, W, 3]) -> one PNG of `columns` images a row; `row_labels`
+    (one string per row, e.g. class names) are written at the left of their rows, in a margin added for them."""
     if torch.is_tensor(images):
         images = to_uint8(images).numpy()
     scale = max(1, GRID_MIN_SIDE // images.shape[1])
@@ -45,5 +48,24 @@ def save_grid(images, columns: int, path: str):
         row, column = divmod(index, columns)
         top, left = GRID_GAP + row * (height + GRID_GAP), GRID_GAP + column * (width + GRID_GAP)
         grid[top : top + height, left : left + width] = image
+    picture = Image.fromarray(grid)
+    if row_labels is not None:
+        picture = label_rows(picture, [str(label) for label in row_labels], rows, height + GRID_GAP)
     with atomic_open(path) as handle:
-        Image.fromarray(grid).save(handle, format="PNG")
+        picture.save(handle, format="PNG")
+
+
+def label_rows(grid: Image.Image, labels: list[str], rows: int, row_pitch: int) -> Image.Image:
+    """`grid` widened by a white left margin holding each row's label, centred on its row (PIL's default font)."""
+    if len(labels) != rows:
+        raise InvalidValue(f"{len(labels)} row labels for a grid of {rows} rows; give one label per row")
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(grid)
+    margin = int(max(draw.textlength(label, font=font) for label in labels)) + 2 * LABEL_PADDING
+    canvas = Image.new(grid.mode, (grid.width + margin, grid.height), "white")
+    canvas.paste(grid, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for row, label in enumerate(labels):
+        centre = GRID_GAP + row * row_pitch + (row_pitch - GRID_GAP) // 2
+        draw.text((LABEL_PADDING, centre), label, fill="black", font=font, anchor="lm")
+    return canvas

@@ -1,0 +1,184 @@
+"""Figures from training logs (matplotlib's Agg canvas, no display): one run's `curves.png`, and the study's plots
+of a metric over models and seeds.
+
+    write_curves("results/run/log.jsonl", "results/run/curves.png")          # loss, and FID once evaluated
+    runs = {"DiT-Mini/2": [read_log(p) for p in seed_logs], "DiT-Mini/2-VCA": [...]}
+    plot_metric_by_steps(runs, "fid", "fid.png", "FID against training steps")   # mean line, min-max band
+    plot_bars({"DiT-Mini/2": [41.2, 40.8], "DiT-Mini/2-VCA": [39.0, 39.5]}, "speed.png", "images/s")
+
+A model and its `-VCA` twin share a colour; the VCA one is dashed (bars: hatched). Every PNG is written through
+gen.files.atomic_path, so a crash never leaves half a picture under the real name.
+"""
+import json
+import math
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .errors import UserError
+from .files import atomic_path
+
+VCA_SUFFIX = "-VCA"
+LOSS_SMOOTHING = 0.9  # weight of the running mean in the loss line (tensorboard's slider); raw points stay visible
+DPI = 120
+
+
+# -- reading logs ----------------------------------------------------------------------------------------------------
+def read_log(path) -> list[dict]:
+    """The JSON objects of a `log.jsonl`, one per line; a half-written last line (a crash mid-append) is skipped."""
+    with open(path) as handle:
+        lines = [line for line in handle.read().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise UserError(f"{path} line {number} is not JSON; fix or delete that line") from None
+    return records
+
+
+def metric_by_step(log: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of `metric`, sorted by step; a step logged twice (a resumed run) keeps its last value."""
+    by_step = {}
+    for record in log:
+        value = record.get(metric)
+        if "step" in record and isinstance(value, (int, float)) and math.isfinite(value):
+            by_step[int(record["step"])] = float(value)
+    steps = np.array(sorted(by_step), dtype=np.int64)
+    return steps, np.array([by_step[step] for step in steps], dtype=np.float64)
+
+
+def smooth(values: np.ndarray, weight: float = LOSS_SMOOTHING) -> np.ndarray:
+    """Debiased exponential moving average (tensorboard's smoothing); weight 0 returns the values."""
+    smoothed, running = np.empty_like(values), 0.0
+    for index, value in enumerate(values):
+        running = weight * running + (1 - weight) * value
+        smoothed[index] = running / (1 - weight ** (index + 1))
+    return smoothed
+
+
+# -- one run: curves.png ---------------------------------------------------------------------------------------------
+def curves_figure(log: list[dict]) -> Figure:
+    """Loss against step (raw points and a smoothed line); a second panel with FID against step when any line
+    has `fid`."""
+    fid_steps, fids = metric_by_step(log, "fid")
+    figure = Figure(figsize=(6.4 * (1 + bool(len(fids))), 4.2), dpi=DPI, layout="constrained")
+    loss_axes, *rest = figure.subplots(1, 1 + bool(len(fids)), squeeze=False)[0]
+    steps, losses = metric_by_step(log, "loss")
+    loss_axes.scatter(steps, losses, s=4, alpha=0.3, color="tab:blue", label="logged")
+    if len(losses):
+        loss_axes.plot(steps, smooth(losses), color="tab:blue", label=f"smoothed ({LOSS_SMOOTHING})")
+        loss_axes.legend()
+    else:
+        loss_axes.text(0.5, 0.5, "no loss logged yet", ha="center", va="center", transform=loss_axes.transAxes)
+    if len(losses) and losses.min() > 0:
+        loss_axes.set_yscale("log")
+    _label(loss_axes, "training loss", "loss")
+    for fid_axes in rest:
+        fid_axes.plot(fid_steps, fids, marker="o", color="tab:red")
+        for step, fid in zip(fid_steps[-1:], fids[-1:], strict=True):  # the latest value, written out
+            fid_axes.annotate(f"{fid:.2f}", (step, fid), textcoords="offset points", xytext=(-4, 6), ha="right")
+        _label(fid_axes, "FID (lower is better)", "FID")
+    return figure
+
+
+def write_curves(log_jsonl_path, out_png) -> str:
+    """`curves.png` of one run from its log.jsonl."""
+    return save_figure(curves_figure(read_log(log_jsonl_path)), out_png)
+
+
+def save_figure(figure: Figure, out_png) -> str:
+    """Write `figure` as a PNG atomically; returns the path."""
+    out_png = os.fspath(out_png)
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    with atomic_path(out_png) as temporary:
+        FigureCanvasAgg(figure).print_png(temporary)  # the Agg canvas: no display, no pyplot state
+    return out_png
+
+
+def _label(axes, title: str, ylabel: str):
+    axes.set_title(title)
+    axes.set_xlabel("training step")
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+
+
+# -- the study: models x seeds -----------------------------------------------------------------------------------------
+def model_styles(names) -> dict[str, dict]:
+    """{name: {"color", "linestyle", "hatch"}}: a model and its -VCA twin share a colour; VCA is dashed and hatched."""
+    bases = list(dict.fromkeys(name.removesuffix(VCA_SUFFIX) for name in names))
+    styles = {}
+    for name in names:
+        vca = name.endswith(VCA_SUFFIX)
+        color = f"C{bases.index(name.removesuffix(VCA_SUFFIX)) % 10}"
+        styles[name] = {"color": color, "linestyle": "--" if vca else "-", "hatch": "//" if vca else None}
+    return styles
+
+
+def mean_and_spread(logs: list[list[dict]], metric: str, smoothing: float = 0.0):
+    """(steps, mean, low, high) over the seeds' logs: at each step, over the seeds that logged it (min and max)."""
+    series = [metric_by_step(log, metric) for log in logs]
+    steps = np.array(sorted(set().union(*(s.tolist() for s, _ in series))), dtype=np.int64)
+    if not len(steps):
+        return steps, *(np.empty(0),) * 3
+    table = np.full((len(series), len(steps)), np.nan)
+    for row, (seed_steps, values) in enumerate(series):
+        if len(values):
+            table[row, np.searchsorted(steps, seed_steps)] = smooth(values, smoothing)
+    return steps, np.nanmean(table, axis=0), np.nanmin(table, axis=0), np.nanmax(table, axis=0)
+
+
+def metric_by_steps_figure(runs: dict[str, list[list[dict]]], metric: str, title: str, *, smoothing: float = 0.0,
+                           log_y: bool = False) -> Figure:
+    """One mean line per model with its min-max band over seeds; `runs` maps a model name to its seeds' logs."""
+    figure = Figure(figsize=(7.0, 4.5), dpi=DPI, layout="constrained")
+    axes = figure.subplots()
+    styles = model_styles(runs)
+    for name, logs in runs.items():
+        steps, mean, low, high = mean_and_spread(logs, metric, smoothing)
+        if not len(steps):
+            continue
+        style = styles[name]
+        axes.plot(steps, mean, color=style["color"], linestyle=style["linestyle"], marker="o" if len(steps) < 30
+                  else None, markersize=3, label=f"{name} ({len(logs)} seed{'s' * (len(logs) != 1)})")
+        axes.fill_between(steps, low, high, color=style["color"], alpha=0.15, linewidth=0)
+    if log_y:
+        axes.set_yscale("log")
+    _label(axes, title, metric)
+    if axes.lines:
+        axes.legend(title="mean; band: min-max over seeds", fontsize="small", title_fontsize="small")
+    return figure
+
+
+def plot_metric_by_steps(runs: dict[str, list[list[dict]]], metric: str, out_png, title: str, *,
+                         smoothing: float = 0.0, log_y: bool = False) -> str:
+    """The PNG of metric_by_steps_figure (for the loss: smoothing=LOSS_SMOOTHING, log_y=True)."""
+    return save_figure(metric_by_steps_figure(runs, metric, title, smoothing=smoothing, log_y=log_y), out_png)
+
+
+def bars_figure(values_by_model: dict, ylabel: str, title: str | None = None) -> Figure:
+    """A bar per model: the value, or the mean of a list (one per seed) with a min-max whisker."""
+    figure = Figure(figsize=(max(4.0, 1.3 * len(values_by_model) + 1.5), 4.2), dpi=DPI, layout="constrained")
+    axes = figure.subplots()
+    styles = model_styles(values_by_model)
+    for position, (name, values) in enumerate(values_by_model.items()):
+        values = np.atleast_1d(np.asarray(values, dtype=np.float64))
+        mean = values.mean()
+        whisker = [[mean - values.min()], [values.max() - mean]] if len(values) > 1 else None
+        axes.bar(position, mean, yerr=whisker, capsize=4, color=styles[name]["color"], hatch=styles[name]["hatch"],
+                 edgecolor="black", linewidth=0.5)
+        axes.annotate(f"{mean:.3g}", (position, values.max()), textcoords="offset points", xytext=(0, 3),
+                      ha="center", fontsize="small")
+    axes.set_xticks(range(len(values_by_model)), list(values_by_model), rotation=20, ha="right")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title or ylabel)
+    axes.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def plot_bars(values_by_model: dict, out_png, ylabel: str, title: str | None = None) -> str:
+    """The PNG of bars_figure: images/s, parameter counts, ... per model."""
+    return save_figure(bars_figure(values_by_model, ylabel, title), out_png)

@@ -1,0 +1,83 @@
+"""python -m gen.attention_maps: VCA's stage-I and stage-II maps over a generated sample, captured by hooks."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny import perturbed
+
+from gen import save_pretrained
+from gen.args import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS
+from gen.attention_maps import attention_maps, main, noised_input, process_settings, vca_blocks
+from gen.cli import run_command
+from gen.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+NUM_CLASSES = 10
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """Pixel-space (8x8 RGB) exports: a SiT with VCA, and an MHSA DiT."""
+    folder = tmp_path_factory.mktemp("exports")
+    sit = perturbed("SiT-Mini/2-VCA", in_channels=3, num_classes=NUM_CLASSES)
+    dit = perturbed("DiT-Mini/2", in_channels=3, num_classes=NUM_CLASSES)
+    return {
+        "VCA": str(save_pretrained(sit, folder / "sit-vca.safetensors", vae="none",
+                                   process=dict(TRANSPORT_DEFAULTS))),
+        "MHSA": str(save_pretrained(dit, folder / "dit.safetensors", vae="none", process=dict(DIFFUSION_DEFAULTS))),
+    }
+
+
+def test_the_command_writes_a_png_and_nothing_else(tmp_path, exports, capsys):
+    out = tmp_path / "maps.png"
+    main(["--ckpt", exports["VCA"], "--class-label", "3", "--out", str(out), "--num-sampling-steps", "4",
+          "--mode", "SDE", "--cfg-scale", "1.5"])
+    assert f"wrote {out}" in capsys.readouterr().out
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] > 800 and image.size[1] > 500  # 12 panels by 1 + 4 heads
+    assert [p.name for p in tmp_path.iterdir()] == ["maps.png"]
+
+
+def test_stage_one_maps_are_softmaxes_over_the_token_grid_and_hooks_leave_the_model_alone():
+    model = perturbed("DiT-Mini/2-VCA", input_size=8, in_channels=3, num_classes=NUM_CLASSES)
+    x, t, labels = torch.randn(2, 3, 8, 8), torch.tensor([10, 900]), torch.tensor([1, 2])
+    with torch.no_grad():
+        plain = model(x, t, labels)
+    maps = attention_maps(model, x, t, labels)
+    assert sorted(maps) == vca_blocks(model) == [0, 1, 2, 3]
+    attention = model.blocks[0].attn
+    tokens, contrast = 4 * 4, 2 * attention.num_contrast  # 8x8 pixels in 2x2 patches; T+ and T- streams
+    for block in maps.values():
+        assert block["stage1"].shape == (2, attention.num_heads, contrast, tokens)
+        assert block["stage2"].shape == (2, attention.num_heads, tokens, contrast)
+        torch.testing.assert_close(block["stage1"].sum(-1), torch.ones(2, attention.num_heads, contrast))
+        # joint stage II: one softmax over [T+; T-] (docs/vca.md, step 5)
+        torch.testing.assert_close(block["stage2"].sum(-1), torch.ones(2, attention.num_heads, tokens))
+        assert not torch.allclose(block["stage1"][:, :, : contrast // 2], block["stage1"][:, :, contrast // 2 :])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, labels), plain)  # hooks removed; the reference path agreed
+    assert all(not block.attn._forward_hooks for block in model.blocks)
+
+
+def test_the_input_lies_between_noise_and_the_sample():
+    sit = perturbed("SiT-Mini/2-VCA", in_channels=3)
+    latents, noise = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8)
+    process = process_settings(sit, None)
+    torch.testing.assert_close(noised_input(sit, latents, noise, 1.0, process)[0], latents)
+    torch.testing.assert_close(noised_input(sit, latents, noise, 0.0, process)[0], noise)
+    dit = perturbed("DiT-Mini/2-VCA", in_channels=3)
+    x_t, t = noised_input(dit, latents, noise, 0.5, process_settings(dit, {"diffusion_steps": 1000}))
+    assert t.tolist() == [500]
+    assert 0.1 < np.corrcoef(x_t.flatten(), latents.flatten())[0, 1] < 0.99
+
+
+def test_an_mhsa_model_fails_in_one_line_with_status_2(tmp_path, exports, capsys):
+    argv = ["--ckpt", exports["MHSA"], "--class-label", "3", "--out", str(tmp_path / "maps.png")]
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(main, argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "DiT-Mini/2 has no Visual-Contrast Attention" in error
+    assert not (tmp_path / "maps.png").exists()
+    with pytest.raises(UserError, match="no Visual-Contrast Attention"):
+        vca_blocks(perturbed("SiT-Mini/2"))

@@ -1,0 +1,114 @@
+"""Pictures: curves.png of one run and the study's plots over models and seeds (from logs), sample grids with
+labelled rows."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gen.errors import UserError
+from gen.plots import (
+    curves_figure,
+    metric_by_step,
+    metric_by_steps_figure,
+    model_styles,
+    plot_bars,
+    plot_metric_by_steps,
+    read_log,
+    write_curves,
+)
+from gen.sampling import save_grid
+
+
+def training_log(steps=range(0, 200, 10), seed=0, fid_every=None, loss_scale=1.0):
+    """log.jsonl records: a training line per step, and with fid_every evaluation lines after them."""
+    rng = np.random.default_rng(seed)
+    records = [{"step": step, "loss": loss_scale * (1 + 1 / (1 + step)) * rng.uniform(0.9, 1.1),
+                "images_per_sec": 50.0, "grad_norm": 1.0} for step in steps]
+    if fid_every:
+        records += [{"step": step, "fid": 100.0 / (1 + step / 50), "class_accuracy": 0.5}
+                    for step in range(fid_every, steps[-1], fid_every)]
+        records[len(steps) - 1]["fid"] = 12.5  # the last training line carries an evaluation too
+    return records
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+def assert_png(path, min_side=200):
+    with Image.open(path) as image:
+        image.verify()  # raises on a damaged file
+    with Image.open(path) as image:
+        assert image.format == "PNG" and min(image.size) >= min_side and max(image.size) < 4000
+
+
+def test_a_resumed_step_keeps_its_last_value():
+    log = [{"step": 0, "loss": 3.0}, {"step": 10, "loss": 2.0}, {"step": 10, "loss": 1.5}, {"step": 5, "fid": 9.0}]
+    steps, losses = metric_by_step(log, "loss")
+    assert steps.tolist() == [0, 10] and losses.tolist() == [3.0, 1.5]
+    assert metric_by_step(log, "fid")[1].tolist() == [9.0]
+
+
+@pytest.mark.parametrize("with_fid", [False, True])
+def test_curves_have_a_fid_panel_only_when_evaluated(tmp_path, with_fid):
+    records = training_log(fid_every=50 if with_fid else None)
+    records.insert(5, dict(records[5], loss=99.0))  # a resumed run logs step 50 twice; the later line wins
+    log_path = write_jsonl(tmp_path / "log.jsonl", records)
+    figure = curves_figure(read_log(log_path))
+    assert len(figure.axes) == (2 if with_fid else 1)
+    assert 99.0 not in figure.axes[0].collections[0].get_offsets()[:, 1]
+    out = tmp_path / "run" / "curves.png"
+    assert write_curves(log_path, out) == str(out)
+    assert_png(out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["curves.png"]  # no temporary file left behind
+
+
+def test_a_half_written_last_line_is_skipped_and_a_bad_middle_line_named(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 0, "loss": 1.0}\n{"step": 1, "lo')
+    assert read_log(path) == [{"step": 0, "loss": 1.0}]
+    path.write_text('{"step": 0, "loss": 1.0}\nnot json\n{"step": 2, "loss": 1.0}\n')
+    with pytest.raises(UserError, match="line 2"):
+        read_log(path)
+
+
+def test_metric_by_steps_two_models_two_seeds(tmp_path):
+    runs = {name: [training_log(seed=seed, fid_every=40, loss_scale=scale) for seed in (0, 1)]
+            for name, scale in (("DiT-Mini/2", 1.0), ("DiT-Mini/2-VCA", 0.8))}
+    runs["DiT-Mini/2-VCA"][1] = runs["DiT-Mini/2-VCA"][1][:5]  # a seed still running: fewer steps
+    figure = metric_by_steps_figure(runs, "fid", "FID")
+    lines = figure.axes[0].lines
+    assert [line.get_linestyle() for line in lines] == ["-", "--"]
+    assert lines[0].get_color() == lines[1].get_color()  # twins share a colour
+    out = plot_metric_by_steps(runs, "loss", tmp_path / "loss.png", "training loss", smoothing=0.9, log_y=True)
+    assert_png(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]
+
+
+def test_styles_pair_each_vca_model_with_its_twin():
+    styles = model_styles(["SiT-Mini/2", "DiT-Mini/2-VCA", "DiT-Mini/2", "SiT-Mini/2-VCA"])
+    assert styles["SiT-Mini/2"]["color"] == styles["SiT-Mini/2-VCA"]["color"] != styles["DiT-Mini/2"]["color"]
+    assert styles["DiT-Mini/2-VCA"]["linestyle"] == "--" and styles["DiT-Mini/2"]["hatch"] is None
+
+
+def test_bars_of_single_values_and_of_seeds(tmp_path):
+    out = plot_bars({"DiT-Mini/2": [41.0, 43.0, 40.0], "DiT-Mini/2-VCA": 39.5}, tmp_path / "speed.png", "images/s")
+    assert_png(out)
+
+
+# -- sample grids -------------------------------------------------------------------------------------------------
+def test_labelled_rows_widen_the_grid_by_a_left_margin_holding_the_labels(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    save_grid(images, 3, tmp_path / "plain.png")
+    save_grid(images, 3, tmp_path / "labelled.png", row_labels=["0: zero", "1: one"])
+    plain, labelled = (np.asarray(Image.open(tmp_path / name)) for name in ("plain.png", "labelled.png"))
+    margin = labelled.shape[1] - plain.shape[1]
+    assert margin > 0 and labelled.shape[0] == plain.shape[0]
+    np.testing.assert_array_equal(labelled[:, margin:], plain)
+    row_height = plain.shape[0] // 2
+    for row in range(2):  # each label lies beside its own row
+        assert (labelled[row * row_height : (row + 1) * row_height, :margin] < 128).any()
+    with pytest.raises(UserError, match="one label per row"):
+        save_grid(images, 3, tmp_path / "bad.png", row_labels=["only one"])
