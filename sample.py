@@ -16,22 +16,20 @@ from accelerate import Accelerator
 
 from gen import checks, load_pretrained, sampling
 from gen.args import (
-    DIFFUSION_DEFAULTS,
-    TRANSPORT_DEFAULTS,
     add_diffusion_flags,
     add_guidance_flags,
     add_sampler_flags,
     add_transport_flags,
     add_vae_flags,
+    recorded_process,
     sampler_from_args,
 )
 from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.errors import UserError
 from gen.export import read_settings
-from gen.vae import load_vae
+from gen.vae import DEFAULT_VAE, load_vae
 
 DIT_GRID_LABELS = [207, 360, 387, 974, 88, 979, 417, 279]  # DiT's sample.py classes, for ImageNet models
-OFFICIAL_VAE = "ema"  # official DiT/SiT files record no VAE; DiT's sample.py defaults to sd-vae-ft-ema
 
 
 def build_parser():
@@ -57,6 +55,7 @@ def build_parser():
                       help=f"default: {DIT_GRID_LABELS} for ImageNet models, else the model's classes")
     grid.add_argument("--nrow", type=int, default=4, help="images per row")
     grid.add_argument("--output", default="sample.png")
+    grid.add_argument("--label-rows", action="store_true", help="write each row's class ids at its left")
     many = parser.add_argument_group("N-sample mode")
     many.add_argument("--num-fid-samples", type=int, default=None)
     many.add_argument("--per-proc-batch-size", type=int, default=32)
@@ -71,7 +70,7 @@ def resolve_vae(args, recorded):
     """The VAE: the flag, else the file's, else DiT's. Pixels and latents cannot be swapped; two SD-VAEs can
     (their encoders are the same; DiT samples with either decoder)."""
     if args.vae is None:
-        return recorded or OFFICIAL_VAE
+        return recorded or DEFAULT_VAE
     if recorded is not None and (recorded == "none") != (args.vae == "none"):
         raise UserError(f"--vae {args.vae} contradicts {args.ckpt}, trained with --vae {recorded}; drop --vae")
     return args.vae
@@ -80,10 +79,7 @@ def resolve_vae(args, recorded):
 def resolve_process(args, model, recorded):
     """The diffusion (DiT) or transport (SiT) settings: the file's, else the family's defaults, with flags
     allowed only where they agree with the file."""
-    defaults = DIFFUSION_DEFAULTS if model.config.family == "DiT" else TRANSPORT_DEFAULTS
-    known = dict(defaults, **(recorded or {}))
-    if model.config.family == "DiT":
-        known["learn_sigma"] = model.config.learn_sigma  # the network's output says it
+    known = recorded_process(model, recorded)
     process = {}
     for key, value in known.items():
         flag = getattr(args, key)
@@ -127,7 +123,9 @@ def run_grid(args, model, vae, latent_shape, sample_fn, device):
     images = sampling.sample_grid(model, vae, args.class_labels, sample_fn, latent_shape=latent_shape,
                                   seed=args.seed, cfg_scale=args.cfg_scale, device=device, stats=stats,
                                   progress=True)
-    sampling.save_grid(images, args.nrow, args.output)
+    rows = [args.class_labels[start : start + args.nrow] for start in range(0, len(args.class_labels), args.nrow)]
+    sampling.save_grid(images, args.nrow, args.output,
+                       row_labels=[" ".join(map(str, row)) for row in rows] if args.label_rows else None)
     print(f"saved {args.output}: {len(args.class_labels)} images in {time.perf_counter() - start:.1f}s, "
           f"{stats['model_evaluations']} model evaluations")
 
@@ -135,7 +133,7 @@ def run_grid(args, model, vae, latent_shape, sample_fn, device):
 def run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings):
     os.makedirs(args.sample_dir, exist_ok=True)
     skip = {"num_fid_samples", "per_proc_batch_size", "sample_dir", "config", "class_labels", "nrow", "output",
-            "debug", "positional_mode"}
+            "debug", "positional_mode", "label_rows"}
     recorded = {"model": model.name, **settings, **{k: v for k, v in sorted(vars(args).items()) if k not in skip}}
     sampling.check_settings(args.sample_dir, recorded, accelerator.is_main_process)
     stats = {}

@@ -77,6 +77,16 @@ def add_transport_flags(parser, from_file=False):
     group.add_argument("--sample-eps", type=float, default=d["sample_eps"])
 
 
+def recorded_process(model, recorded: dict | None) -> dict:
+    """The diffusion (DiT) or transport (SiT) settings `model` was trained with: the weights file's record
+    (`recorded`, None for official files), else the family's defaults."""
+    defaults = DIFFUSION_DEFAULTS if model.config.family == "DiT" else TRANSPORT_DEFAULTS
+    process = dict(defaults, **(recorded or {}))
+    if model.config.family == "DiT":
+        process["learn_sigma"] = model.config.learn_sigma  # the network's output says it
+    return process
+
+
 def diffusion_settings(args) -> dict:
     return {key: getattr(args, key) for key in DIFFUSION_DEFAULTS}
 

@@ -22,10 +22,9 @@ from matplotlib.patches import Rectangle
 
 from . import checks
 from .args import (
-    DIFFUSION_DEFAULTS,
-    TRANSPORT_DEFAULTS,
     add_guidance_flags,
     add_sampler_flags,
+    recorded_process,
     sampler_from_args,
 )
 from .cli import ArgumentParser, parse_with_config, run_command
@@ -34,7 +33,7 @@ from .export import load_pretrained, read_settings
 from .models.vca import VisualContrastAttention
 from .plots import save_figure
 from .sampling import draw_batch, generate_latents
-from .vae import decode, load_vae
+from .vae import DEFAULT_VAE, decode, load_vae
 
 SHOWN_TOKENS = 4  # contrast tokens drawn per head in stage I, spread over the pooled grid
 OVERLAY_ALPHA = 0.6  # the map over the greyscale sample: both stay readable
@@ -83,15 +82,6 @@ def attention_maps(model, x, t, labels, blocks=None) -> dict[int, dict[str, torc
 
 
 # -- the sample and the noised input --------------------------------------------------------------------------------
-def process_settings(model, recorded: dict | None) -> dict:
-    """The diffusion (DiT) or transport (SiT) settings a model was trained with: the file's, else the defaults."""
-    defaults = DIFFUSION_DEFAULTS if model.config.family == "DiT" else TRANSPORT_DEFAULTS
-    process = dict(defaults, **(recorded or {}))
-    if model.config.family == "DiT":
-        process["learn_sigma"] = model.config.learn_sigma  # the network's output says it
-    return process
-
-
 def noised_input(model, latents, noise, step_fraction: float, process: dict):
     """(x_t, t): `latents` noised with `noise` to `step_fraction` of the way from noise (0) to data (1)."""
     batch = len(latents)
@@ -254,8 +244,8 @@ def main(argv=None):
         raise UserError(f"--class-label {args.class_label} must lie in [0, {model.config.num_classes}) for "
                         f"{model.name}")
     settings = read_settings(args.ckpt)
-    process = process_settings(model, settings.get("process"))
-    vae = load_vae(settings.get("vae") or "ema", args.device)  # files without a record are latent models
+    process = recorded_process(model, settings.get("process"))
+    vae = load_vae(settings.get("vae") or DEFAULT_VAE, args.device)  # files without a record are latent models
     sample_fn = sampler_from_args(args, model.config.family, process)
     result = sample_attention_maps(model, vae, process, sample_fn, args.class_label, seed=args.seed,
                                    cfg_scale=args.cfg_scale, step_fraction=args.step_fraction, device=args.device)

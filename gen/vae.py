@@ -11,6 +11,7 @@ from .errors import InvalidValue, UserError
 
 LATENT_SCALE = 0.18215  # scales SD-VAE latents to about unit variance, as DiT and SiT do
 HUB_NAMES = {"ema": "stabilityai/sd-vae-ft-ema", "mse": "stabilityai/sd-vae-ft-mse"}
+DEFAULT_VAE = "ema"  # DiT's and SiT's: what weights files that record no VAE (official ones) were trained with
 
 
 class VAEUnavailableError(UserError, RuntimeError):

@@ -122,6 +122,14 @@ def test_grid_is_a_png_of_the_right_size(tmp_path, exports, family, sampler_flag
     assert Image.open(output).size == (4 * (side + GRID_GAP) + GRID_GAP, 2 * (side + GRID_GAP) + GRID_GAP)
 
 
+def test_grid_rows_can_carry_their_class_ids(tmp_path, exports):
+    common = ["--ckpt", exports["DiT"], "--vae", "none", "--num-sampling-steps", 2, "--class-labels", 1, 2, 3, 4, 5]
+    run(*common, "--output", tmp_path / "plain.png")
+    run(*common, "--output", tmp_path / "labelled.png", "--label-rows")
+    plain, labelled = Image.open(tmp_path / "plain.png"), Image.open(tmp_path / "labelled.png")
+    assert labelled.size[1] == plain.size[1] and labelled.size[0] > plain.size[0]  # a margin for "1 2 3 4", "5"
+
+
 def test_grid_through_a_vae_folder_and_a_config_file(tmp_path, exports, tiny_vae):
     config = tmp_path / "grid.yaml"
     config.write_text(f"ckpt: {exports['latent DiT']}\nvae: {tiny_vae}\nnum-sampling-steps: 3\nnrow: 2\n"

@@ -62,6 +62,7 @@ def assert_trained(results_dir, family, input_size, in_channels, steps):
     model = load_pretrained(os.path.join(results_dir, "model.safetensors"))
     assert model.config.in_channels == in_channels and model.config.input_size == input_size
     assert os.path.isfile(os.path.join(results_dir, "grid.png"))
+    assert os.path.getsize(os.path.join(results_dir, "curves.png")) > 0
 
 
 # -- both scripts, both data paths -------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from ..errors import UserError
 from ..export import load_weights, save_pretrained
 from ..models import create_model
 from ..models.zoo import model_config
+from ..plots import write_curves
 from ..sampling import grid_classes
 from ..vae import encode, latent_shape, load_vae
 from .checkpoint import (
@@ -291,10 +292,18 @@ def save(run, step: int):
     except (OSError, RuntimeError) as error:  # torch's zip writer reports a full disk as a RuntimeError
         raise checkpoint_write_error(run.results_dir, step, error) from error
     run.log.info(f"saved checkpoint {path}")
+    draw_curves(run)
     if run.args.checkpoints_total_limit and run.accelerator.is_main_process:
         for folder in prune_checkpoints(run.results_dir, path, run.args.checkpoints_total_limit, run.log.warning):
             run.log.info(f"deleted checkpoint {folder} (--checkpoints-total-limit {run.args.checkpoints_total_limit})")
     run.accelerator.wait_for_everyone()
+
+
+def draw_curves(run):
+    """`curves.png` beside `log.jsonl`: the loss (and FID when evaluated) so far."""
+    log_path = os.path.join(run.results_dir, "log.jsonl")
+    if run.accelerator.is_main_process and os.path.isfile(log_path):
+        write_curves(log_path, os.path.join(run.results_dir, "curves.png"))
 
 
 def checkpoint_write_error(results_dir, step: int, error) -> TrainingError:

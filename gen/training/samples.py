@@ -10,11 +10,11 @@ from ..sampling import sample_grid, samples_in_memory, save_grid
 
 @torch.no_grad()
 def write_grid(ema, vae, sample_fn, path, *, classes, columns, latent_shape, cfg_scale, device, seed=0):
-    """A grid of `columns` samples per class of `classes`."""
+    """A grid of `columns` samples per class of `classes`, each row labelled with its class id."""
     labels = [label for label in classes for _ in range(columns)]
     images = sample_grid(ema, vae, labels, sample_fn, latent_shape=latent_shape, seed=seed, cfg_scale=cfg_scale,
                          device=device)
-    save_grid(images, columns, path)
+    save_grid(images, columns, path, row_labels=[str(label) for label in classes])
 
 
 def write_samples_npz(ema, vae, sample_fn, path, *, count, latent_shape, cfg_scale, device, seed=0,
