@@ -191,9 +191,22 @@ def add_training_flags(parser, family: str):
     run.add_argument("--grid-columns", type=int, default=8)
     run.add_argument("--final-samples", type=int, default=0,
                      help="after training, this many EMA samples (balanced over classes) into samples.npz")
-    add_guidance_flags(run, help="guidance of grids and final samples (1: none)")
+    add_guidance_flags(run, help="guidance of grids, final samples and evaluations (1: none)")
     add_sampler_flags(parser, family)
+    add_evaluation_flags(parser)
     return parser
+
+
+def add_evaluation_flags(parser):
+    """Quality measured during training (gen/training/evaluation.py)."""
+    group = parser.add_argument_group("evaluation during training")
+    group.add_argument("--eval-every", type=int, default=0, help="score the EMA model every N steps (0: never)")
+    group.add_argument("--eval-samples", type=int, default=1000, help="images per evaluation, balanced classes")
+    group.add_argument("--eval-ref", default=None, metavar="REF.npz",
+                       help="reference batch (ADM layout); default for the built-in digits: the real digits")
+    group.add_argument("--eval-features", choices=["auto", "inception", "digits"], default="auto",
+                       help="feature network (auto: digits for the built-in digits, else inception)")
+    group.add_argument("--eval-batch-size", type=int, default=250, help="images per sampling batch")
 
 
 def check_training_arguments(args, family: str):
@@ -214,7 +227,9 @@ def check_training_arguments(args, family: str):
         if not os.path.exists(args.init_from):
             raise UserError(f"--init-from {args.init_from} not found; pass an export (.safetensors), a checkpoint "
                             f"folder or an official DiT/SiT .pt")
-    checks.at_least(args, 0, "sample_every", "final_samples", "num_workers")
+    checks.at_least(args, 0, "sample_every", "final_samples", "num_workers", "eval_every")
+    checks.at_least(args, 4, "eval_samples")  # precision/recall compare 3 nearest neighbours
+    checks.at_least(args, 1, "eval_batch_size")
     checks.positive(args, "lr", "max_grad_norm")
     checks.at_least(args, 0.0, "weight_decay")
     checks.within(args, "ema_decay", 0.0, 1.0)

@@ -105,6 +105,10 @@ TRAINING = [
      "does not fit SiT-Mini/2"),
     ("accumulation does not divide", lambda w, t: train(w, t, "--grad-accum-steps", "3"),
      "not divisible by 1 processes x 3 accumulation steps"),
+    ("inception evaluation without a reference",
+     lambda w, t: train(w, t, "--eval-every", "2", "--eval-features", "inception"), "needs --eval-ref"),
+    ("too few evaluation samples", lambda w, t: train(w, t, "--eval-every", "2", "--eval-samples", "2"),
+     "--eval-samples must be at least 4"),
     ("resume with another seed", lambda w, t: train(w, t, "--results-dir", w["run"], "--resume", "latest",
                                                     "--global-seed", "5"), "--global-seed 5 (the run used 0)"),
 ]

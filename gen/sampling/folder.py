@@ -77,17 +77,20 @@ def pack_npz(sample_dir, num_samples: int, labels: np.ndarray) -> str:
 
 
 @torch.no_grad()
-def samples_in_memory(model, vae, sample_fn, *, count, latent_shape, cfg_scale, device, seed=0, batch_size=250,
-                      class_order="balanced", progress=False):
-    """(uint8 images [count, H, W, 3], labels [count]) drawn exactly as sample_to_folder draws images 0..count-1:
-    what training's final samples and evaluations use, so their images equal sample.py's."""
+def samples_in_memory(model, vae, sample_fn, *, latent_shape, cfg_scale, device, count=None, indices=None, seed=0,
+                      batch_size=250, class_order="balanced", progress=False):
+    """(uint8 images [N, H, W, 3], labels [N]) of images `indices` (default 0..count-1), drawn exactly as
+    sample_to_folder draws them: what training's final samples and evaluations use, so their images equal
+    sample.py's."""
+    indices = list(range(count) if indices is None else indices)
     images, labels = [], []
-    for start in tqdm(range(0, count, batch_size), desc="samples", unit="batch", disable=not progress, leave=False):
-        indices = range(start, min(start + batch_size, count))
-        batch_labels, noise, noise_sampler = draw_batch(seed, indices, latent_shape, model.config.num_classes,
+    for start in tqdm(range(0, len(indices), batch_size), desc="samples", unit="batch", disable=not progress,
+                      leave=False):
+        batch = indices[start : start + batch_size]
+        batch_labels, noise, noise_sampler = draw_batch(seed, batch, latent_shape, model.config.num_classes,
                                                         class_order)
-        batch = generate_images(model, vae, batch_labels.to(device), noise.to(device), sample_fn, cfg_scale,
-                                noise_sampler)
-        images.append(to_uint8(batch).numpy())
+        generated = generate_images(model, vae, batch_labels.to(device), noise.to(device), sample_fn, cfg_scale,
+                                    noise_sampler)
+        images.append(to_uint8(generated).numpy())
         labels.append(batch_labels.numpy())
     return np.concatenate(images), np.concatenate(labels)

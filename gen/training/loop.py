@@ -49,6 +49,7 @@ from .checkpoint import (
     write_json,
 )
 from .ema import create_ema, update_ema
+from .evaluation import Evaluator, check_evaluation_arguments
 from .log import TrainingLog, peak_memory_gb
 from .samples import write_grid, write_samples_npz
 
@@ -144,6 +145,7 @@ class TrainingRun:
     results_dir: str
     shape: tuple[int, int]
     settings: dict  # what exports record besides the config: the VAE and the diffusion/transport settings
+    evaluator: Evaluator | None = None
 
 
 class Window:
@@ -253,6 +255,8 @@ def train_steps(run, start_step: int, max_steps: int):
                 unrated = step
             if args.sample_every and step % args.sample_every == 0:
                 grid(run, os.path.join(run.results_dir, "samples", f"step-{step:07d}.png"))
+            if run.evaluator is not None and run.evaluator.due(step):
+                evaluate(run, step)
             if step >= max_steps:
                 break
     bar.close()
@@ -297,6 +301,13 @@ def save(run, step: int):
         for folder in prune_checkpoints(run.results_dir, path, run.args.checkpoints_total_limit, run.log.warning):
             run.log.info(f"deleted checkpoint {folder} (--checkpoints-total-limit {run.args.checkpoints_total_limit})")
     run.accelerator.wait_for_everyone()
+
+
+def evaluate(run, step: int):
+    start = time.perf_counter()
+    run.evaluator(step)
+    run.log.info(f"evaluated step {step} in {time.perf_counter() - start:.1f} s")
+    draw_curves(run)
 
 
 def draw_curves(run):
@@ -382,6 +393,7 @@ def train(args, *, family: str, loss_fn, sample_fn, process: dict):
     (gen.sampling.make_sampler); `process` (the diffusion or transport settings) is recorded with the weights.
     Returns the results folder."""
     check_training_arguments(args, family)
+    check_evaluation_arguments(args)
     results_dir = args.results_dir or default_results_dir(args.model)
     accelerator = make_accelerator(args, results_dir)
     prepare_results_dir(args, results_dir)  # on every process, so that all stop alike
@@ -425,6 +437,9 @@ def train(args, *, family: str, loss_fn, sample_fn, process: dict):
     run = TrainingRun(accelerator, args, log, model, raw_model, ema, optimizer, sampler, loader, vae, from_latents,
                       loss_fn, sample_fn, results_dir, shape, settings=dict(vae=args.vae, process=process))
     start_step = resume(run, resume_path) if resume_path else 0
+    run.evaluator = Evaluator(run) if args.eval_every else None
+    if run.evaluator is not None and start_step and run.evaluator.due(start_step):
+        evaluate(run, start_step)  # stopped after the checkpoint, before its evaluation
 
     source = args.latents or args.data_path or "the built-in scikit-learn digits"
     log.info(f"{args.model}: {sum(p.numel() for p in raw_model.parameters()):,} parameters, input {shape[0]}x"
