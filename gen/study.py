@@ -1,0 +1,253 @@
+"""VCA against its MHSA twin at an equal budget: train models x seeds, then report the difference.
+
+    python -m gen.study configs/study-digits.yaml            # trains what is missing, then writes the report
+    python -m gen.study configs/study-digits.yaml --report-only
+
+The YAML names `models`, `seeds`, the `report_dir`, the flags every run shares (`shared`, the equal budget)
+and per family (`family: {DiT: {...}, SiT: {...}}`), and the `launcher`: `python` (one run after another in
+a child process, here) or `accelerate` (each run through `accelerate launch` with `launch_args`, on GPUs).
+A finished run (its `model.safetensors` exists) is not repeated; an interrupted one resumes from its latest
+checkpoint. The report: `report.md`, `report.json` and PNG plots in `report_dir`.
+"""
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+import yaml
+
+from .cli import ArgumentParser, run_command
+from .errors import UserError
+from .files import atomic_open
+from .models.zoo import model_config
+from .plots import plot_bars, plot_metric_by_steps, read_log
+from .training.checkpoint import list_checkpoints
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = {"DiT": "train_dit.py", "SiT": "train_sit.py"}
+REQUIRED = ("models", "seeds", "report_dir", "shared")
+
+
+# -- the plan -----------------------------------------------------------------------------------------------------
+def read_study(path) -> dict:
+    if not os.path.isfile(path):
+        raise UserError(f"study file {path} not found; see configs/study-digits.yaml")
+    try:
+        with open(path) as handle:
+            study = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"study file {path} is not valid YAML ({' '.join(str(error).split())})") from None
+    missing = [key for key in REQUIRED if key not in study]
+    if missing:
+        raise UserError(f"study file {path} lacks {missing}; it needs {list(REQUIRED)}")
+    for name in study["models"]:
+        model_config(name)  # an unknown model fails before anything trains
+    if study.get("launcher", "python") not in ("python", "accelerate"):
+        raise UserError(f"study file {path}: launcher must be python or accelerate, got {study['launcher']!r}")
+    return study
+
+
+def run_dir(study, model: str, seed: int) -> str:
+    return os.path.join(study["report_dir"], "runs", f"{model.replace('/', '-')}-seed{seed}")
+
+
+def flags(values: dict) -> list[str]:
+    """A dict of flag values as command-line words (True: --flag, False: --no-flag, lists: several values)."""
+    words = []
+    for key, value in values.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value is False:
+            words.append("--no-" + key.replace("_", "-"))
+        elif isinstance(value, list):
+            words += [flag, *map(str, value)]
+        elif value is not None:
+            words += [flag, str(value)]
+    return words
+
+
+def run_command_line(study, model: str, seed: int) -> list[str]:
+    family = model_config(model).family
+    values = dict(study["shared"], **study.get("family", {}).get(family, {}))
+    arguments = ["--model", model, "--global-seed", str(seed), "--results-dir", run_dir(study, model, seed),
+                 *flags(values)]
+    script = os.path.join(ROOT, SCRIPTS[family])
+    if study.get("launcher", "python") == "accelerate":
+        return ["accelerate", "launch", *map(str, study.get("launch_args", [])), script, *arguments]
+    return [sys.executable, script, *arguments]
+
+
+# -- training -----------------------------------------------------------------------------------------------------
+def train_missing(study):
+    """Each run in turn: skipped when finished, resumed when it has a checkpoint, else started afresh."""
+    for model in study["models"]:
+        for seed in study["seeds"]:
+            folder = run_dir(study, model, seed)
+            if os.path.isfile(os.path.join(folder, "model.safetensors")):
+                print(f"study: {model} seed {seed} is finished ({folder})", flush=True)
+                continue
+            command = run_command_line(study, model, seed)
+            if list_checkpoints(folder):
+                command.append("--resume")
+                command.append("latest")
+            elif os.path.isdir(folder):
+                shutil.rmtree(folder)  # stopped before its first checkpoint: nothing to resume
+            print(f"study: training {model} seed {seed} -> {folder}", flush=True)
+            done = subprocess.run(command, cwd=os.getcwd())
+            if done.returncode != 0:
+                raise UserError(f"the run {model} seed {seed} failed (exit {done.returncode}); see {folder}/log.txt, "
+                                f"fix it and run the study again: finished runs are kept")
+
+
+# -- the report ---------------------------------------------------------------------------------------------------
+def summarise(study) -> dict:
+    """Per model: each seed's final evaluation, images/s and parameters; the table rows of the report."""
+    summary = {}
+    for model in study["models"]:
+        seeds = {}
+        for seed in study["seeds"]:
+            log_path = os.path.join(run_dir(study, model, seed), "log.jsonl")
+            if not os.path.isfile(log_path):
+                continue
+            log = read_log(log_path)
+            evaluations = [entry for entry in log if "fid" in entry]
+            speeds = [entry["images_per_sec"] for entry in log if "images_per_sec" in entry]
+            seeds[seed] = {"log": log, "final": evaluations[-1] if evaluations else None,
+                           "images_per_sec": statistics.median(speeds) if speeds else None}
+        summary[model] = {"seeds": seeds, "parameters": parameter_count(study, model)}
+    return summary
+
+
+def parameter_count(study, model: str) -> int | None:
+    """The parameters of the model's export (what `sum(p.numel() for p in model.parameters())` counts)."""
+    from safetensors import safe_open
+
+    for seed in study["seeds"]:
+        path = os.path.join(run_dir(study, model, seed), "model.safetensors")
+        if os.path.isfile(path):
+            with safe_open(path, framework="pt") as handle:
+                return sum(math.prod(handle.get_slice(key).get_shape()) for key in handle.keys())
+    return None
+
+
+def mean_std(values):
+    values = [value for value in values if value is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def final_metric(summary, model, metric) -> dict[int, float]:
+    return {seed: run["final"][metric] for seed, run in summary[model]["seeds"].items()
+            if run["final"] is not None and run["final"].get(metric) is not None}
+
+
+def twin_differences(study, summary, metric="fid") -> dict:
+    """Each VCA model against its MHSA twin, paired by seed: mean and std of (VCA - MHSA)."""
+    result = {}
+    for model in study["models"]:
+        twin = model.removesuffix("-VCA")
+        if model == twin or twin not in summary:
+            continue
+        ours, theirs = final_metric(summary, model, metric), final_metric(summary, twin, metric)
+        paired = [ours[seed] - theirs[seed] for seed in ours if seed in theirs]
+        mean, std = mean_std(paired)
+        result[model] = {"twin": twin, "seeds": len(paired), "mean": mean, "std": std}
+    return result
+
+
+def write_plots(study, summary) -> dict[str, str]:
+    """FID and loss against steps (mean and spread over seeds), images/s and parameters per model."""
+    folder, runs = study["report_dir"], {m: [run["log"] for run in summary[m]["seeds"].values()] for m in summary}
+    pictures = {
+        "fid": plot_metric_by_steps(runs, "fid", os.path.join(folder, "fid.png"), "FID during training"),
+        "loss": plot_metric_by_steps(runs, "loss", os.path.join(folder, "loss.png"), "training loss",
+                                     smoothing=0.9, log_y=True),
+        "speed": plot_bars({m: [r["images_per_sec"] for r in summary[m]["seeds"].values() if r["images_per_sec"]]
+                            for m in summary}, os.path.join(folder, "images_per_sec.png"), "training images/s"),
+        "parameters": plot_bars({m: summary[m]["parameters"] or 0 for m in summary},
+                                os.path.join(folder, "parameters.png"), "parameters"),
+    }
+    pictures.update(write_attention_maps(study))
+    return {name: os.path.basename(path) for name, path in pictures.items()}
+
+
+def write_attention_maps(study) -> dict[str, str]:
+    """The stage-I and stage-II maps of each VCA model's first seed over a generated sample."""
+    from . import attention_maps
+
+    pictures = {}
+    for model in study["models"]:
+        export = os.path.join(run_dir(study, model, study["seeds"][0]), "model.safetensors")
+        if model_config(model).attention != "vca" or not os.path.isfile(export):
+            continue
+        out = os.path.join(study["report_dir"], f"attention-{model.replace('/', '-')}.png")
+        family = study.get("family", {}).get(model_config(model).family, {})
+        sampler = {k: v for k, v in dict(study["shared"], **family).items()
+                   if k in ("num_sampling_steps", "sampler", "mode", "sampling_method", "cfg_scale")}
+        attention_maps.main(["--ckpt", export, "--class-label", str(study.get("attention_class", 3)), "--out", out,
+                             *flags(sampler)])
+        pictures[f"attention {model}"] = out
+    return pictures
+
+
+def format_value(value, digits=2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def report_markdown(study, summary, differences, pictures) -> str:
+    lines = [f"# Study: {study.get('name', 'VCA vs MHSA')}", "",
+             f"Models {', '.join(study['models'])}; seeds {study['seeds']}; every run the same flags: "
+             f"`{' '.join(flags(study['shared']))}`.", "",
+             "| model | parameters | images/s | final FID (mean +- std) | class accuracy | seeds |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for model, entry in summary.items():
+        fid, fid_std = mean_std(final_metric(summary, model, "fid").values())
+        accuracy, _ = mean_std(final_metric(summary, model, "class_accuracy").values())
+        speed, _ = mean_std(run["images_per_sec"] for run in entry["seeds"].values())
+        parameters = f"{entry['parameters']:,}" if entry["parameters"] else "-"
+        lines.append(f"| {model} | {parameters} | {format_value(speed, 0)} | {format_value(fid)} +- "
+                     f"{format_value(fid_std)} | {format_value(accuracy, 3)} | {len(entry['seeds'])} |")
+    lines += ["", "VCA minus its MHSA twin (final FID, paired by seed; negative: VCA is better):", "",
+              "| VCA model | MHSA twin | FID difference (mean +- std) | seeds |", "| --- | --- | --- | --- |"]
+    for model, difference in differences.items():
+        lines.append(f"| {model} | {difference['twin']} | {format_value(difference['mean'])} +- "
+                     f"{format_value(difference['std'])} | {difference['seeds']} |")
+    lines += [""] + [f"![{name}]({path})" for name, path in pictures.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(study) -> str:
+    summary = summarise(study)
+    differences = twin_differences(study, summary)
+    os.makedirs(study["report_dir"], exist_ok=True)
+    pictures = write_plots(study, summary)
+    plain = {model: {"parameters": entry["parameters"],
+                     "seeds": {seed: {"final": run["final"], "images_per_sec": run["images_per_sec"]}
+                               for seed, run in entry["seeds"].items()}} for model, entry in summary.items()}
+    with atomic_open(os.path.join(study["report_dir"], "report.json"), "w") as handle:
+        json.dump({"study": study, "models": plain, "vca_minus_mhsa_fid": differences, "pictures": pictures},
+                  handle, indent=1)
+    path = os.path.join(study["report_dir"], "report.md")
+    with atomic_open(path, "w") as handle:
+        handle.write(report_markdown(study, summary, differences, pictures))
+    return path
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog="python -m gen.study", description=__doc__)
+    parser.add_argument("study", help="the study's YAML file (configs/study-digits.yaml)")
+    parser.add_argument("--report-only", action="store_true", help="write the report from the runs there are")
+    args = parser.parse_args(argv)
+    study = read_study(args.study)
+    if not args.report_only:
+        train_missing(study)
+    print(f"study: wrote {write_report(study)}")
+
+
+if __name__ == "__main__":
+    run_command(main)
