@@ -6,8 +6,8 @@ from PIL import Image
 from tiny import perturbed
 
 from gen import save_pretrained
-from gen.args import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS
-from gen.attention_maps import attention_maps, main, noised_input, process_settings, vca_blocks
+from gen.args import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS, recorded_process
+from gen.attention_maps import attention_maps, main, noised_input, vca_blocks
 from gen.cli import run_command
 from gen.errors import UserError
 
@@ -62,11 +62,11 @@ def test_stage_one_maps_are_softmaxes_over_the_token_grid_and_hooks_leave_the_mo
 def test_the_input_lies_between_noise_and_the_sample():
     sit = perturbed("SiT-Mini/2-VCA", in_channels=3)
     latents, noise = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8)
-    process = process_settings(sit, None)
+    process = recorded_process(sit, None)
     torch.testing.assert_close(noised_input(sit, latents, noise, 1.0, process)[0], latents)
     torch.testing.assert_close(noised_input(sit, latents, noise, 0.0, process)[0], noise)
     dit = perturbed("DiT-Mini/2-VCA", in_channels=3)
-    x_t, t = noised_input(dit, latents, noise, 0.5, process_settings(dit, {"diffusion_steps": 1000}))
+    x_t, t = noised_input(dit, latents, noise, 0.5, recorded_process(dit, {"diffusion_steps": 1000}))
     assert t.tolist() == [500]
     assert 0.1 < np.corrcoef(x_t.flatten(), latents.flatten())[0, 1] < 0.99
 
