@@ -242,8 +242,14 @@ def main(argv=None):
     parser = ArgumentParser(prog="python -m gen.study", description=__doc__)
     parser.add_argument("study", help="the study's YAML file (configs/study-digits.yaml)")
     parser.add_argument("--report-only", action="store_true", help="write the report from the runs there are")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="only these of the file's seeds")
     args = parser.parse_args(argv)
     study = read_study(args.study)
+    if args.seeds is not None:
+        unknown = sorted(set(args.seeds) - set(study["seeds"]))
+        if unknown:
+            raise UserError(f"--seeds {unknown} are not among the study's seeds {study['seeds']}")
+        study["seeds"] = [seed for seed in study["seeds"] if seed in args.seeds]
     if not args.report_only:
         train_missing(study)
     print(f"study: wrote {write_report(study)}")
