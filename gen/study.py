@@ -97,7 +97,7 @@ def train_missing(study):
             elif os.path.isdir(folder):
                 shutil.rmtree(folder)  # stopped before its first checkpoint: nothing to resume
             print(f"study: training {model} seed {seed} -> {folder}", flush=True)
-            done = subprocess.run(command, cwd=os.getcwd())
+            done = subprocess.run(command)
             if done.returncode != 0:
                 raise UserError(f"the run {model} seed {seed} failed (exit {done.returncode}); see {folder}/log.txt, "
                                 f"fix it and run the study again: finished runs are kept")
