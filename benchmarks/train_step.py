@@ -51,7 +51,8 @@ def build_step(name, input_size, batch, device, dtype, compile_model):
     torch.manual_seed(0)
     model = create_model(name, input_size=input_size).to(device).train()
     ema = create_ema(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0, fused=device.type in ("cuda", "cpu"))  # as the training loop
+    fused = device.type in ("cuda", "cpu")  # as the training loop
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0, fused=fused)
     loss_fn = DiffusionLoss(create_diffusion(""))  # the loss train_dit.py uses
     forward = torch.compile(model) if compile_model else model
     x = torch.randn(batch, 4, input_size, input_size, device=device)
