@@ -437,9 +437,6 @@ def train(args, *, family: str, loss_fn, sample_fn, process: dict):
     run = TrainingRun(accelerator, args, log, model, raw_model, ema, optimizer, sampler, loader, vae, from_latents,
                       loss_fn, sample_fn, results_dir, shape, settings=dict(vae=args.vae, process=process))
     start_step = resume(run, resume_path) if resume_path else 0
-    run.evaluator = Evaluator(run) if args.eval_every else None
-    if run.evaluator is not None and start_step and run.evaluator.due(start_step):
-        evaluate(run, start_step)  # stopped after the checkpoint, before its evaluation
 
     source = args.latents or args.data_path or "the built-in scikit-learn digits"
     log.info(f"{args.model}: {sum(p.numel() for p in raw_model.parameters()):,} parameters, input {shape[0]}x"
@@ -450,6 +447,9 @@ def train(args, *, family: str, loss_fn, sample_fn, process: dict):
              f"training steps {start_step} -> {max_steps} on {accelerator.device} "
              f"(mixed precision: {accelerator.mixed_precision})")
     accelerator.init_trackers("train", config=tracker_config(args))
+    run.evaluator = Evaluator(run) if args.eval_every else None
+    if run.evaluator is not None and start_step and run.evaluator.due(start_step):
+        evaluate(run, start_step)  # stopped after the checkpoint, before its evaluation (trackers are ready)
     start = time.perf_counter()
     step = train_steps(run, start_step, max_steps) if start_step < max_steps else start_step
     log.info(f"trained {step - start_step} steps in {time.perf_counter() - start:.1f} s")
