@@ -29,6 +29,25 @@ def _pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
+KERNELS = ("auto", "torch", "triton")
+
+
+def check_kernels(kernels: str) -> str:
+    """The fast path's kernels: "torch" (any device), "triton" (fused, CUDA or Triton's interpreter), "auto"."""
+    if kernels not in KERNELS:
+        raise ValueError(f"VCA kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
+    return kernels
+
+
+def set_vca_kernels(model: nn.Module, kernels: str) -> nn.Module:
+    """Choose the fast path's kernels for every VCA module of `model` ("auto": Triton on CUDA, torch elsewhere)."""
+    check_kernels(kernels)
+    for module in model.modules():
+        if isinstance(module, VisualContrastAttention):
+            module.kernels = kernels
+    return model
+
+
 class DifferentialLambda(nn.Module):
     """lambda = exp(<q1, k1>) - exp(<q2, k2>) + lambda_init: one learnable scalar per stage and layer."""
 
@@ -121,6 +140,7 @@ class VisualContrastAttention(nn.Module):
         contrast_tokens: str = "pool",
         shared_pos_embed: bool = False,
         qkv_bias: bool = True,
+        kernels: str = "auto",
     ):
         super().__init__()
         if dim % num_heads:
@@ -129,6 +149,7 @@ class VisualContrastAttention(nn.Module):
             raise ValueError(f"stage2_softmax must be 'joint' or 'separate', got {stage2_softmax!r}")
         if contrast_tokens not in ("pool", "learned"):
             raise ValueError(f"contrast_tokens must be 'pool' or 'learned', got {contrast_tokens!r}")
+        self.kernels = check_kernels(kernels)
         self.grid_size = _pair(grid_size)
         self.pool_size = _pair(default_pool_size(self.grid_size) if pool_size is None else pool_size)
         (H, W), (sh, sw) = self.grid_size, self.pool_size
