@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import split_heads_qkv
+from .vca_fused import fused_forward, pooling_matrix, triton_available
 
 
 def lambda_init_for_layer(layer_index: int) -> float:
@@ -175,13 +176,25 @@ class VisualContrastAttention(nn.Module):
         self.stage2_norm = HeadRMSNorm(self.head_dim)
         self.local_conv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim) if local_term else None
         self.proj = nn.Linear(dim, dim)
+        # The fused path pools as a matmul: [2n, N], both halves of [T+; T-] pooling the same queries.
+        self.register_buffer("contrast_pooling", pooling_matrix(self.grid_size, self.pool_size).repeat(2, 1),
+                             persistent=False)
 
     # -- shared pieces ---------------------------------------------------------------------------------------
-    def _split_heads_qkv(self, x):
-        B, N, C = x.shape
-        if N != self.grid_size[0] * self.grid_size[1]:
+    def _uses_fused_kernels(self, x) -> bool:
+        """The Triton path where asked for, or by default on CUDA; the torch path otherwise."""
+        if self.kernels == "triton" and not triton_available():
+            raise RuntimeError("VCA kernels='triton' needs Triton (it ships with torch's CUDA builds); "
+                               "use kernels='torch' or install triton")
+        return self.kernels == "triton" or (self.kernels == "auto" and x.is_cuda and triton_available())
+
+    def _check_tokens(self, x):
+        if x.shape[1] != self.grid_size[0] * self.grid_size[1]:
             raise ValueError(f"VCA built for a {self.grid_size} grid ({self.grid_size[0] * self.grid_size[1]} "
-                             f"tokens) got {N} tokens; build the model for this input size")
+                             f"tokens) got {x.shape[1]} tokens; build the model for this input size")
+
+    def _split_heads_qkv(self, x):
+        self._check_tokens(x)
         return split_heads_qkv(self.qkv(x), self.num_heads)
 
     def _to_grid(self, tokens):
@@ -231,6 +244,9 @@ class VisualContrastAttention(nn.Module):
     def forward(self, x, return_attention_maps: bool = False):
         if return_attention_maps:
             return self.reference_forward(x, return_attention_maps=True)
+        if self._uses_fused_kernels(x):
+            self._check_tokens(x)
+            return fused_forward(self, x)
         q, k, v = self._split_heads_qkv(x)
         plus, minus = self.contrast_tokens(q)
         contrast = torch.cat([plus, minus], dim=2)

@@ -1,0 +1,228 @@
+"""VCA's fused path: the two attention calls of docs/vca.md with Triton epilogues and pooling as one matmul.
+
+Per block the forward is: qkv, contrast tokens (pooling + both positional embeddings as one batched matmul
+with a bias), stage I attention, `contrast_values` (U+ - l1 U-, RMS norm, gain, and the stage-II values
+[Vc; -l2 Vc] in one pass), stage II attention, `norm_merge_local` (RMS norm, gain, head merge, depthwise 3x3
+convolution and its bias in one pass), proj. The two epilogues are custom ops with hand-written backward
+kernels, so torch.compile keeps them whole. The reference path (`VisualContrastAttention.reference_forward`)
+is the specification; tests compare every output and gradient with it, on the CPU through Triton's interpreter.
+"""
+import importlib
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .attention import split_heads_qkv
+
+try:  # for the launch grids; without Triton the fused path is never chosen (see `triton_available`)
+    import triton
+except ImportError:  # CPU-only torch builds ship without Triton
+    triton = None
+
+_KERNELS = None
+
+
+def _kernels():
+    """The Triton kernels, imported on first use (Triton reads TRITON_INTERPRET when they are defined)."""
+    global _KERNELS
+    if _KERNELS is None:
+        _KERNELS = importlib.import_module("gen.models.vca_kernels")
+    return _KERNELS
+
+
+def triton_available() -> bool:
+    return triton is not None
+
+
+def _block_d(d: int) -> int:
+    """Head widths need not be powers of 2 (DiT-XL: 72); the kernels mask the rest of the block."""
+    return 1 << (d - 1).bit_length()
+
+
+# -- stage I epilogue -------------------------------------------------------------------------------------------
+@torch.library.custom_op("vca::contrast_values", mutates_args=())
+def contrast_values(u: Tensor, lambda1: Tensor, lambda2: Tensor, gain: Tensor, scale: float,
+                    eps: float) -> tuple[Tensor, Tensor]:
+    """u [B, h, 2n, d] (stage I's output, plus rows first) -> values [B, h, 2n, d] = [Vc; -l2 Vc], and 1/rms."""
+    B, h, n2, d = u.shape
+    n = n2 // 2
+    values = u.new_empty(B, n2, h, d).transpose(1, 2)  # the layout flash attention reads without a copy
+    rstd = u.new_empty(B, h, n, dtype=torch.float32)
+    rows, block_r = B * h * n, 16
+    _kernels().contrast_values_forward[(triton.cdiv(rows, block_r),)](
+        u, values, rstd, lambda1, lambda2, gain, rows, h, n, d, *u.stride(), *values.stride(), scale, eps,
+        BLOCK_R=block_r, BLOCK_D=_block_d(d))
+    return values, rstd
+
+
+@contrast_values.register_fake
+def _(u, lambda1, lambda2, gain, scale, eps):
+    B, h, n2, d = u.shape
+    return u.new_empty(B, n2, h, d).transpose(1, 2), u.new_empty(B, h, n2 // 2, dtype=torch.float32)
+
+
+@torch.library.custom_op("vca::contrast_values_backward", mutates_args=())
+def contrast_values_backward(grad: Tensor, u: Tensor, rstd: Tensor, lambda1: Tensor, lambda2: Tensor,
+                             gain: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    B, h, n2, d = u.shape
+    n = n2 // 2
+    grad_u = u.new_empty(B, n2, h, d).transpose(1, 2)
+    rows, block_r = B * h * n, 16
+    programs = triton.cdiv(rows, block_r)
+    partial = torch.empty(programs, d + 2, device=u.device, dtype=torch.float32)
+    _kernels().contrast_values_backward[(programs,)](
+        grad, u, rstd, lambda1, lambda2, gain, grad_u, partial, rows, h, n, d,
+        *grad.stride(), *u.stride(), *grad_u.stride(), scale, BLOCK_R=block_r, BLOCK_D=_block_d(d))
+    grad_gain, grad_lambdas = partial[:, :d].sum(0), partial[:, d:].sum(0)  # outputs may not share storage
+    return grad_u, grad_lambdas[0].clone(), grad_lambdas[1], grad_gain.to(gain.dtype)
+
+
+@contrast_values_backward.register_fake
+def _(grad, u, rstd, lambda1, lambda2, gain, scale):
+    B, h, n2, d = u.shape
+    return (u.new_empty(B, n2, h, d).transpose(1, 2), lambda1.new_empty(()), lambda2.new_empty(()),
+            gain.new_empty(d))
+
+
+def _contrast_values_setup(ctx, inputs, output):
+    u, lambda1, lambda2, gain, scale, _ = inputs
+    ctx.save_for_backward(u, output[1], lambda1, lambda2, gain)
+    ctx.scale = scale
+
+
+def _contrast_values_grad(ctx, grad_values, _grad_rstd):
+    u, rstd, lambda1, lambda2, gain = ctx.saved_tensors
+    grad_u, grad_l1, grad_l2, grad_gain = contrast_values_backward(grad_values, u, rstd, lambda1, lambda2, gain,
+                                                                   ctx.scale)
+    return grad_u, grad_l1, grad_l2, grad_gain, None, None
+
+
+contrast_values.register_autograd(_contrast_values_grad, setup_context=_contrast_values_setup)
+
+
+# -- stage II epilogue ------------------------------------------------------------------------------------------
+@torch.library.custom_op("vca::norm_merge_local", mutates_args=())
+def norm_merge_local(o: Tensor, v: Tensor, gain: Tensor, conv_weight: Tensor | None, conv_bias: Tensor | None,
+                     grid_height: int, grid_width: int, scale: float, eps: float) -> tuple[Tensor, Tensor]:
+    """o, v [B, h, N, d] -> [B, N, C] = merge(RMSNorm(o) * gain * scale) + DepthwiseConv3x3(v) + bias, and 1/rms."""
+    B, h, N, d = o.shape
+    out = o.new_empty(B, N, h * d)
+    rstd = o.new_empty(B, h, N, dtype=torch.float32)
+    block_t = 32
+    has_local = conv_weight is not None
+    _kernels().norm_merge_local_forward[(triton.cdiv(N, block_t), h, B)](
+        o, v, gain, conv_weight if has_local else gain, conv_bias if has_local else gain, out, rstd,
+        N, grid_height, grid_width, h, d, *o.stride(), *v.stride(), scale, eps,
+        HAS_LOCAL=has_local, BLOCK_T=block_t, BLOCK_D=_block_d(d))
+    return out, rstd
+
+
+@norm_merge_local.register_fake
+def _(o, v, gain, conv_weight, conv_bias, grid_height, grid_width, scale, eps):
+    B, h, N, d = o.shape
+    return o.new_empty(B, N, h * d), o.new_empty(B, h, N, dtype=torch.float32)
+
+
+@torch.library.custom_op("vca::norm_merge_local_backward", mutates_args=())
+def norm_merge_local_backward(grad: Tensor, o: Tensor, v: Tensor, rstd: Tensor, gain: Tensor,
+                              conv_weight: Tensor | None, grid_height: int, grid_width: int,
+                              scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients for o, v, gain, conv weight, conv bias (the last three zero-sized without the local term)."""
+    B, h, N, d = o.shape
+    C = h * d
+    grad_o = o.new_empty(B, N, h, d).transpose(1, 2)
+    has_local = conv_weight is not None
+    grad_v = o.new_empty(B, N, h, d).transpose(1, 2) if has_local else grad_o
+    block_t = 32
+    tiles = triton.cdiv(N, block_t)
+    partial = torch.empty(B * tiles, 11 * C, device=o.device, dtype=torch.float32)
+    _kernels().norm_merge_local_backward[(tiles, h, B)](
+        grad, o, v, rstd, gain, conv_weight if has_local else gain, grad_o, grad_v, partial,
+        N, grid_height, grid_width, h, d, tiles, *grad.stride(), *o.stride(), *v.stride(), *grad_o.stride(), scale,
+        HAS_LOCAL=has_local, BLOCK_T=block_t, BLOCK_D=_block_d(d))
+    grad_gain = partial[:, :C].sum(0).view(h, d).sum(0).to(gain.dtype)
+    if not has_local:
+        return grad_o, v.new_empty(0), grad_gain, gain.new_empty(0), gain.new_empty(0)
+    grad_bias = partial[:, C:2 * C].sum(0).to(conv_weight.dtype)  # outputs may not share storage: two sums
+    grad_weight = partial[:, 2 * C:].sum(0).view(C, 1, 3, 3).to(conv_weight.dtype)
+    return grad_o, grad_v, grad_gain, grad_weight, grad_bias
+
+
+@norm_merge_local_backward.register_fake
+def _(grad, o, v, rstd, gain, conv_weight, grid_height, grid_width, scale):
+    B, h, N, d = o.shape
+    grad_o = o.new_empty(B, N, h, d).transpose(1, 2)
+    if conv_weight is None:
+        return grad_o, v.new_empty(0), gain.new_empty(d), gain.new_empty(0), gain.new_empty(0)
+    C = h * d
+    return (grad_o, o.new_empty(B, N, h, d).transpose(1, 2), gain.new_empty(d), conv_weight.new_empty(C, 1, 3, 3),
+            conv_weight.new_empty(C))
+
+
+def _norm_merge_local_setup(ctx, inputs, output):
+    o, v, gain, conv_weight, _, grid_height, grid_width, scale, _ = inputs
+    ctx.save_for_backward(o, v, output[1], gain, conv_weight)
+    ctx.grid, ctx.scale = (grid_height, grid_width), scale
+
+
+def _norm_merge_local_grad(ctx, grad_out, _grad_rstd):
+    o, v, rstd, gain, conv_weight = ctx.saved_tensors
+    grad_o, grad_v, grad_gain, grad_weight, grad_bias = norm_merge_local_backward(
+        grad_out, o, v, rstd, gain, conv_weight, *ctx.grid, ctx.scale)
+    if conv_weight is None:
+        return grad_o, None, grad_gain, None, None, None, None, None, None
+    return grad_o, grad_v, grad_gain, grad_weight, grad_bias, None, None, None, None
+
+
+norm_merge_local.register_autograd(_norm_merge_local_grad, setup_context=_norm_merge_local_setup)
+
+
+# -- the forward ------------------------------------------------------------------------------------------------
+def pooling_matrix(grid_size, pool_size) -> Tensor:
+    """[sh*sw, H*W]: adaptive average pooling of a row-major token grid as a matrix (bins as adaptive_avg_pool2d)."""
+    def bins(size, pooled):
+        matrix = torch.zeros(pooled, size, dtype=torch.float64)
+        for i in range(pooled):
+            start, end = (i * size) // pooled, -(-((i + 1) * size) // pooled)
+            matrix[i, start:end] = 1.0 / (end - start)
+        return matrix
+
+    (H, W), (sh, sw) = grid_size, pool_size
+    return torch.kron(bins(H, sh), bins(W, sw)).float()
+
+
+def fused_forward(vca, x: Tensor) -> Tensor:
+    """`VisualContrastAttention.forward` through the fused epilogues; equal to the reference to float rounding."""
+    n = vca.num_contrast
+    q, k, v = split_heads_qkv(vca.qkv(x), vca.num_heads)
+    contrast = _contrast_tokens(vca, q, x.shape[0])  # [B, h, 2n, d]
+    scale = 1 - vca.lambda_init
+    lambda1, lambda2 = vca.stage1_lambda(), vca.stage2_lambda()
+    u = F.scaled_dot_product_attention(contrast, k, v)
+    values, _ = contrast_values(u, lambda1, lambda2, vca.stage1_norm.weight, scale, vca.stage1_norm.eps)
+    if vca.stage2_softmax == "joint":
+        out = F.scaled_dot_product_attention(q, contrast, values)
+    else:  # A+ Vc - l2 A- Vc, the values' second half holding -l2 Vc
+        out = (F.scaled_dot_product_attention(q, contrast[:, :, :n], values[:, :, :n])
+               + F.scaled_dot_product_attention(q, contrast[:, :, n:], values[:, :, n:]))
+    conv = vca.local_conv
+    merged, _ = norm_merge_local(out, v, vca.stage2_norm.weight, None if conv is None else conv.weight,
+                                 None if conv is None else conv.bias, *vca.grid_size, scale, vca.stage2_norm.eps)
+    return vca.proj(merged)
+
+
+def _contrast_tokens(vca, q: Tensor, batch: int) -> Tensor:
+    """[T+; T-] as [B, h, 2n, d], viewing a [B, 2n, C] tensor: pooled queries plus both embeddings, one matmul."""
+    pos_minus = vca.contrast_pos_plus if vca.contrast_pos_minus is None else vca.contrast_pos_minus
+    pos = torch.cat([vca.contrast_pos_plus, pos_minus])  # [2n, C]
+    n2, C = pos.shape
+    if vca.learned_contrast is not None:
+        tokens = (pos + vca.learned_contrast.repeat(2, 1)).to(q.dtype).expand(batch, n2, C)
+    else:
+        pool = vca.contrast_pooling.to(q.dtype)  # [2n, N]: both halves pool the same queries
+        q_tokens = q.transpose(1, 2).reshape(batch, -1, C)  # a view of the qkv output
+        tokens = torch.baddbmm(pos.to(q.dtype), pool.expand(batch, -1, -1), q_tokens)
+    return tokens.view(batch, n2, vca.num_heads, vca.head_dim).transpose(1, 2)
+
+

@@ -1,0 +1,177 @@
+"""Triton kernels of VCA's fused CUDA path: the two epilogues around its attention calls, forward and backward.
+
+Every kernel reads its tensors through strides (the attention outputs and the q/k/v views of the qkv
+projection are not contiguous) and computes in float32 whatever the storage dtype. Reductions over the batch
+(the gains', lambdas' and convolution's gradients) are written as one row of partial sums per program and
+summed by the caller, so no atomics and the same result on every run. Imported only when the fused path runs:
+`triton.jit` reads TRITON_INTERPRET when a kernel is defined, and the tests set it to run these on the CPU.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def contrast_values_forward(
+    u_ptr, values_ptr, rstd_ptr, lambda1_ptr, lambda2_ptr, gain_ptr,
+    rows, heads, n, d,
+    su_b, su_h, su_i, su_j, sv_b, sv_h, sv_i, sv_j,
+    scale, eps,
+    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """Stage I's epilogue: Vc = RMSNorm(U+ - l1 U-) * gain * scale, written as the values [Vc; -l2 Vc] of stage II.
+
+    u and values are [B, h, 2n, d] (plus rows first); one program holds BLOCK_R of the B*h*n rows.
+    """
+    row = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    col = tl.arange(0, BLOCK_D)
+    row_ok, col_ok = row < rows, col < d
+    mask = row_ok[:, None] & col_ok[None, :]
+    i, b, head = row % n, row // (n * heads), (row // n) % heads
+    u_plus = u_ptr + (b * su_b + head * su_h + i * su_i)[:, None] + col[None, :] * su_j
+    plus = tl.load(u_plus, mask=mask, other=0.0).to(tl.float32)
+    minus = tl.load(u_plus + n * su_i, mask=mask, other=0.0).to(tl.float32)
+    lambda1, lambda2 = tl.load(lambda1_ptr).to(tl.float32), tl.load(lambda2_ptr).to(tl.float32)
+
+    diff = plus - lambda1 * minus
+    rstd = tl.rsqrt(tl.sum(diff * diff, axis=1) / d + eps)
+    gain = tl.load(gain_ptr + col, mask=col_ok, other=0.0).to(tl.float32) * scale
+    contrast_values = diff * rstd[:, None] * gain[None, :]
+
+    out_plus = values_ptr + (b * sv_b + head * sv_h + i * sv_i)[:, None] + col[None, :] * sv_j
+    tl.store(out_plus, contrast_values.to(values_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_plus + n * sv_i, (-lambda2 * contrast_values).to(values_ptr.dtype.element_ty), mask=mask)
+    tl.store(rstd_ptr + row, rstd, mask=row_ok)
+
+
+@triton.jit
+def contrast_values_backward(
+    grad_ptr, u_ptr, rstd_ptr, lambda1_ptr, lambda2_ptr, gain_ptr, grad_u_ptr, partial_ptr,
+    rows, heads, n, d,
+    sg_b, sg_h, sg_i, sg_j, su_b, su_h, su_i, su_j, sd_b, sd_h, sd_i, sd_j,
+    scale,
+    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """Gradients of `contrast_values_forward`: dU written, and per program a partial row [dgain (d), dl1, dl2]."""
+    program = tl.program_id(0)
+    row = program * BLOCK_R + tl.arange(0, BLOCK_R)
+    col = tl.arange(0, BLOCK_D)
+    row_ok, col_ok = row < rows, col < d
+    mask = row_ok[:, None] & col_ok[None, :]
+    i, b, head = row % n, row // (n * heads), (row // n) % heads
+    u_plus = u_ptr + (b * su_b + head * su_h + i * su_i)[:, None] + col[None, :] * su_j
+    plus = tl.load(u_plus, mask=mask, other=0.0).to(tl.float32)
+    minus = tl.load(u_plus + n * su_i, mask=mask, other=0.0).to(tl.float32)
+    grad_plus_ptr = grad_ptr + (b * sg_b + head * sg_h + i * sg_i)[:, None] + col[None, :] * sg_j
+    grad_plus = tl.load(grad_plus_ptr, mask=mask, other=0.0).to(tl.float32)
+    grad_minus = tl.load(grad_plus_ptr + n * sg_i, mask=mask, other=0.0).to(tl.float32)
+    lambda1, lambda2 = tl.load(lambda1_ptr).to(tl.float32), tl.load(lambda2_ptr).to(tl.float32)
+    rstd = tl.load(rstd_ptr + row, mask=row_ok, other=0.0)
+    gain = tl.load(gain_ptr + col, mask=col_ok, other=0.0).to(tl.float32) * scale
+
+    normed = (plus - lambda1 * minus) * rstd[:, None]
+    grad_contrast = grad_plus - lambda2 * grad_minus  # Vc feeds both halves of the values
+    grad_lambda2 = -tl.sum(tl.sum(grad_minus * normed * gain[None, :], axis=1), axis=0)
+    grad_scaled = grad_contrast * gain[None, :]
+    # d/dx [x r g] = r (dy g - x r^2 <dy g, x> / d), with x r = normed
+    grad_diff = rstd[:, None] * (grad_scaled - normed * (tl.sum(grad_scaled * normed, axis=1) / d)[:, None])
+    grad_lambda1 = -tl.sum(tl.sum(grad_diff * minus, axis=1), axis=0)
+
+    grad_u = grad_u_ptr + (b * sd_b + head * sd_h + i * sd_i)[:, None] + col[None, :] * sd_j
+    tl.store(grad_u, grad_diff.to(grad_u_ptr.dtype.element_ty), mask=mask)
+    tl.store(grad_u + n * sd_i, (-lambda1 * grad_diff).to(grad_u_ptr.dtype.element_ty), mask=mask)
+    partial = partial_ptr + program * (d + 2)
+    tl.store(partial + col, tl.sum(grad_contrast * normed, axis=0) * scale, mask=col_ok)
+    tl.store(partial + d, grad_lambda1)
+    tl.store(partial + d + 1, grad_lambda2)
+
+
+@triton.jit
+def norm_merge_local_forward(
+    o_ptr, v_ptr, gain_ptr, conv_weight_ptr, conv_bias_ptr, out_ptr, rstd_ptr,
+    N, H, W, heads, d,
+    so_b, so_h, so_t, so_j, sv_b, sv_h, sv_t, sv_j,
+    scale, eps,
+    HAS_LOCAL: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """Stage II's epilogue: out[b, t, head*d + j] = RMSNorm(O) * gain * scale + DepthwiseConv3x3(V) + bias.
+
+    O and V are [B, h, N, d] (strided views), out is [B, N, C] contiguous; program (tile, head, b).
+    """
+    tile, head, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    token = tile * BLOCK_T + tl.arange(0, BLOCK_T)
+    col = tl.arange(0, BLOCK_D)
+    token_ok, col_ok = token < N, col < d
+    mask = token_ok[:, None] & col_ok[None, :]
+    o = tl.load(o_ptr + b * so_b + head * so_h + token[:, None] * so_t + col[None, :] * so_j,
+                mask=mask, other=0.0).to(tl.float32)
+    rstd = tl.rsqrt(tl.sum(o * o, axis=1) / d + eps)
+    gain = tl.load(gain_ptr + col, mask=col_ok, other=0.0).to(tl.float32) * scale
+    out = o * rstd[:, None] * gain[None, :]
+    channel = head * d + col
+    if HAS_LOCAL:
+        y, x = token // W, token % W
+        v_head = v_ptr + b * sv_b + head * sv_h + col[None, :] * sv_j
+        out += tl.load(conv_bias_ptr + channel, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        for tap in tl.static_range(9):
+            yy, xx = y + tap // 3 - 1, x + tap % 3 - 1
+            inside = token_ok & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+            v = tl.load(v_head + (yy * W + xx)[:, None] * sv_t, mask=inside[:, None] & col_ok[None, :], other=0.0)
+            weight = tl.load(conv_weight_ptr + channel * 9 + tap, mask=col_ok, other=0.0).to(tl.float32)
+            out += v.to(tl.float32) * weight[None, :]
+    C = heads * d
+    tl.store(out_ptr + b * N * C + token[:, None] * C + channel[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(rstd_ptr + (b * heads + head) * N + token, rstd, mask=token_ok)
+
+
+@triton.jit
+def norm_merge_local_backward(
+    grad_ptr, o_ptr, v_ptr, rstd_ptr, gain_ptr, conv_weight_ptr, grad_o_ptr, grad_v_ptr, partial_ptr,
+    N, H, W, heads, d, tiles,
+    sg_b, sg_t, sg_c, so_b, so_h, so_t, so_j, sv_b, sv_h, sv_t, sv_j, sd_b, sd_h, sd_t, sd_j,
+    scale,
+    HAS_LOCAL: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """Gradients of `norm_merge_local_forward`: dO and dV written (dV = the transposed convolution of the
+    gradient), and per program (tile, b) a partial row [dgain by channel (C), dbias (C), dweight (C*9)]."""
+    tile, head, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    token = tile * BLOCK_T + tl.arange(0, BLOCK_T)
+    col = tl.arange(0, BLOCK_D)
+    token_ok, col_ok = token < N, col < d
+    mask = token_ok[:, None] & col_ok[None, :]
+    C = heads * d
+    channel = head * d + col
+    grad_head = grad_ptr + b * sg_b + channel[None, :] * sg_c
+    grad = tl.load(grad_head + token[:, None] * sg_t, mask=mask, other=0.0).to(tl.float32)
+    o = tl.load(o_ptr + b * so_b + head * so_h + token[:, None] * so_t + col[None, :] * so_j,
+                mask=mask, other=0.0).to(tl.float32)
+    rstd = tl.load(rstd_ptr + (b * heads + head) * N + token, mask=token_ok, other=0.0)
+    gain = tl.load(gain_ptr + col, mask=col_ok, other=0.0).to(tl.float32) * scale
+
+    normed = o * rstd[:, None]
+    grad_scaled = grad * gain[None, :]
+    grad_o = rstd[:, None] * (grad_scaled - normed * (tl.sum(grad_scaled * normed, axis=1) / d)[:, None])
+    tl.store(grad_o_ptr + b * sd_b + head * sd_h + token[:, None] * sd_t + col[None, :] * sd_j,
+             grad_o.to(grad_o_ptr.dtype.element_ty), mask=mask)
+    partial = partial_ptr + (b * tiles + tile) * (11 * C)
+    tl.store(partial + channel, tl.sum(grad * normed, axis=0) * scale, mask=col_ok)
+    if HAS_LOCAL:
+        tl.store(partial + C + channel, tl.sum(grad, axis=0), mask=col_ok)
+        y, x = token // W, token % W
+        v_head = v_ptr + b * sv_b + head * sv_h + col[None, :] * sv_j
+        grad_v = tl.zeros((BLOCK_T, BLOCK_D), dtype=tl.float32)
+        for tap in tl.static_range(9):
+            dy, dx = tap // 3 - 1, tap % 3 - 1
+            weight = tl.load(conv_weight_ptr + channel * 9 + tap, mask=col_ok, other=0.0).to(tl.float32)
+            # out[p] += w[tap] v[p + offset]: the weight's gradient pairs this tile's gradient with shifted V ...
+            yy, xx = y + dy, x + dx
+            inside = token_ok & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+            v = tl.load(v_head + (yy * W + xx)[:, None] * sv_t, mask=inside[:, None] & col_ok[None, :], other=0.0)
+            tl.store(partial + 2 * C + channel * 9 + tap, tl.sum(grad * v.to(tl.float32), axis=0), mask=col_ok)
+            # ... and V's gradient at p gathers the gradient at p - offset
+            yy, xx = y - dy, x - dx
+            inside = token_ok & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+            shifted = tl.load(grad_head + (yy * W + xx)[:, None] * sg_t, mask=inside[:, None] & col_ok[None, :],
+                              other=0.0)
+            grad_v += shifted.to(tl.float32) * weight[None, :]
+        tl.store(grad_v_ptr + b * sd_b + head * sd_h + token[:, None] * sd_t + col[None, :] * sd_j,
+                 grad_v.to(grad_v_ptr.dtype.element_ty), mask=mask)
