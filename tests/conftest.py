@@ -1,11 +1,18 @@
 """Fixtures the test files share: recorded numbers, a tiny VAE, an image folder, and the settings that keep
 in-process training and sampling runs independent and quick."""
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
-from tiny import write_image_folder
+
+# Without a GPU, Triton kernels (VCA's fused path) run through Triton's interpreter; Triton reads this when it
+# is first imported, so it is set before anything imports it.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from tiny import write_image_folder  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import split_heads_qkv
-from .vca_fused import fused_forward, pooling_matrix, triton_available
+from .vca_fused import fused_forward, pooling_bins, triton_available
 
 
 def lambda_init_for_layer(layer_index: int) -> float:
@@ -176,9 +176,11 @@ class VisualContrastAttention(nn.Module):
         self.stage2_norm = HeadRMSNorm(self.head_dim)
         self.local_conv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim) if local_term else None
         self.proj = nn.Linear(dim, dim)
-        # The fused path pools as a matmul: [2n, N], both halves of [T+; T-] pooling the same queries.
-        self.register_buffer("contrast_pooling", pooling_matrix(self.grid_size, self.pool_size).repeat(2, 1),
-                             persistent=False)
+        # The fused path pools as a matrix product: bin membership [2n, N] ([T+; T-] pool the same queries).
+        member, scale = pooling_bins(self.grid_size, self.pool_size)
+        self.register_buffer("contrast_pool_member", member.repeat(2, 1), persistent=False)
+        self.register_buffer("contrast_pool_scale", scale.repeat(2, 1), persistent=False)
+        self.contrast_pool_uniform = float(scale[0]) if bool((scale == scale[0]).all()) else None
 
     # -- shared pieces ---------------------------------------------------------------------------------------
     def _uses_fused_kernels(self, x) -> bool:

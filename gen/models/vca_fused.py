@@ -8,17 +8,13 @@ kernels, so torch.compile keeps them whole. The reference path (`VisualContrastA
 is the specification; tests compare every output and gradient with it, on the CPU through Triton's interpreter.
 """
 import importlib
+import importlib.util
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .attention import split_heads_qkv
-
-try:  # for the launch grids; without Triton the fused path is never chosen (see `triton_available`)
-    import triton
-except ImportError:  # CPU-only torch builds ship without Triton
-    triton = None
 
 _KERNELS = None
 
@@ -32,7 +28,12 @@ def _kernels():
 
 
 def triton_available() -> bool:
-    return triton is not None
+    """CPU-only torch builds ship without Triton; there the fused path is never chosen by default."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def _block_d(d: int) -> int:
@@ -50,7 +51,7 @@ def contrast_values(u: Tensor, lambda1: Tensor, lambda2: Tensor, gain: Tensor, s
     values = u.new_empty(B, n2, h, d).transpose(1, 2)  # the layout flash attention reads without a copy
     rstd = u.new_empty(B, h, n, dtype=torch.float32)
     rows, block_r = B * h * n, 16
-    _kernels().contrast_values_forward[(triton.cdiv(rows, block_r),)](
+    _kernels().contrast_values_forward[(_cdiv(rows, block_r),)](
         u, values, rstd, lambda1, lambda2, gain, rows, h, n, d, *u.stride(), *values.stride(), scale, eps,
         BLOCK_R=block_r, BLOCK_D=_block_d(d))
     return values, rstd
@@ -69,7 +70,7 @@ def contrast_values_backward(grad: Tensor, u: Tensor, rstd: Tensor, lambda1: Ten
     n = n2 // 2
     grad_u = u.new_empty(B, n2, h, d).transpose(1, 2)
     rows, block_r = B * h * n, 16
-    programs = triton.cdiv(rows, block_r)
+    programs = _cdiv(rows, block_r)
     partial = torch.empty(programs, d + 2, device=u.device, dtype=torch.float32)
     _kernels().contrast_values_backward[(programs,)](
         grad, u, rstd, lambda1, lambda2, gain, grad_u, partial, rows, h, n, d,
@@ -111,7 +112,7 @@ def norm_merge_local(o: Tensor, v: Tensor, gain: Tensor, conv_weight: Tensor | N
     rstd = o.new_empty(B, h, N, dtype=torch.float32)
     block_t = 32
     has_local = conv_weight is not None
-    _kernels().norm_merge_local_forward[(triton.cdiv(N, block_t), h, B)](
+    _kernels().norm_merge_local_forward[(_cdiv(N, block_t), h, B)](
         o, v, gain, conv_weight if has_local else gain, conv_bias if has_local else gain, out, rstd,
         N, grid_height, grid_width, h, d, *o.stride(), *v.stride(), scale, eps,
         HAS_LOCAL=has_local, BLOCK_T=block_t, BLOCK_D=_block_d(d))
@@ -135,7 +136,7 @@ def norm_merge_local_backward(grad: Tensor, o: Tensor, v: Tensor, rstd: Tensor, 
     has_local = conv_weight is not None
     grad_v = o.new_empty(B, N, h, d).transpose(1, 2) if has_local else grad_o
     block_t = 32
-    tiles = triton.cdiv(N, block_t)
+    tiles = _cdiv(N, block_t)
     partial = torch.empty(B * tiles, 11 * C, device=o.device, dtype=torch.float32)
     _kernels().norm_merge_local_backward[(tiles, h, B)](
         grad, o, v, rstd, gain, conv_weight if has_local else gain, grad_o, grad_v, partial,
@@ -179,17 +180,18 @@ norm_merge_local.register_autograd(_norm_merge_local_grad, setup_context=_norm_m
 
 
 # -- the forward ------------------------------------------------------------------------------------------------
-def pooling_matrix(grid_size, pool_size) -> Tensor:
-    """[sh*sw, H*W]: adaptive average pooling of a row-major token grid as a matrix (bins as adaptive_avg_pool2d)."""
+def pooling_bins(grid_size, pool_size) -> tuple[Tensor, Tensor]:
+    """Adaptive average pooling of a row-major token grid (bins as adaptive_avg_pool2d) as a matrix product:
+    a 0/1 bin membership [sh*sw, H*W], exact in bf16, and each bin's 1 / size [sh*sw, 1], applied in float32."""
     def bins(size, pooled):
-        matrix = torch.zeros(pooled, size, dtype=torch.float64)
+        member = torch.zeros(pooled, size)
         for i in range(pooled):
-            start, end = (i * size) // pooled, -(-((i + 1) * size) // pooled)
-            matrix[i, start:end] = 1.0 / (end - start)
-        return matrix
+            member[i, (i * size) // pooled:-(-((i + 1) * size) // pooled)] = 1.0
+        return member
 
     (H, W), (sh, sw) = grid_size, pool_size
-    return torch.kron(bins(H, sh), bins(W, sw)).float()
+    member = torch.kron(bins(H, sh), bins(W, sw))
+    return member, 1.0 / member.sum(1, keepdim=True)
 
 
 def fused_forward(vca, x: Tensor) -> Tensor:
@@ -220,9 +222,12 @@ def _contrast_tokens(vca, q: Tensor, batch: int) -> Tensor:
     if vca.learned_contrast is not None:
         tokens = (pos + vca.learned_contrast.repeat(2, 1)).to(q.dtype).expand(batch, n2, C)
     else:
-        pool = vca.contrast_pooling.to(q.dtype)  # [2n, N]: both halves pool the same queries
+        member = vca.contrast_pool_member.to(q.dtype).expand(batch, -1, -1)  # [B, 2n, N]: [T+; T-] pool alike
         q_tokens = q.transpose(1, 2).reshape(batch, -1, C)  # a view of the qkv output
-        tokens = torch.baddbmm(pos.to(q.dtype), pool.expand(batch, -1, -1), q_tokens)
+        if vca.contrast_pool_uniform:  # bins of one size: the 1 / size is the product's alpha, kept in float32
+            tokens = torch.baddbmm(pos.to(q.dtype), member, q_tokens, alpha=vca.contrast_pool_uniform)
+        else:
+            tokens = torch.addcmul(pos, torch.bmm(member, q_tokens), vca.contrast_pool_scale).to(q.dtype)
     return tokens.view(batch, n2, vca.num_heads, vca.head_dim).transpose(1, 2)
 
 

@@ -1,0 +1,126 @@
+"""VCA's fused path (Triton epilogues, pooling as a matmul) equals the reference path, forward and every gradient.
+
+On a machine without CUDA the Triton kernels run through Triton's interpreter (TRITON_INTERPRET=1, set here
+before the kernels are defined); on a GPU they run compiled. Shapes are small and cover a non-square grid, a
+pooled grid that does not divide it, head widths that are not powers of 2, and every option of the module.
+"""
+import copy
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gen.models import VisualContrastAttention, create_model, set_vca_kernels, vca_fused
+from gen.models.vca_fused import pooling_bins
+
+pytestmark = pytest.mark.skipif(not vca_fused.triton_available(), reason="this torch build ships without Triton")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def triton_kernels():
+    """On the CPU, the interpreter: conftest.py sets TRITON_INTERPRET before anything imports Triton."""
+    if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.fail("TRITON_INTERPRET=1 is needed on a machine without CUDA (tests/conftest.py sets it)")
+
+
+def randomised(module):
+    """Norm gains and lambdas moved off their initial values, so that every term is exercised."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "norm" in name or "lambda" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    return module.to(DEVICE)
+
+
+def outputs_and_gradients(forward, module, x, grad_out, autocast_dtype=None):
+    module.zero_grad()
+    x.grad = None
+    with torch.autocast(x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        out = forward(x)
+    out.float().backward(grad_out)
+    return {"output": out.detach().double(), "input": x.grad.double(),
+            **{name: p.grad.double() for name, p in module.named_parameters()}}
+
+
+def relative_errors(actual: dict, expected: dict) -> dict:
+    assert actual.keys() == expected.keys()
+    return {name: float((actual[name] - expected[name]).abs().max() / expected[name].abs().max().clamp_min(1e-30))
+            for name in expected}
+
+
+CASES = {  # (dim, heads, grid, pool, options)
+    "default": (48, 4, (8, 8), 4, {}),
+    "non-square, pool not dividing, d=12": (36, 3, (6, 10), 4, {}),
+    "separate softmax": (32, 2, (7, 5), (3, 2), {"stage2_softmax": "separate"}),
+    "no local term": (32, 4, (6, 6), 3, {"local_term": False}),
+    "learned tokens, shared embedding": (32, 4, (6, 6), 3, {"contrast_tokens": "learned", "shared_pos_embed": True}),
+}
+
+
+# Both fast paths measured against the float64 reference: the fused one must be within FLOOR or no further off
+# than the torch one times FACTOR (a gradient summed from cancelling terms loses digits on either). In bf16 the
+# lambdas' gradients, sums over every token of such terms, are off by 0.1-30 % on both paths, seed by seed.
+PRECISIONS = {"float32": (None, 3, 1e-5, 1e-5), "bf16 autocast": (torch.bfloat16, 2, 0.02, 0.5)}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("case", CASES)
+def test_fused_equals_reference(case, precision):
+    dim, heads, grid, pool, options = CASES[case]
+    autocast_dtype, factor, floor, lambda_floor = PRECISIONS[precision]
+    vca = randomised(VisualContrastAttention(dim, heads, grid, layer_index=3, pool_size=pool, **options))
+    x = torch.randn(2, grid[0] * grid[1], dim, device=DEVICE, requires_grad=True)
+    grad_out = torch.randn(2, grid[0] * grid[1], dim, device=DEVICE)
+    exact = copy.deepcopy(vca).double()
+    reference = outputs_and_gradients(exact.reference_forward, exact, x.detach().double().requires_grad_(),
+                                      grad_out.double())
+    errors = {}
+    for kernels in ("triton", "torch"):
+        vca.kernels = kernels
+        errors[kernels] = relative_errors(outputs_and_gradients(vca.forward, vca, x, grad_out, autocast_dtype),
+                                          reference)
+    assert len(errors["triton"]) == 2 + len(list(vca.parameters()))
+    for name, error in errors["triton"].items():
+        allowed = max(factor * errors["torch"][name], lambda_floor if "lambda" in name else floor)
+        assert error <= allowed, (name, error, errors["torch"][name])
+
+
+@pytest.mark.parametrize("grid, pool", [((8, 8), (4, 4)), ((6, 10), (4, 3)), ((7, 5), (3, 2)), ((5, 5), (5, 5))])
+def test_pooling_bins_are_adaptive_average_pooling(grid, pool):
+    tokens = torch.randn(2, grid[0] * grid[1], 6, dtype=torch.float64)
+    expected = F.adaptive_avg_pool2d(tokens.transpose(1, 2).reshape(2, 6, *grid), pool).flatten(2).transpose(1, 2)
+    member, scale = pooling_bins(grid, pool)
+    assert set(member.unique().tolist()) <= {0.0, 1.0}  # exact in bf16
+    torch.testing.assert_close(member.double() @ tokens * scale.double(), expected)
+
+
+def test_kernels_option_chooses_the_path():
+    vca = VisualContrastAttention(32, 4, (6, 6))
+    x = torch.randn(1, 36, 32)
+    assert vca.kernels == "auto" and vca._uses_fused_kernels(x) == x.is_cuda
+    set_vca_kernels(torch.nn.Sequential(vca), "triton")
+    assert vca.kernels == "triton" and vca._uses_fused_kernels(x)
+    with pytest.raises(ValueError, match="VCA kernels must be one of auto, torch, triton, got 'cuda'"):
+        set_vca_kernels(vca, "cuda")
+    with pytest.raises(ValueError, match="got 10 tokens"):
+        vca(torch.randn(1, 10, 32))
+
+
+def test_a_dit_through_the_fused_path_compiles_and_trains():
+    """The custom ops trace through AOTAutograd: compiled = eager, and their gradients reach every parameter."""
+    model = create_model("DiT-Mini/2-VCA", input_size=8, num_classes=4).to(DEVICE)
+    with torch.no_grad():  # adaLN-Zero starts every block and the output at zero; open them so all take part
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(std=0.05)
+    set_vca_kernels(model, "triton")
+    x, t, y = torch.randn(2, 4, 8, 8, device=DEVICE), torch.tensor([3, 700], device=DEVICE), torch.tensor([1, 2])
+    eager = model(x, t, y.to(DEVICE))
+    compiled = torch.compile(model, backend="aot_eager")(x, t, y.to(DEVICE))
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    compiled.square().mean().backward()
+    attention = model.blocks[0].attn
+    for name, p in attention.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
