@@ -17,6 +17,7 @@ from torch import Tensor
 from .attention import split_heads_qkv
 
 _KERNELS = None
+LAMBDA_VECTORS = ("q1", "k1", "q2", "k2")  # the parameters of `DifferentialLambda`, in the kernels' order
 
 
 def _kernels():
@@ -43,60 +44,66 @@ def _block_d(d: int) -> int:
 
 # -- stage I epilogue -------------------------------------------------------------------------------------------
 @torch.library.custom_op("vca::contrast_values", mutates_args=())
-def contrast_values(u: Tensor, lambda1: Tensor, lambda2: Tensor, gain: Tensor, scale: float,
+def contrast_values(u: Tensor, gain: Tensor, lambda_vectors: list[Tensor], lambda_init: float, scale: float,
                     eps: float) -> tuple[Tensor, Tensor]:
-    """u [B, h, 2n, d] (stage I's output, plus rows first) -> values [B, h, 2n, d] = [Vc; -l2 Vc], and 1/rms."""
+    """u [B, h, 2n, d] (stage I's output, plus rows first) -> values [B, h, 2n, d] = [Vc; -l2 Vc], and 1/rms.
+
+    `lambda_vectors`: q1, k1, q2, k2 of stage I's lambda, then of stage II's (`DifferentialLambda`).
+    """
     B, h, n2, d = u.shape
     n = n2 // 2
     values = u.new_empty(B, n2, h, d).transpose(1, 2)  # the layout flash attention reads without a copy
     rstd = u.new_empty(B, h, n, dtype=torch.float32)
     rows, block_r = B * h * n, 16
     _kernels().contrast_values_forward[(_cdiv(rows, block_r),)](
-        u, values, rstd, lambda1, lambda2, gain, rows, h, n, d, *u.stride(), *values.stride(), scale, eps,
-        BLOCK_R=block_r, BLOCK_D=_block_d(d))
+        u, values, rstd, gain, *lambda_vectors, rows, h, n, d, *u.stride(), *values.stride(), lambda_init, scale,
+        eps, BLOCK_R=block_r, BLOCK_D=_block_d(d))
     return values, rstd
 
 
 @contrast_values.register_fake
-def _(u, lambda1, lambda2, gain, scale, eps):
+def _(u, gain, lambda_vectors, lambda_init, scale, eps):
     B, h, n2, d = u.shape
     return u.new_empty(B, n2, h, d).transpose(1, 2), u.new_empty(B, h, n2 // 2, dtype=torch.float32)
 
 
 @torch.library.custom_op("vca::contrast_values_backward", mutates_args=())
-def contrast_values_backward(grad: Tensor, u: Tensor, rstd: Tensor, lambda1: Tensor, lambda2: Tensor,
-                             gain: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def contrast_values_backward(grad: Tensor, u: Tensor, rstd: Tensor, gain: Tensor, lambda_vectors: list[Tensor],
+                             lambda_init: float, scale: float) -> tuple[Tensor, Tensor]:
+    """dU, and [9, d] float32: the gain's gradient, then those of the 8 lambda vectors."""
     B, h, n2, d = u.shape
     n = n2 // 2
     grad_u = u.new_empty(B, n2, h, d).transpose(1, 2)
     rows, block_r = B * h * n, 16
     programs = _cdiv(rows, block_r)
     partial = torch.empty(programs, d + 2, device=u.device, dtype=torch.float32)
-    _kernels().contrast_values_backward[(programs,)](
-        grad, u, rstd, lambda1, lambda2, gain, grad_u, partial, rows, h, n, d,
-        *grad.stride(), *u.stride(), *grad_u.stride(), scale, BLOCK_R=block_r, BLOCK_D=_block_d(d))
-    grad_gain, grad_lambdas = partial[:, :d].sum(0), partial[:, d:].sum(0)  # outputs may not share storage
-    return grad_u, grad_lambdas[0].clone(), grad_lambdas[1], grad_gain.to(gain.dtype)
+    kernels = _kernels()
+    kernels.contrast_values_backward[(programs,)](
+        grad, u, rstd, gain, grad_u, partial, *lambda_vectors, rows, h, n, d,
+        *grad.stride(), *u.stride(), *grad_u.stride(), lambda_init, scale, BLOCK_R=block_r, BLOCK_D=_block_d(d))
+    small = torch.empty(9, d, device=u.device, dtype=torch.float32)
+    kernels.contrast_values_finish[(1,)](partial, programs, *lambda_vectors, small, d, BLOCK_P=64,
+                                         BLOCK_W=_block_d(d + 2), BLOCK_D=_block_d(d))
+    return grad_u, small
 
 
 @contrast_values_backward.register_fake
-def _(grad, u, rstd, lambda1, lambda2, gain, scale):
+def _(grad, u, rstd, gain, lambda_vectors, lambda_init, scale):
     B, h, n2, d = u.shape
-    return (u.new_empty(B, n2, h, d).transpose(1, 2), lambda1.new_empty(()), lambda2.new_empty(()),
-            gain.new_empty(d))
+    return u.new_empty(B, n2, h, d).transpose(1, 2), u.new_empty(9, d, dtype=torch.float32)
 
 
 def _contrast_values_setup(ctx, inputs, output):
-    u, lambda1, lambda2, gain, scale, _ = inputs
-    ctx.save_for_backward(u, output[1], lambda1, lambda2, gain)
-    ctx.scale = scale
+    u, gain, lambda_vectors, lambda_init, scale, _ = inputs
+    ctx.save_for_backward(u, output[1], gain, *lambda_vectors)
+    ctx.lambda_init, ctx.scale = lambda_init, scale
 
 
 def _contrast_values_grad(ctx, grad_values, _grad_rstd):
-    u, rstd, lambda1, lambda2, gain = ctx.saved_tensors
-    grad_u, grad_l1, grad_l2, grad_gain = contrast_values_backward(grad_values, u, rstd, lambda1, lambda2, gain,
-                                                                   ctx.scale)
-    return grad_u, grad_l1, grad_l2, grad_gain, None, None
+    u, rstd, gain, *lambda_vectors = ctx.saved_tensors
+    grad_u, small = contrast_values_backward(grad_values, u, rstd, gain, lambda_vectors, ctx.lambda_init, ctx.scale)
+    grad_lambdas = [grad.to(vector.dtype) for grad, vector in zip(small[1:], lambda_vectors, strict=True)]
+    return grad_u, small[0].to(gain.dtype), grad_lambdas, None, None, None
 
 
 contrast_values.register_autograd(_contrast_values_grad, setup_context=_contrast_values_setup)
@@ -200,9 +207,9 @@ def fused_forward(vca, x: Tensor) -> Tensor:
     q, k, v = split_heads_qkv(vca.qkv(x), vca.num_heads)
     contrast = _contrast_tokens(vca, q, x.shape[0])  # [B, h, 2n, d]
     scale = 1 - vca.lambda_init
-    lambda1, lambda2 = vca.stage1_lambda(), vca.stage2_lambda()
+    lambdas = [getattr(stage, name) for stage in (vca.stage1_lambda, vca.stage2_lambda) for name in LAMBDA_VECTORS]
     u = F.scaled_dot_product_attention(contrast, k, v)
-    values, _ = contrast_values(u, lambda1, lambda2, vca.stage1_norm.weight, scale, vca.stage1_norm.eps)
+    values, _ = contrast_values(u, vca.stage1_norm.weight, lambdas, vca.lambda_init, scale, vca.stage1_norm.eps)
     if vca.stage2_softmax == "joint":
         out = F.scaled_dot_product_attention(q, contrast, values)
     else:  # A+ Vc - l2 A- Vc, the values' second half holding -l2 Vc

@@ -11,16 +11,33 @@ import triton.language as tl
 
 
 @triton.jit
+def _load_vector(ptr, col, ok):
+    return tl.load(ptr + col, mask=ok, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def differential_lambda(q1_ptr, k1_ptr, q2_ptr, k2_ptr, lambda_init, d, BLOCK_D: tl.constexpr):
+    """exp(<q1, k1>) - exp(<q2, k2>) + lambda_init, from the four vectors of `DifferentialLambda`."""
+    col = tl.arange(0, BLOCK_D)
+    ok = col < d
+    q1, k1 = _load_vector(q1_ptr, col, ok), _load_vector(k1_ptr, col, ok)
+    q2, k2 = _load_vector(q2_ptr, col, ok), _load_vector(k2_ptr, col, ok)
+    return tl.exp(tl.sum(q1 * k1, axis=0)) - tl.exp(tl.sum(q2 * k2, axis=0)) + lambda_init
+
+
+@triton.jit
 def contrast_values_forward(
-    u_ptr, values_ptr, rstd_ptr, lambda1_ptr, lambda2_ptr, gain_ptr,
+    u_ptr, values_ptr, rstd_ptr, gain_ptr,
+    s1q1, s1k1, s1q2, s1k2, s2q1, s2k1, s2q2, s2k2,
     rows, heads, n, d,
     su_b, su_h, su_i, su_j, sv_b, sv_h, sv_i, sv_j,
-    scale, eps,
+    lambda_init, scale, eps,
     BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Stage I's epilogue: Vc = RMSNorm(U+ - l1 U-) * gain * scale, written as the values [Vc; -l2 Vc] of stage II.
 
-    u and values are [B, h, 2n, d] (plus rows first); one program holds BLOCK_R of the B*h*n rows.
+    u and values are [B, h, 2n, d] (plus rows first); one program holds BLOCK_R of the B*h*n rows. The two
+    lambdas are computed here from their vectors (s1*: stage I, s2*: stage II), saving a dozen tiny launches.
     """
     row = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     col = tl.arange(0, BLOCK_D)
@@ -30,7 +47,8 @@ def contrast_values_forward(
     u_plus = u_ptr + (b * su_b + head * su_h + i * su_i)[:, None] + col[None, :] * su_j
     plus = tl.load(u_plus, mask=mask, other=0.0).to(tl.float32)
     minus = tl.load(u_plus + n * su_i, mask=mask, other=0.0).to(tl.float32)
-    lambda1, lambda2 = tl.load(lambda1_ptr).to(tl.float32), tl.load(lambda2_ptr).to(tl.float32)
+    lambda1 = differential_lambda(s1q1, s1k1, s1q2, s1k2, lambda_init, d, BLOCK_D)
+    lambda2 = differential_lambda(s2q1, s2k1, s2q2, s2k2, lambda_init, d, BLOCK_D)
 
     diff = plus - lambda1 * minus
     rstd = tl.rsqrt(tl.sum(diff * diff, axis=1) / d + eps)
@@ -45,10 +63,11 @@ def contrast_values_forward(
 
 @triton.jit
 def contrast_values_backward(
-    grad_ptr, u_ptr, rstd_ptr, lambda1_ptr, lambda2_ptr, gain_ptr, grad_u_ptr, partial_ptr,
+    grad_ptr, u_ptr, rstd_ptr, gain_ptr, grad_u_ptr, partial_ptr,
+    s1q1, s1k1, s1q2, s1k2, s2q1, s2k1, s2q2, s2k2,
     rows, heads, n, d,
     sg_b, sg_h, sg_i, sg_j, su_b, su_h, su_i, su_j, sd_b, sd_h, sd_i, sd_j,
-    scale,
+    lambda_init, scale,
     BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Gradients of `contrast_values_forward`: dU written, and per program a partial row [dgain (d), dl1, dl2]."""
@@ -64,7 +83,8 @@ def contrast_values_backward(
     grad_plus_ptr = grad_ptr + (b * sg_b + head * sg_h + i * sg_i)[:, None] + col[None, :] * sg_j
     grad_plus = tl.load(grad_plus_ptr, mask=mask, other=0.0).to(tl.float32)
     grad_minus = tl.load(grad_plus_ptr + n * sg_i, mask=mask, other=0.0).to(tl.float32)
-    lambda1, lambda2 = tl.load(lambda1_ptr).to(tl.float32), tl.load(lambda2_ptr).to(tl.float32)
+    lambda1 = differential_lambda(s1q1, s1k1, s1q2, s1k2, lambda_init, d, BLOCK_D)
+    lambda2 = differential_lambda(s2q1, s2k1, s2q2, s2k2, lambda_init, d, BLOCK_D)
     rstd = tl.load(rstd_ptr + row, mask=row_ok, other=0.0)
     gain = tl.load(gain_ptr + col, mask=col_ok, other=0.0).to(tl.float32) * scale
 
@@ -83,6 +103,41 @@ def contrast_values_backward(
     tl.store(partial + col, tl.sum(grad_contrast * normed, axis=0) * scale, mask=col_ok)
     tl.store(partial + d, grad_lambda1)
     tl.store(partial + d + 1, grad_lambda2)
+
+
+@triton.jit
+def lambda_vector_gradients(grad_lambda, q1_ptr, k1_ptr, q2_ptr, k2_ptr, out_ptr, d, BLOCK_D: tl.constexpr):
+    """Rows q1, k1, q2, k2 of out: the gradients of exp(<q1, k1>) - exp(<q2, k2>) given the lambda's gradient."""
+    col = tl.arange(0, BLOCK_D)
+    ok = col < d
+    q1, k1 = _load_vector(q1_ptr, col, ok), _load_vector(k1_ptr, col, ok)
+    q2, k2 = _load_vector(q2_ptr, col, ok), _load_vector(k2_ptr, col, ok)
+    grad_first = grad_lambda * tl.exp(tl.sum(q1 * k1, axis=0))
+    grad_second = -grad_lambda * tl.exp(tl.sum(q2 * k2, axis=0))
+    tl.store(out_ptr + col, grad_first * k1, mask=ok)  # d/dq1 exp(<q1, k1>) = exp(<q1, k1>) k1
+    tl.store(out_ptr + d + col, grad_first * q1, mask=ok)
+    tl.store(out_ptr + 2 * d + col, grad_second * k2, mask=ok)
+    tl.store(out_ptr + 3 * d + col, grad_second * q2, mask=ok)
+
+
+@triton.jit
+def contrast_values_finish(
+    partial_ptr, programs, s1q1, s1k1, s1q2, s1k2, s2q1, s2k1, s2q2, s2k2, out_ptr, d,
+    BLOCK_P: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """One program: the partial rows summed, then out = [dgain; the 8 lambda vectors' gradients], [9, d]."""
+    col = tl.arange(0, BLOCK_W)
+    total = tl.zeros((BLOCK_W,), dtype=tl.float32)
+    for start in range(0, programs, BLOCK_P):
+        row = start + tl.arange(0, BLOCK_P)
+        block = tl.load(partial_ptr + row[:, None] * (d + 2) + col[None, :],
+                        mask=(row < programs)[:, None] & (col < d + 2)[None, :], other=0.0)
+        total += tl.sum(block, axis=0)
+    tl.store(out_ptr + col, total, mask=col < d)
+    lambda_vector_gradients(tl.sum(tl.where(col == d, total, 0.0), axis=0), s1q1, s1k1, s1q2, s1k2, out_ptr + d,
+                            d, BLOCK_D)
+    lambda_vector_gradients(tl.sum(tl.where(col == d + 1, total, 0.0), axis=0), s2q1, s2k1, s2q2, s2k2,
+                            out_ptr + 5 * d, d, BLOCK_D)
 
 
 @triton.jit
