@@ -135,37 +135,30 @@ def _(o, v, gain, conv_weight, conv_bias, grid_height, grid_width, scale, eps):
 @torch.library.custom_op("vca::norm_merge_local_backward", mutates_args=())
 def norm_merge_local_backward(grad: Tensor, o: Tensor, v: Tensor, rstd: Tensor, gain: Tensor,
                               conv_weight: Tensor | None, grid_height: int, grid_width: int,
-                              scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients for o, v, gain, conv weight, conv bias (the last three zero-sized without the local term)."""
+                              scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """do, dv (empty without the local term), and float32 [dgain by channel (C), dbias (C), dweight (C*9)]."""
     B, h, N, d = o.shape
     C = h * d
     grad_o = o.new_empty(B, N, h, d).transpose(1, 2)
     has_local = conv_weight is not None
-    grad_v = o.new_empty(B, N, h, d).transpose(1, 2) if has_local else grad_o
+    grad_v = o.new_empty(B, N, h, d).transpose(1, 2) if has_local else o.new_empty(0)
     block_t = 32
     tiles = _cdiv(N, block_t)
-    partial = torch.empty(B * tiles, 11 * C, device=o.device, dtype=torch.float32)
+    partial = torch.empty(B * tiles, 11 * C if has_local else C, device=o.device, dtype=torch.float32)
     _kernels().norm_merge_local_backward[(tiles, h, B)](
-        grad, o, v, rstd, gain, conv_weight if has_local else gain, grad_o, grad_v, partial,
+        grad, o, v, rstd, gain, conv_weight if has_local else gain, grad_o, grad_v if has_local else grad_o, partial,
         N, grid_height, grid_width, h, d, tiles, *grad.stride(), *o.stride(), *v.stride(), *grad_o.stride(), scale,
         HAS_LOCAL=has_local, BLOCK_T=block_t, BLOCK_D=_block_d(d))
-    grad_gain = partial[:, :C].sum(0).view(h, d).sum(0).to(gain.dtype)
-    if not has_local:
-        return grad_o, v.new_empty(0), grad_gain, gain.new_empty(0), gain.new_empty(0)
-    grad_bias = partial[:, C:2 * C].sum(0).to(conv_weight.dtype)  # outputs may not share storage: two sums
-    grad_weight = partial[:, 2 * C:].sum(0).view(C, 1, 3, 3).to(conv_weight.dtype)
-    return grad_o, grad_v, grad_gain, grad_weight, grad_bias
+    return grad_o, grad_v, partial.sum(0)
 
 
 @norm_merge_local_backward.register_fake
 def _(grad, o, v, rstd, gain, conv_weight, grid_height, grid_width, scale):
     B, h, N, d = o.shape
-    grad_o = o.new_empty(B, N, h, d).transpose(1, 2)
-    if conv_weight is None:
-        return grad_o, v.new_empty(0), gain.new_empty(d), gain.new_empty(0), gain.new_empty(0)
-    C = h * d
-    return (grad_o, o.new_empty(B, N, h, d).transpose(1, 2), gain.new_empty(d), conv_weight.new_empty(C, 1, 3, 3),
-            conv_weight.new_empty(C))
+    has_local = conv_weight is not None
+    return (o.new_empty(B, N, h, d).transpose(1, 2),
+            o.new_empty(B, N, h, d).transpose(1, 2) if has_local else o.new_empty(0),
+            o.new_empty((11 if has_local else 1) * h * d, dtype=torch.float32))
 
 
 def _norm_merge_local_setup(ctx, inputs, output):
@@ -176,11 +169,14 @@ def _norm_merge_local_setup(ctx, inputs, output):
 
 def _norm_merge_local_grad(ctx, grad_out, _grad_rstd):
     o, v, rstd, gain, conv_weight = ctx.saved_tensors
-    grad_o, grad_v, grad_gain, grad_weight, grad_bias = norm_merge_local_backward(
-        grad_out, o, v, rstd, gain, conv_weight, *ctx.grid, ctx.scale)
+    grad_o, grad_v, sums = norm_merge_local_backward(grad_out.contiguous(), o, v, rstd, gain, conv_weight,
+                                                     *ctx.grid, ctx.scale)
+    C = o.shape[1] * o.shape[3]
+    grad_gain = sums[:C].view(o.shape[1], -1).sum(0).to(gain.dtype)  # one gain shared by the heads
     if conv_weight is None:
         return grad_o, None, grad_gain, None, None, None, None, None, None
-    return grad_o, grad_v, grad_gain, grad_weight, grad_bias, None, None, None, None
+    grad_weight = sums[2 * C:].view_as(conv_weight).to(conv_weight.dtype)
+    return grad_o, grad_v, grad_gain, grad_weight, sums[C:2 * C].to(conv_weight.dtype), None, None, None, None
 
 
 norm_merge_local.register_autograd(_norm_merge_local_grad, setup_context=_norm_merge_local_setup)

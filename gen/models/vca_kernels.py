@@ -207,7 +207,7 @@ def norm_merge_local_backward(
     grad_o = rstd[:, None] * (grad_scaled - normed * (tl.sum(grad_scaled * normed, axis=1) / d)[:, None])
     tl.store(grad_o_ptr + b * sd_b + head * sd_h + token[:, None] * sd_t + col[None, :] * sd_j,
              grad_o.to(grad_o_ptr.dtype.element_ty), mask=mask)
-    partial = partial_ptr + (b * tiles + tile) * (11 * C)
+    partial = partial_ptr + (b * tiles + tile) * (11 * C if HAS_LOCAL else C)
     tl.store(partial + channel, tl.sum(grad * normed, axis=0) * scale, mask=col_ok)
     if HAS_LOCAL:
         tl.store(partial + C + channel, tl.sum(grad, axis=0), mask=col_ok)
