@@ -56,6 +56,7 @@ CASES = {  # (dim, heads, grid, pool, options)
     "separate softmax": (32, 2, (7, 5), (3, 2), {"stage2_softmax": "separate"}),
     "no local term": (32, 4, (6, 6), 3, {"local_term": False}),
     "learned tokens, shared embedding": (32, 4, (6, 6), 3, {"contrast_tokens": "learned", "shared_pos_embed": True}),
+    "more tokens than one program walks (289)": (16, 2, (17, 17), 4, {}),
 }
 
 

@@ -117,7 +117,7 @@ def norm_merge_local(o: Tensor, v: Tensor, gain: Tensor, conv_weight: Tensor | N
     B, h, N, d = o.shape
     out = o.new_empty(B, N, h * d)
     rstd = o.new_empty(B, h, N, dtype=torch.float32)
-    block_t = 32
+    block_t = 64
     has_local = conv_weight is not None
     _kernels().norm_merge_local_forward[(_cdiv(N, block_t), h, B)](
         o, v, gain, conv_weight if has_local else gain, conv_bias if has_local else gain, out, rstd,
@@ -142,13 +142,13 @@ def norm_merge_local_backward(grad: Tensor, o: Tensor, v: Tensor, rstd: Tensor, 
     grad_o = o.new_empty(B, N, h, d).transpose(1, 2)
     has_local = conv_weight is not None
     grad_v = o.new_empty(B, N, h, d).transpose(1, 2) if has_local else o.new_empty(0)
-    block_t = 32
-    tiles = _cdiv(N, block_t)
-    partial = torch.empty(B * tiles, 11 * C if has_local else C, device=o.device, dtype=torch.float32)
-    _kernels().norm_merge_local_backward[(tiles, h, B)](
+    tokens = min(256, _block_d(N))  # per program: B * N / 256 partial rows to sum
+    groups = _cdiv(N, tokens)
+    partial = torch.empty(B * groups, 11 * C if has_local else C, device=o.device, dtype=torch.float32)
+    _kernels().norm_merge_local_backward[(groups, h, B)](
         grad, o, v, rstd, gain, conv_weight if has_local else gain, grad_o, grad_v if has_local else grad_o, partial,
-        N, grid_height, grid_width, h, d, tiles, *grad.stride(), *o.stride(), *v.stride(), *grad_o.stride(), scale,
-        HAS_LOCAL=has_local, BLOCK_T=block_t, BLOCK_D=_block_d(d))
+        N, grid_height, grid_width, h, d, groups, *grad.stride(), *o.stride(), *v.stride(), *grad_o.stride(), scale,
+        HAS_LOCAL=has_local, TOKENS=tokens, BLOCK_T=min(32, tokens), BLOCK_D=_block_d(d))
     return grad_o, grad_v, partial.sum(0)
 
 

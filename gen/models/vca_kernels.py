@@ -181,52 +181,65 @@ def norm_merge_local_forward(
 @triton.jit
 def norm_merge_local_backward(
     grad_ptr, o_ptr, v_ptr, rstd_ptr, gain_ptr, conv_weight_ptr, grad_o_ptr, grad_v_ptr, partial_ptr,
-    N, H, W, heads, d, tiles,
+    N, H, W, heads, d, groups,
     sg_b, sg_t, sg_c, so_b, so_h, so_t, so_j, sv_b, sv_h, sv_t, sv_j, sd_b, sd_h, sd_t, sd_j,
     scale,
-    HAS_LOCAL: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_LOCAL: tl.constexpr, TOKENS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Gradients of `norm_merge_local_forward`: dO and dV written (dV = the transposed convolution of the
-    gradient), and per program (tile, b) a partial row [dgain by channel (C), dbias (C), dweight (C*9)]."""
-    tile, head, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    token = tile * BLOCK_T + tl.arange(0, BLOCK_T)
+    gradient), and per program (group of TOKENS tokens, b) a partial row [dgain (C), dbias (C), dweight (C*9)].
+    Each program walks its TOKENS tokens in tiles, so the partial rows stay few (B * N / TOKENS)."""
+    group, head, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     col = tl.arange(0, BLOCK_D)
-    token_ok, col_ok = token < N, col < d
-    mask = token_ok[:, None] & col_ok[None, :]
+    col_ok = col < d
     C = heads * d
     channel = head * d + col
     grad_head = grad_ptr + b * sg_b + channel[None, :] * sg_c
-    grad = tl.load(grad_head + token[:, None] * sg_t, mask=mask, other=0.0).to(tl.float32)
-    o = tl.load(o_ptr + b * so_b + head * so_h + token[:, None] * so_t + col[None, :] * so_j,
-                mask=mask, other=0.0).to(tl.float32)
-    rstd = tl.load(rstd_ptr + (b * heads + head) * N + token, mask=token_ok, other=0.0)
+    v_head = v_ptr + b * sv_b + head * sv_h + col[None, :] * sv_j
     gain = tl.load(gain_ptr + col, mask=col_ok, other=0.0).to(tl.float32) * scale
-
-    normed = o * rstd[:, None]
-    grad_scaled = grad * gain[None, :]
-    grad_o = rstd[:, None] * (grad_scaled - normed * (tl.sum(grad_scaled * normed, axis=1) / d)[:, None])
-    tl.store(grad_o_ptr + b * sd_b + head * sd_h + token[:, None] * sd_t + col[None, :] * sd_j,
-             grad_o.to(grad_o_ptr.dtype.element_ty), mask=mask)
-    partial = partial_ptr + (b * tiles + tile) * (11 * C if HAS_LOCAL else C)
-    tl.store(partial + channel, tl.sum(grad * normed, axis=0) * scale, mask=col_ok)
+    taps = tl.arange(0, 16)  # 9 taps, padded to a power of 2
+    sum_gain = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    sum_bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    sum_weight = tl.zeros((16, BLOCK_D), dtype=tl.float32)
+    for offset in range(0, TOKENS, BLOCK_T):
+        token = group * TOKENS + offset + tl.arange(0, BLOCK_T)
+        token_ok = token < N
+        mask = token_ok[:, None] & col_ok[None, :]
+        grad = tl.load(grad_head + token[:, None] * sg_t, mask=mask, other=0.0).to(tl.float32)
+        o = tl.load(o_ptr + b * so_b + head * so_h + token[:, None] * so_t + col[None, :] * so_j,
+                    mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(rstd_ptr + (b * heads + head) * N + token, mask=token_ok, other=0.0)
+        normed = o * rstd[:, None]
+        grad_scaled = grad * gain[None, :]
+        # d/dx [x r g] = r (dy g - x r^2 <dy g, x> / d), with x r = normed
+        grad_o = rstd[:, None] * (grad_scaled - normed * (tl.sum(grad_scaled * normed, axis=1) / d)[:, None])
+        tl.store(grad_o_ptr + b * sd_b + head * sd_h + token[:, None] * sd_t + col[None, :] * sd_j,
+                 grad_o.to(grad_o_ptr.dtype.element_ty), mask=mask)
+        sum_gain += tl.sum(grad * normed, axis=0)
+        if HAS_LOCAL:
+            sum_bias += tl.sum(grad, axis=0)
+            y, x = token // W, token % W
+            grad_v = tl.zeros((BLOCK_T, BLOCK_D), dtype=tl.float32)
+            for tap in tl.static_range(9):
+                dy, dx = tap // 3 - 1, tap % 3 - 1
+                # out[p] += w[tap] v[p + offset]: the weight's gradient pairs the gradient at p with V shifted ...
+                yy, xx = y + dy, x + dx
+                inside = token_ok & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+                v = tl.load(v_head + (yy * W + xx)[:, None] * sv_t, mask=inside[:, None] & col_ok[None, :],
+                            other=0.0)
+                sum_weight += tl.where(taps[:, None] == tap, tl.sum(grad * v.to(tl.float32), axis=0)[None, :], 0.0)
+                # ... and V's gradient at p gathers the gradient at p - offset
+                yy, xx = y - dy, x - dx
+                inside = token_ok & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+                shifted = tl.load(grad_head + (yy * W + xx)[:, None] * sg_t,
+                                  mask=inside[:, None] & col_ok[None, :], other=0.0)
+                weight = tl.load(conv_weight_ptr + channel * 9 + tap, mask=col_ok, other=0.0).to(tl.float32)
+                grad_v += shifted.to(tl.float32) * weight[None, :]
+            tl.store(grad_v_ptr + b * sd_b + head * sd_h + token[:, None] * sd_t + col[None, :] * sd_j,
+                     grad_v.to(grad_v_ptr.dtype.element_ty), mask=mask)
+    partial = partial_ptr + (b * groups + group) * (11 * C if HAS_LOCAL else C)
+    tl.store(partial + channel, sum_gain * scale, mask=col_ok)
     if HAS_LOCAL:
-        tl.store(partial + C + channel, tl.sum(grad, axis=0), mask=col_ok)
-        y, x = token // W, token % W
-        v_head = v_ptr + b * sv_b + head * sv_h + col[None, :] * sv_j
-        grad_v = tl.zeros((BLOCK_T, BLOCK_D), dtype=tl.float32)
-        for tap in tl.static_range(9):
-            dy, dx = tap // 3 - 1, tap % 3 - 1
-            weight = tl.load(conv_weight_ptr + channel * 9 + tap, mask=col_ok, other=0.0).to(tl.float32)
-            # out[p] += w[tap] v[p + offset]: the weight's gradient pairs this tile's gradient with shifted V ...
-            yy, xx = y + dy, x + dx
-            inside = token_ok & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-            v = tl.load(v_head + (yy * W + xx)[:, None] * sv_t, mask=inside[:, None] & col_ok[None, :], other=0.0)
-            tl.store(partial + 2 * C + channel * 9 + tap, tl.sum(grad * v.to(tl.float32), axis=0), mask=col_ok)
-            # ... and V's gradient at p gathers the gradient at p - offset
-            yy, xx = y - dy, x - dx
-            inside = token_ok & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-            shifted = tl.load(grad_head + (yy * W + xx)[:, None] * sg_t, mask=inside[:, None] & col_ok[None, :],
-                              other=0.0)
-            grad_v += shifted.to(tl.float32) * weight[None, :]
-        tl.store(grad_v_ptr + b * sd_b + head * sd_h + token[:, None] * sd_t + col[None, :] * sd_j,
-                 grad_v.to(grad_v_ptr.dtype.element_ty), mask=mask)
+        tl.store(partial + C + channel, sum_bias, mask=col_ok)
+        tl.store(partial + 2 * C + channel[None, :] * 9 + taps[:, None], sum_weight,
+                 mask=(taps < 9)[:, None] & col_ok[None, :])
