@@ -92,9 +92,12 @@ def test_fused_equals_reference(case, precision):
 def test_pooling_bins_are_adaptive_average_pooling(grid, pool):
     tokens = torch.randn(2, grid[0] * grid[1], 6, dtype=torch.float64)
     expected = F.adaptive_avg_pool2d(tokens.transpose(1, 2).reshape(2, 6, *grid), pool).flatten(2).transpose(1, 2)
-    member, scale = pooling_bins(grid, pool)
+    member, scale, uniform = pooling_bins(grid, pool)
     assert set(member.unique().tolist()) <= {0.0, 1.0}  # exact in bf16
     torch.testing.assert_close(member.double() @ tokens * scale.double(), expected)
+    assert uniform == (pytest.approx(scale[0].item()) if (scale == scale[0]).all() else None)
+    with torch.device("meta"):
+        assert pooling_bins(grid, pool)[2] == uniform
 
 
 def test_kernels_option_chooses_the_path():

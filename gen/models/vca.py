@@ -177,10 +177,9 @@ class VisualContrastAttention(nn.Module):
         self.local_conv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim) if local_term else None
         self.proj = nn.Linear(dim, dim)
         # The fused path pools as a matrix product: bin membership [2n, N] ([T+; T-] pool the same queries).
-        member, scale = pooling_bins(self.grid_size, self.pool_size)
+        member, scale, self.contrast_pool_uniform = pooling_bins(self.grid_size, self.pool_size)
         self.register_buffer("contrast_pool_member", member.repeat(2, 1), persistent=False)
         self.register_buffer("contrast_pool_scale", scale.repeat(2, 1), persistent=False)
-        self.contrast_pool_uniform = float(scale[0]) if bool((scale == scale[0]).all()) else None
 
     # -- shared pieces ---------------------------------------------------------------------------------------
     def _uses_fused_kernels(self, x) -> bool:

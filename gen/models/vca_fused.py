@@ -28,9 +28,12 @@ def _kernels():
     return _KERNELS
 
 
+_TRITON = importlib.util.find_spec("triton") is not None  # found, not imported: see `_kernels`
+
+
 def triton_available() -> bool:
     """CPU-only torch builds ship without Triton; there the fused path is never chosen by default."""
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -183,18 +186,23 @@ norm_merge_local.register_autograd(_norm_merge_local_grad, setup_context=_norm_m
 
 
 # -- the forward ------------------------------------------------------------------------------------------------
-def pooling_bins(grid_size, pool_size) -> tuple[Tensor, Tensor]:
+def pooling_bins(grid_size, pool_size) -> tuple[Tensor, Tensor, float | None]:
     """Adaptive average pooling of a row-major token grid (bins as adaptive_avg_pool2d) as a matrix product:
-    a 0/1 bin membership [sh*sw, H*W], exact in bf16, and each bin's 1 / size [sh*sw, 1], applied in float32."""
+    a 0/1 bin membership [sh*sw, H*W], exact in bf16; each bin's 1 / size [sh*sw, 1], applied in float32; and
+    that 1 / size as a number when all bins have one size (the usual case). Sizes are counted in Python, so
+    this also builds on the meta device."""
     def bins(size, pooled):
-        member = torch.zeros(pooled, size)
-        for i in range(pooled):
-            member[i, (i * size) // pooled:-(-((i + 1) * size) // pooled)] = 1.0
-        return member
+        return [((i * size) // pooled, -(-((i + 1) * size) // pooled)) for i in range(pooled)]
 
     (H, W), (sh, sw) = grid_size, pool_size
-    member = torch.kron(bins(H, sh), bins(W, sw))
-    return member, 1.0 / member.sum(1, keepdim=True)
+    rows, columns = bins(H, sh), bins(W, sw)
+    member = torch.zeros(sh, sw, H, W)
+    for i, (top, bottom) in enumerate(rows):
+        for j, (left, right) in enumerate(columns):
+            member[i, j, top:bottom, left:right] = 1.0
+    sizes = [(bottom - top) * (right - left) for top, bottom in rows for left, right in columns]
+    uniform = 1.0 / sizes[0] if len(set(sizes)) == 1 else None
+    return member.view(sh * sw, H * W), 1.0 / torch.tensor(sizes, dtype=torch.float32).view(-1, 1), uniform
 
 
 def fused_forward(vca, x: Tensor) -> Tensor:
