@@ -36,6 +36,11 @@ def triton_available() -> bool:
     return _TRITON
 
 
+def _warps(tile_elements: int) -> int:
+    """More warps for larger float32 tiles, so that each thread holds at most ~16 values per tile (no spills)."""
+    return 4 if tile_elements <= 2048 else 8
+
+
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -125,7 +130,7 @@ def norm_merge_local(o: Tensor, v: Tensor, gain: Tensor, conv_weight: Tensor | N
     _kernels().norm_merge_local_forward[(_cdiv(N, block_t), h, B)](
         o, v, gain, conv_weight if has_local else gain, conv_bias if has_local else gain, out, rstd,
         N, grid_height, grid_width, h, d, *o.stride(), *v.stride(), scale, eps,
-        HAS_LOCAL=has_local, BLOCK_T=block_t, BLOCK_D=_block_d(d))
+        HAS_LOCAL=has_local, BLOCK_T=block_t, BLOCK_D=_block_d(d), num_warps=_warps(block_t * _block_d(d)))
     return out, rstd
 
 
@@ -151,7 +156,8 @@ def norm_merge_local_backward(grad: Tensor, o: Tensor, v: Tensor, rstd: Tensor, 
     _kernels().norm_merge_local_backward[(groups, h, B)](
         grad, o, v, rstd, gain, conv_weight if has_local else gain, grad_o, grad_v if has_local else grad_o, partial,
         N, grid_height, grid_width, h, d, groups, *grad.stride(), *o.stride(), *v.stride(), *grad_o.stride(), scale,
-        HAS_LOCAL=has_local, TOKENS=tokens, BLOCK_T=min(32, tokens), BLOCK_D=_block_d(d))
+        HAS_LOCAL=has_local, TOKENS=tokens, BLOCK_T=min(32, tokens), BLOCK_D=_block_d(d),
+        num_warps=_warps(2 * min(32, tokens) * _block_d(d)))  # twice: about twice the live tiles of the forward
     return grad_o, grad_v, partial.sum(0)
 
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One short GPU session, most important first (docs/benchmarks.md, "On a GPU"): the fused VCA kernels compiled
+# for the GPU and compared with the reference path, then the whole GPU report. Every result lands in $OUT as it
+# is made, so a run cut short keeps what it did. Run from the repository root on the GPU machine:
+#     bash benchmarks/gpu_check.sh                # writes $OUT (default ./gpu_check/)
+#     bash benchmarks/gpu_check.sh --dry-run      # the same plan on the CPU at tiny sizes (Triton interpreted)
+# Missing packages (diffusers, torch-fidelity; GPU.md) are installed from wheels in .whl/ when that folder exists.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-gpu_check}"
+mkdir -p "$OUT"
+DRY_RUN=()
+[[ "${1:-}" == "--dry-run" ]] && DRY_RUN=(--dry-run)
+PYTHON="${PYTHON:-python3}"
+[[ -x .venv/bin/python && ${#DRY_RUN[@]} -gt 0 ]] && PYTHON=.venv/bin/python
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+        > "$OUT/install.log" 2>&1 || echo "wheel install failed: see $OUT/install.log"
+    export PYTHONPATH="/tmp/site:$PWD"
+else
+    export PYTHONPATH="$PWD"
+fi
+
+{ date; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null;
+  "$PYTHON" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
+    > "$OUT/machine.txt" 2>&1
+
+# 1. The fused kernels against the float64 reference, forward and every gradient, float32 and bf16 (~1 min).
+timeout 180 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_vca_fused.py > "$OUT/test_vca_fused.txt" 2>&1
+echo "test_vca_fused: exit $? (see $OUT/test_vca_fused.txt)"
+
+# 2. The report: training step (eager, compiled; VCA fused and torch paths against MHSA), profile, attention
+#    module, sampling, Inception; each section under its own budget.
+timeout 480 "$PYTHON" benchmarks/gpu_report.py --out "$OUT/gpu_report.md" --budget-s 420 \
+    --vca-kernels triton torch "${DRY_RUN[@]}" > /dev/null 2> "$OUT/gpu_report.stderr"
+echo "gpu_report: exit $? (see $OUT/gpu_report.md)"
