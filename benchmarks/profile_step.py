@@ -173,7 +173,7 @@ def main(argv=None):
     totals = ["kernel ms", "busy", "launches"] if on_gpu else ["self CPU ms"]
     unit = "kernel ms (launches) per step" if on_gpu else f"self CPU ms per step, {args.threads} threads"
     table = StreamTable(f"Training step by {'kernel' if on_gpu else 'op'} group: {unit}",
-                        ["model", "VCA kernels", "batch", "step ms", *totals, *groups, "note"], {"model": 11})
+                        ["model", "VCA kernels", "batch", "step ms", *totals, *groups, "note"], {"model": 14})
     for name in args.models:
         model_rows(table, name, groups, device, dtype, args)
 
