@@ -31,9 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import StreamTable, device_name, is_out_of_memory, measure_rows, median_seconds, one_line  # noqa: E402
 from train_step import build_training, default_batch  # noqa: E402
 
-from gen.models import set_vca_kernels  # noqa: E402
+from gen.models import model_config, set_vca_kernels  # noqa: E402
 from gen.models.vca import KERNELS  # noqa: E402
-from gen.models.zoo import NAME_PATTERN  # noqa: E402
 
 CPU_GROUPS = {  # first match wins
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
@@ -142,8 +141,10 @@ def row_keys(name, args):
 
 
 def model_name(name: str) -> str:
-    if NAME_PATTERN.match(name) is None:
-        raise argparse.ArgumentTypeError(f"expected a model such as DiT-S/2 or DiT-S/2-VCA, got {name!r}")
+    try:
+        model_config(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return name
 
 

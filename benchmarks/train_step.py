@@ -232,8 +232,12 @@ def pair_rows(table, base, image_size, backend, device, dtype, peak, args):
 
 
 def mhsa_model(name: str) -> str:
-    """An MHSA model name of the zoo (its VCA twin is measured beside it)."""
-    if NAME_PATTERN.match(name) is None or name.endswith("-VCA"):
+    """An MHSA model name of the zoo (its VCA twin is measured beside it): a wrong one fails at parsing."""
+    try:
+        attention = model_config(name).attention
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if attention != "mhsa":
         raise argparse.ArgumentTypeError(f"expected an MHSA model such as DiT-S/2 or DiT-XL/2, got {name!r}")
     return name
 
