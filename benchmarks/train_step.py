@@ -84,7 +84,7 @@ def build_training(name, input_size, batch, device, dtype, compile_backend=None)
     fused = device.type in ("cuda", "cpu")  # as the training loop
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0, fused=fused)
     loss_fn = DiffusionLoss(create_diffusion(""))  # the loss train_dit.py uses
-    forward = torch.compile(model, backend=compile_backend) if compile_backend not in (None, "none") else model
+    forward = torch.compile(model, backend=compile_backend) if compile_backend not in (None, False, "none") else model
     x = torch.randn(batch, 4, input_size, input_size, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)
 
