@@ -4,7 +4,8 @@
     python benchmarks/fid_features.py --inception-weights pt_inception-2015-12-05-6726825d.pth
 
 Images are random uint8 at --image-size (256: what the sampler writes); each batch goes through the same
-TF-compatible resize to 299x299 and the full network (pool, logits and sFID's spatial features).
+TF-compatible resize to 299x299 and the full network (pool, logits and sFID's spatial features). Each row is
+printed as it is measured; a batch size that fails says why in its row.
 """
 
 import argparse
@@ -18,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import device_name  # noqa: E402
+from common import StreamTable, device_name, one_line, release  # noqa: E402
 
 from fid.features import InceptionFeatures, default_device  # noqa: E402
 from fid.images import ArrayImages  # noqa: E402
@@ -58,11 +59,15 @@ def main(argv=None):
         extractor = InceptionFeatures(weights, device)
         weights_name = weights if args.inception_weights else "random (seed 0)"
         size = f"{args.image_size}x{args.image_size}"
-        print(f"device: {device_name(device)}; weights: {weights_name}; images: {size} uint8")
-        print(f"{'batch size':>10}  {'images':>6}  {'seconds':>8}  {'images/s':>9}")
+        print(f"device: {device_name(device)}; weights: {weights_name}; images: {size} uint8", flush=True)
+        table = StreamTable("Inception features (FID)", ["batch size", "images", "seconds", "images/s", "note"])
         for batch_size in batch_sizes:
-            seconds = measure(extractor, images, batch_size)
-            print(f"{batch_size:>10}  {num_images:>6}  {seconds:>8.2f}  {num_images / seconds:>9.1f}")
+            try:
+                seconds = measure(extractor, images, batch_size)
+                table.row([batch_size, num_images, f"{seconds:.2f}", f"{num_images / seconds:.1f}", ""])
+            except Exception as error:  # say why in the row, then the next batch size
+                table.failed([batch_size, num_images], one_line(error))
+            release(device)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ The networks hold DiT's initialisation with their weights perturbed (speed does 
 Latents only: the VAE decode is the same for every model and is left out. Ratios are against the MHSA model
 of the same family measured in the same run: the two samplers run interleaved (A, B, A, B, ...) and the
 ratio is the median of the per-round ratios. On the CPU the step counts default to a tenth of the paper's
-(25 DDPM steps, 5 Heun steps); images/s scale as 1 / steps.
+(25 DDPM steps, 5 Heun steps); images/s scale as 1 / steps. Each row is printed as it is measured; a pair
+that fails says why in its rows (on out-of-memory the batch is halved first) and the run goes on.
 """
 import argparse
 import datetime
@@ -21,11 +22,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import device_name, median_ratio, paired_seconds, print_table  # noqa: E402
-from fid_features import measure  # noqa: E402
+from common import StreamTable, device_name, measure_rows, median_ratio, one_line, paired_seconds  # noqa: E402
 
-from fid.features import InceptionFeatures  # noqa: E402
-from fid.random_weights import save_random_inception_weights  # noqa: E402
 from gen.models import create_model  # noqa: E402
 from gen.sampling import generate_latents, make_sampler  # noqa: E402
 
@@ -52,26 +50,42 @@ def build_sampling(name, sample_fn, args, device, dtype):
     return run
 
 
-def sampling_rows(samplers, args, device, dtype):
-    rows = []
-    for family, (sample_fn, description) in samplers.items():
-        base = f"{family}-{args.model_size}/2"
-        runs = {name: build_sampling(name, sample_fn, args, device, dtype) for name in (base, f"{base}-VCA")}
-        times = paired_seconds(runs, device, warmup=1, rounds=args.rounds)
-        for name in runs:
-            speedup = median_ratio(times[base], times[name])  # images/s against MHSA = its time over ours
-            rows.append([name, description, f"{args.batch_size / statistics.median(times[name]):.3f}",
-                         f"{speedup:.3f}"])
-    return rows
+def measure_family(base, sample_fn, batch, args, device, dtype) -> dict:
+    """{name: (seconds per batch, images/s against MHSA)} of the MHSA model and its VCA twin, interleaved."""
+    args = argparse.Namespace(**{**vars(args), "batch_size": batch})
+    runs = {name: build_sampling(name, sample_fn, args, device, dtype) for name in (base, f"{base}-VCA")}
+    times = paired_seconds(runs, device, warmup=1, rounds=args.rounds)
+    return {name: (statistics.median(times[name]), median_ratio(times[base], times[name])) for name in runs}
 
 
-def inception_row(args, device):
-    with tempfile.TemporaryDirectory() as folder:
-        weights = save_random_inception_weights(os.path.join(folder, "inception.pth"))
-        extractor = InceptionFeatures(weights, device=device)
-        images = np.random.default_rng(0).integers(0, 256, (8 * args.batch_size, 256, 256, 3), dtype=np.uint8)
-        seconds = measure(extractor, images, args.batch_size)
-    return ["Inception (FID features)", "256 px uint8 -> 299", f"{len(images) / seconds:.2f}", "-"]
+def family_rows(table, family, sample_fn, description, args, device, dtype):
+    """Time one family's pair and print its rows; a failure is said in its rows and the run goes on."""
+    base = f"{family}-{args.model_size}/2"
+    batch, results, note = measure_rows(lambda size: measure_family(base, sample_fn, size, args, device, dtype),
+                                        [base, f"{base}-VCA"], args.batch_size, device)
+    for name, result in results.items():
+        if isinstance(result, str):
+            table.failed([name, description, batch], "; ".join(filter(None, [result, note])))
+        else:
+            table.row([name, description, batch, f"{batch / result[0]:.3f}", f"{result[1]:.3f}", note])
+
+
+def inception_row(table, args, device):
+    description = "256 px uint8 -> 299"
+    try:  # imported here: without torch-fidelity only this row fails
+        from fid_features import measure  # noqa: PLC0415
+
+        from fid.features import InceptionFeatures  # noqa: PLC0415
+        from fid.random_weights import save_random_inception_weights  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory() as folder:
+            weights = save_random_inception_weights(os.path.join(folder, "inception.pth"))
+            extractor = InceptionFeatures(weights, device=device)
+            images = np.random.default_rng(0).integers(0, 256, (8 * args.batch_size, 256, 256, 3), dtype=np.uint8)
+            seconds = measure(extractor, images, args.batch_size)
+        table.row(["Inception (FID features)", description, args.batch_size, f"{len(images) / seconds:.2f}", "-", ""])
+    except Exception as error:
+        table.failed(["Inception (FID features)", description, args.batch_size], one_line(error))
 
 
 def main(argv=None):
@@ -100,12 +114,14 @@ def main(argv=None):
     for threads in args.threads if not on_gpu else [torch.get_num_threads()]:
         torch.set_num_threads(threads)
         print(f"device: {device_name(device)}; dtype {str(dtype).split('.')[-1]}; torch {torch.__version__}; "
-              f"{datetime.date.today()}; batch {args.batch_size}; cfg {args.cfg_scale}; {args.rounds} paired rounds")
-        rows = sampling_rows(samplers, args, device, dtype)
+              f"{datetime.date.today()}; cfg {args.cfg_scale}; {args.rounds} paired rounds", flush=True)
+        table = StreamTable(f"Sampling at {args.image_size} px (latents)" + ("" if on_gpu else f", {threads} threads"),
+                            ["model", "sampler", "batch", "images/s", "vs MHSA", "note"],
+                            {"model": 24, "sampler": 19})
+        for family, (sample_fn, description) in samplers.items():
+            family_rows(table, family, sample_fn, description, args, device, dtype)
         if args.inception:
-            rows.append(inception_row(args, device))
-        print_table(f"Sampling at {args.image_size} px (latents), {threads} threads",
-                    ["model", "sampler", "images/s", "vs MHSA"], rows)
+            inception_row(table, args, device)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python benchmarks/train_step.py                  # DiT-S/2 vs DiT-S/2-VCA at 256 and 512 px, 1 and 2 threads
     python benchmarks/train_step.py --official /tmp/DiT   # adds the official DiT code's DiT-S/2 (needs timm)
     python benchmarks/train_step.py --with-xl        # adds DiT-XL/2 (and its VCA twin) and MFU, on a GPU
+    python benchmarks/train_step.py --modes eager compiled --vca-kernels auto torch   # rows for each
 
 The step is the one gen/training/loop.py runs (ADM diffusion loss with learned sigma, AdamW at lr 1e-4, the
 foreach EMA), in bf16 autocast with fused AdamW on a GPU and fp32 on the CPU (--cpu-bf16: autocast there
@@ -12,10 +13,16 @@ a clone of github.com/facebookresearch/DiT, kept outside this repository, and ti
 diffusion loss and EMA beside ours (after checking that both networks give the same output). Model FLOP
 utilisation = 3 x forward FLOPs per image x images/s over the device's dense bf16 peak (--peak-tflops,
 known for H100/H200/A100).
+
+A table is never lost: on a GPU the batch is chosen per model and size (a token budget: DiT-S/2 256 images
+at 256 px, 64 at 512; DiT-XL/2 64 and 16) and halved on out-of-memory, the batch used said in the row; one
+pair (the MHSA model and its VCA twin, whose kernel choices share one model) is resident at a time; each row
+is printed as it is measured; a row that fails says why in one line and the run goes on.
 """
 import argparse
 import copy
 import datetime
+import functools
 import itertools
 import os
 import statistics
@@ -26,14 +33,27 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import device_name, median_ratio, paired_seconds, peak_memory_bytes, print_table  # noqa: E402
+from common import (  # noqa: E402
+    StreamTable,
+    device_name,
+    is_out_of_memory,
+    measure_rows,
+    median_ratio,
+    one_line,
+    paired_seconds,
+    peak_memory_bytes,
+)
 
 from gen.diffusion import create_diffusion  # noqa: E402
-from gen.models import create_model, load_official_state_dict  # noqa: E402
+from gen.models import create_model, load_official_state_dict, model_config, set_vca_kernels  # noqa: E402
+from gen.models.vca import KERNELS  # noqa: E402
+from gen.models.zoo import NAME_PATTERN  # noqa: E402
 from gen.training import DiffusionLoss  # noqa: E402
 from gen.training.ema import create_ema, update_ema  # noqa: E402
 
 OFFICIAL = "official DiT-S/2"
+# Tokens per step on one 80 GB GPU with a pair resident: DiT-S/2 256 images at 256 px, DiT-XL/2 64 (16 at 512 px).
+GPU_TOKENS_PER_STEP = {"Mini": 65536, "S": 65536, "B": 32768, "L": 16384, "XL": 16384}
 DENSE_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
 
@@ -47,14 +67,24 @@ def forward_flops_per_image(name: str, input_size: int) -> int:
     return counter.get_total_flops()
 
 
-def build_step(name, input_size, batch, device, dtype, compile_model):
+def default_batch(name: str, image_size: int, device: torch.device) -> int:
+    """Images per step: 4 on the CPU; on a GPU a token budget per model size (DiT-S/2: 256 at 256 px, 64 at 512)."""
+    if device.type != "cuda":
+        return 4
+    size = NAME_PATTERN.match(name).group(2)
+    tokens = (image_size // 8 // model_config(name).patch_size) ** 2
+    return max(1, min(512, GPU_TOKENS_PER_STEP[size] // tokens))
+
+
+def build_training(name, input_size, batch, device, dtype, compile_backend=None):
+    """(model, step): one training step as gen/training/loop.py runs it, its inputs and optimiser state made."""
     torch.manual_seed(0)
     model = create_model(name, input_size=input_size).to(device).train()
     ema = create_ema(model)
     fused = device.type in ("cuda", "cpu")  # as the training loop
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0, fused=fused)
     loss_fn = DiffusionLoss(create_diffusion(""))  # the loss train_dit.py uses
-    forward = torch.compile(model) if compile_model else model
+    forward = torch.compile(model, backend=compile_backend) if compile_backend not in (None, False, "none") else model
     x = torch.randn(batch, 4, input_size, input_size, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)
 
@@ -66,7 +96,23 @@ def build_step(name, input_size, batch, device, dtype, compile_model):
         optimizer.step()
         update_ema(ema, model)
 
+    return model, step
+
+
+def build_step(name, input_size, batch, device, dtype, compile_backend=None, kernels=None):
+    """The training step of a fresh model `name`; `kernels` picks VCA's kernels (see set_vca_kernels)."""
+    model, step = build_training(name, input_size, batch, device, dtype, compile_backend)
+    if kernels:
+        set_vca_kernels(model, kernels)
     return step
+
+
+def with_kernels(model, step, kernels):
+    """`step` with VCA's kernels switched to `kernels` first: the VCA rows of a pair share one model."""
+    def switched():
+        set_vca_kernels(model, kernels)
+        step()
+    return switched
 
 
 def build_official_step(dit_dir, input_size, batch):
@@ -119,29 +165,100 @@ def peak_tflops(device, override):
     return next((tflops for key, tflops in DENSE_BF16_TFLOPS.items() if key in name), None)
 
 
-def measure_pair(names, image_size, batch, device, dtype, args) -> dict:
-    """{name: (seconds, ratio to the first name, peak bytes, forward FLOPs per image)}, timed interleaved."""
-    steps = {name: build_step(name, image_size // 8, batch, device, dtype, args.compile) for name in names}
-    if args.official and device.type == "cpu" and names[0] == "DiT-S/2":
-        steps[OFFICIAL] = build_official_step(args.official, image_size // 8, batch)
-    times = paired_seconds(steps, device, warmup=2 if args.compile else 1, rounds=args.rounds)
-    base = times[names[0]]
-    ratios = {name: median_ratio(times[name], base) for name in names}
-    if OFFICIAL in times:
-        ratios[OFFICIAL] = median_ratio(base, times[OFFICIAL])  # ours / official, the goal's way round
-    return {name: (statistics.median(times[name]), ratios[name],
-                   peak_memory_bytes(step, device) if args.memory else 0,
-                   forward_flops_per_image("DiT-S/2" if name == OFFICIAL else name, image_size // 8))
-            for name, step in steps.items()}
+def pair_keys(base, device, args) -> list[tuple[str, str]]:
+    """The (model, kernels) rows of one pair: the MHSA model, its VCA twin per kernel choice, the official code."""
+    keys = [(base, "-"), *((f"{base}-VCA", kernels) for kernels in args.vca_kernels)]
+    return keys + [(OFFICIAL, "-")] if args.official and device.type == "cpu" and base == "DiT-S/2" else keys
+
+
+def pair_steps(base, input_size, batch, device, dtype, backend, args) -> dict:
+    """{(model, kernels): step}: the VCA rows share one model, so only one pair is resident at a time."""
+    steps = {(base, "-"): build_step(base, input_size, batch, device, dtype, backend)}
+    vca_model, vca_step = build_training(f"{base}-VCA", input_size, batch, device, dtype, backend)
+    for kernels in args.vca_kernels:
+        steps[(f"{base}-VCA", kernels)] = with_kernels(vca_model, vca_step, kernels)
+    if (OFFICIAL, "-") in pair_keys(base, device, args):
+        steps[(OFFICIAL, "-")] = build_official_step(args.official, input_size, batch)
+    return steps
+
+
+def measure_pair(base, image_size, batch, device, dtype, backend, args) -> dict:
+    """{(model, kernels): (seconds, step time / MHSA's, peak bytes) or why it failed}, timed interleaved."""
+    steps = pair_steps(base, image_size // 8, batch, device, dtype, backend, args)
+    results = {}
+    for key, step in list(steps.items()):  # one untimed run each (compiles): a failing step leaves the pair
+        try:
+            step()
+        except Exception as error:
+            if is_out_of_memory(error):
+                raise
+            results[key] = one_line(error)
+            del steps[key]
+    times = paired_seconds(steps, device, warmup=1 if backend else 0, rounds=args.rounds)
+    baseline = times.get((base, "-"))
+    for key, step in steps.items():
+        ratio = median_ratio(times[key], baseline) if baseline else None
+        results[key] = (statistics.median(times[key]), ratio, peak_memory_bytes(step, device) if args.memory else None)
+    return results
+
+
+@functools.cache
+def flops_or_none(name: str, input_size: int):
+    try:
+        return forward_flops_per_image(name, input_size)
+    except Exception:  # a model the counter cannot trace still gets its time
+        return None
+
+
+def pair_rows(table, base, image_size, backend, device, dtype, peak, args):
+    """Measure one pair and print its rows; a failure is said in its rows and the run goes on."""
+    batch, results, note = measure_rows(lambda size: measure_pair(base, image_size, size, device, dtype, backend, args),
+                                        pair_keys(base, device, args),
+                                        args.batch_size or default_batch(base, image_size, device), device)
+    step = {None: "eager", "none": "compile skipped"}.get(backend, f"compiled ({backend})")
+    for name, kernels in pair_keys(base, device, args):
+        known = [name, kernels, image_size, batch, step]
+        result = results[name, kernels]
+        if isinstance(result, str):
+            table.failed(known, "; ".join(filter(None, [result, note])))
+            continue
+        seconds, ratio, memory = result
+        flops = flops_or_none("DiT-S/2" if name == OFFICIAL else name, image_size // 8)
+        mfu = f"{100 * 3 * flops * batch / seconds / (peak * 1e12):.1f} %" if peak and flops else "-"
+        official = f"the official code; ours / official {1 / ratio:.3f}" if name == OFFICIAL and ratio else ""
+        table.row([*known, f"{batch / seconds:.2f}", f"{ratio:.3f}" if ratio else "-",
+                   f"{memory / 2**20:.0f}" if memory is not None else "-",
+                   f"{flops / 1e9:.1f}" if flops else "-", mfu, "; ".join(filter(None, [official, note]))])
+
+
+def mhsa_model(name: str) -> str:
+    """An MHSA model name of the zoo (its VCA twin is measured beside it): a wrong one fails at parsing."""
+    try:
+        attention = model_config(name).attention
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if attention != "mhsa":
+        raise argparse.ArgumentTypeError(f"expected an MHSA model such as DiT-S/2 or DiT-XL/2, got {name!r}")
+    return name
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image-sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--batch-size", type=int, default=None, help="per step (default 64 GPU, 4 CPU)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU threads, each in turn")
+    parser.add_argument("--models", type=mhsa_model, nargs="+", default=["DiT-S/2"],
+                        help="MHSA models, each timed beside its VCA twin")
     parser.add_argument("--with-xl", action="store_true", help="also DiT-XL/2 and DiT-XL/2-VCA")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--image-sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="per step (default 4 on the CPU; on a GPU by model and size, halved on out-of-memory)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU threads, each in turn")
+    parser.add_argument("--modes", nargs="+", choices=["eager", "compiled"], default=["eager"],
+                        help="eager and/or torch.compile'd steps, each its own rows")
+    parser.add_argument("--compile", dest="modes", action="store_const", const=["compiled"],
+                        help="the same as --modes compiled")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help='torch.compile backend of compiled rows ("none": they run eager and say so)')
+    parser.add_argument("--vca-kernels", nargs="+", choices=KERNELS, default=["auto"],
+                        help="a VCA row for each kernel choice, all against the MHSA model of the same pair")
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU as well")
     parser.add_argument("--official", metavar="DIR", help="a clone of facebookresearch/DiT to time beside ours")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory pass")
@@ -153,30 +270,20 @@ def main(argv=None):
     dtype = torch.bfloat16 if device.type == "cuda" or args.cpu_bf16 else torch.float32
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    batch = args.batch_size or (64 if device.type == "cuda" else 4)
     peak = peak_tflops(device, args.peak_tflops)
-    sizes = ["S"] + (["XL"] if args.with_xl else [])
-    for threads in args.threads if device.type == "cpu" else [torch.get_num_threads()]:
-        torch.set_num_threads(threads)
+    models = args.models + (["DiT-XL/2"] if args.with_xl and "DiT-XL/2" not in args.models else [])
+    for threads in args.threads if device.type == "cpu" else [None]:
+        if threads:
+            torch.set_num_threads(threads)
         print(f"device: {device_name(device)}; dtype {str(dtype).split('.')[-1]}; torch {torch.__version__}; "
-              f"{datetime.date.today()}; batch {batch}; compile {args.compile}; {args.rounds} paired rounds")
-        rows, official_rows = [], []
-        for size, image_size in itertools.product(sizes, args.image_sizes):
-            base = f"DiT-{size}/2"
-            for name, (seconds, ratio, memory, flops) in measure_pair(
-                    [base, f"{base}-VCA"], image_size, batch, device, dtype, args).items():
-                if name == OFFICIAL:
-                    official_rows.append([name, image_size, f"{batch / seconds:.2f}", f"{ratio:.3f}"])
-                    continue
-                mfu = f"{100 * 3 * flops * batch / seconds / (peak * 1e12):.1f} %" if peak else "-"
-                rows.append([name, image_size, f"{batch / seconds:.2f}", f"{ratio:.3f}",
-                             f"{memory / 2**20:.0f}", f"{flops / 1e9:.1f}", mfu])
-        print_table(f"Training step (forward, loss, backward, AdamW, EMA), {threads} threads",
-                    ["model", "px", "images/s", "step time / MHSA", "peak MiB",
-                     "fwd GFLOP/img", "MFU"], rows)
-        if official_rows:
-            print_table(f"The official DiT code's step, {threads} threads", ["model", "px", "images/s",
-                        "our DiT-S/2 / official"], official_rows)
+              f"{datetime.date.today()}; {args.rounds} paired rounds", flush=True)
+        table = StreamTable("Training step (forward, loss, backward, AdamW, EMA)"
+                            + (f", {threads} threads" if threads else ""),
+                            ["model", "VCA kernels", "px", "batch", "step", "images/s", "step time / MHSA",
+                             "peak MiB", "fwd GFLOP/img", "MFU", "note"], {"model": 16, "step": 19})
+        for mode, base, image_size in itertools.product(args.modes, models, args.image_sizes):
+            backend = args.compile_backend if mode == "compiled" else None
+            pair_rows(table, base, image_size, backend, device, dtype, peak, args)
 
 
 if __name__ == "__main__":
