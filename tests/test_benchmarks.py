@@ -52,7 +52,7 @@ def test_gpu_report_dry_run_fills_every_section(tmp_path):
         assert took.startswith("section took") and "stopped" not in took and "failed" not in took, took
     assert "compile skipped" in sections["Training step, compiled, DiT-S/2"]
     assert sorted(os.listdir(tmp_path / "report_traces")) == [
-        "profile.DiT-Mini_2-VCA.auto.json.gz", "profile.DiT-Mini_2-VCA.torch.json.gz", "profile.DiT-Mini_2.json.gz"]
+        "profile.DiT-Mini_2-VCA.torch.json.gz", "profile.DiT-Mini_2-VCA.triton.json.gz", "profile.DiT-Mini_2.json.gz"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
