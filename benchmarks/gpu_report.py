@@ -17,8 +17,8 @@ into the file at once, and the time it took is written after it. The budgets add
 on one H100, and --budget-s caps the whole run. The sections' stderr goes to the .log file beside the
 report. --dry-run runs the same plan through the same argument parsing on the CPU at tiny shapes (Mini
 models, 32-64 px, batch 1-2, one thread, one round; torch.compile skipped, the compiled rows saying so;
-Triton through its interpreter; budgets x4), so a mistake shows up there and not on a GPU. Without a GPU and without --dry-run it stops with one line and
-exit status 2.
+Triton through its interpreter; budgets x4), so a mistake shows up there and not on a GPU. Without a GPU
+and without --dry-run it stops with one line and exit status 2.
 """
 import argparse
 import datetime
