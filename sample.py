@@ -21,12 +21,14 @@ from gen.args import (
     add_sampler_flags,
     add_transport_flags,
     add_vae_flags,
+    add_vca_kernels_flag,
     recorded_process,
     sampler_from_args,
 )
 from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.errors import UserError
 from gen.export import read_settings
+from gen.models import set_vca_kernels
 from gen.vae import DEFAULT_VAE, load_vae
 
 DIT_GRID_LABELS = [207, 360, 387, 974, 88, 979, 417, 279]  # DiT's sample.py classes, for ImageNet models
@@ -45,6 +47,7 @@ def build_parser():
     model.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's (1000)")
     add_vae_flags(model, default=None)
     model.add_argument("--tf32", action="store_true", help="TF32 matmuls on GPUs (faster, slightly different)")
+    add_vca_kernels_flag(model)
     add_diffusion_flags(parser, from_file=True)
     add_transport_flags(parser, from_file=True)
     add_sampler_flags(parser)
@@ -97,6 +100,7 @@ def load_model_and_vae(args, device):
     vae = load_vae(vae_name, device)
     options = {} if args.num_classes is None else {"num_classes": args.num_classes}
     model = load_pretrained(args.ckpt, device, expected_name=args.model, image_size=args.image_size, **options)
+    set_vca_kernels(model, args.vca_kernels)
     config = model.config
     if args.num_classes is not None and config.num_classes != args.num_classes:
         raise UserError(f"{args.ckpt} has {config.num_classes} classes, not --num-classes {args.num_classes}")

@@ -13,6 +13,7 @@ import os
 
 from . import checks
 from .errors import UserError
+from .models.vca import KERNELS
 from .models.zoo import model_config
 from .sampling import DIT_SAMPLERS, SIT_MODES, make_sampler
 
@@ -43,6 +44,12 @@ def add_vae_flags(parser, default="ema"):
     parser.add_argument("--vae", default=default,
                         help="ema | mse | a local AutoencoderKL folder | none (pixel space)" +
                         ("; default: what the weights file says" if default is None else ""))
+
+
+def add_vca_kernels_flag(parser):
+    parser.add_argument("--vca-kernels", choices=KERNELS, default="auto",
+                        help="VCA's fast path: fused Triton kernels (triton), torch ops (torch), or auto (default): "
+                             "triton on CUDA, torch elsewhere")
 
 
 def add_diffusion_flags(parser, from_file=False):
@@ -168,6 +175,7 @@ def add_training_flags(parser, family: str):
                        help="autocast precision (default: what `accelerate launch` was given, else no)")
     model.add_argument("--gradient-checkpointing", action="store_true", help="recompute blocks to save memory")
     model.add_argument("--compile", action="store_true", help="torch.compile the model")
+    add_vca_kernels_flag(model)
     model.add_argument("--global-seed", type=int, default=0)
     if family == "DiT":
         add_diffusion_flags(parser)

@@ -33,6 +33,7 @@ def exports(tmp_path_factory):
         "DiT": str(save_pretrained(perturbed("DiT-Mini/2", in_channels=3), folder / "dit.safetensors")),
         "SiT": str(save_pretrained(perturbed("SiT-Mini/2", in_channels=3), folder / "sit.safetensors")),
         "latent DiT": str(save_pretrained(perturbed("DiT-Mini/2", in_channels=4), folder / "ldit.safetensors")),
+        "VCA DiT": str(save_pretrained(perturbed("DiT-Mini/2-VCA", in_channels=3), folder / "vdit.safetensors")),
     }
 
 
@@ -120,6 +121,15 @@ def test_grid_is_a_png_of_the_right_size(tmp_path, exports, family, sampler_flag
         "--output", output, *sampler_flags)
     side = GRID_MIN_SIDE  # 8-pixel images are enlarged 8 times
     assert Image.open(output).size == (4 * (side + GRID_GAP) + GRID_GAP, 2 * (side + GRID_GAP) + GRID_GAP)
+
+
+def test_grid_through_the_fused_vca_kernels_matches_the_torch_ones(tmp_path, exports):
+    common = ["--ckpt", exports["VCA DiT"], "--vae", "none", "--sampler", "ddim", "--num-sampling-steps", 2,
+              "--class-labels", 1, 2]
+    for kernels in ("triton", "torch"):  # Triton through its interpreter on the CPU
+        run(*common, "--output", tmp_path / f"{kernels}.png", "--vca-kernels", kernels)
+    fused, reference = (np.asarray(Image.open(tmp_path / f"{name}.png"), np.int16) for name in ("triton", "torch"))
+    assert np.abs(fused - reference).max() <= 1 and reference.std() > 10  # float rounding may move a level
 
 
 def test_grid_rows_can_carry_their_class_ids(tmp_path, exports):

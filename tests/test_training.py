@@ -94,6 +94,16 @@ def test_vae_on_the_fly_with_bf16_and_gradient_checkpointing_trains(image_folder
     assert "mixed precision: bf16" in open(os.path.join(tmp_path, "log.txt")).read()
 
 
+@pytest.mark.parametrize("kernels", ["auto", "torch", "triton"])
+def test_vca_kernels_flag_reaches_every_vca_module(kernels, tmp_path):
+    """The fused path itself is checked against the reference in tests/test_vca_fused.py (a model too)."""
+    from gen.training.loop import build_model
+
+    args = train_dit.parse_args(quick_args("DiT", tmp_path, "--vca-kernels", kernels))
+    model = build_model(args, (3, 16, 16))
+    assert {block.attn.kernels for block in model.blocks} == {kernels}
+
+
 # -- resumption --------------------------------------------------------------------------------------------------
 def test_resume_is_exact(image_folder, tmp_path):
     # 3 steps per epoch. The interrupted run stops at an epoch's end (step 3), mid-epoch (step 5), and then

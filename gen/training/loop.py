@@ -31,7 +31,7 @@ from ..args import check_training_arguments, resume_differences
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
 from ..errors import UserError
 from ..export import load_weights, save_pretrained
-from ..models import create_model
+from ..models import create_model, set_vca_kernels
 from ..models.zoo import model_config
 from ..plots import write_curves
 from ..sampling import grid_classes
@@ -96,7 +96,7 @@ def build_model(args, shape):
                          class_dropout_prob=args.class_dropout_prob, **options)
     if args.gradient_checkpointing:
         model.enable_gradient_checkpointing()
-    return model
+    return set_vca_kernels(model, args.vca_kernels)
 
 
 def prepare_results_dir(args, results_dir):
