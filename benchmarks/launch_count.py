@@ -118,7 +118,22 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, args.side**2, args.dim, requires_grad=True)
-    vca_fused._KERNELS = CountingKernels(vca_fused._kernels())
+    kernels = vca_fused._kernels()
+    vca_fused._KERNELS = CountingKernels(kernels)
+    try:
+        rows, names = count_modules(args, x)
+    finally:
+        vca_fused._KERNELS = kernels
+    print(f"C={args.dim}, {args.heads} heads, {args.side}x{args.side} grid, bf16 autocast; torch {torch.__version__}")
+    print_table("Launches per attention module (passes: those touching >= half the activations)",
+                ["module", "fwd launches", "fwd passes", "bwd launches", "bwd passes", "launches", "passes"], rows)
+    if args.ops:
+        for label, counter in names.items():
+            print(f"\n{label}: " + ", ".join(f"{name} x{n}" for name, n in sorted(counter.items())))
+
+
+def count_modules(args, x):
+    """Table rows and launches by name for MHSA and VCA's two paths."""
     grid = (args.side, args.side)
     modules = {
         "MHSA": Attention(args.dim, args.heads),
@@ -133,12 +148,7 @@ def main(argv=None):
             row += [len(counted[phase]), sum(big for _, big in counted[phase])]
             names[label].update(f"{phase} {name}" for name, _ in counted[phase])
         rows.append(row + [row[1] + row[3], row[2] + row[4]])
-    print(f"C={args.dim}, {args.heads} heads, {args.side}x{args.side} grid, bf16 autocast; torch {torch.__version__}")
-    print_table("Launches per attention module (passes: those touching >= half the activations)",
-                ["module", "fwd launches", "fwd passes", "bwd launches", "bwd passes", "launches", "passes"], rows)
-    if args.ops:
-        for label, counter in names.items():
-            print(f"\n{label}: " + ", ".join(f"{name} x{n}" for name, n in sorted(counter.items())))
+    return rows, names
 
 
 if __name__ == "__main__":

@@ -143,3 +143,13 @@ def test_cuda_kernels_are_grouped_by_name(bench):
     assert {name: profile_step.kernel_group(name) for name in names} == names
     groups = profile_step.kernel_groups([("contrast_values_forward", 30.0), ("Memset (Device)", 10.0)] * 2, steps=2)
     assert groups == {"triton (fused)": (0.03, 1.0), "copies, cat, transpose": (0.01, 1.0)}
+
+
+def test_the_fused_vca_path_launches_fewer_kernels(bench, capsys):
+    """benchmarks/launch_count.py's counts (Triton interpreted here): the fused path keeps what it gained."""
+    bench("launch_count").main(["--dim", "64", "--heads", "2", "--side", "8", "--batch-size", "1"])
+    counts = {row.split("|")[1].strip(): [int(cell) for cell in row.split("|")[2:8]]
+              for row in table_rows(capsys.readouterr().out)}
+    mhsa, torch_path, fused = counts["MHSA"], counts["VCA, torch path"], counts["VCA, fused path"]
+    assert fused[4] * 3 <= torch_path[4] and fused[5] < torch_path[5]  # launches, passes: forward + backward
+    assert fused[4] <= mhsa[4] + 30
