@@ -30,8 +30,12 @@ fi
 timeout 180 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_vca_fused.py > "$OUT/test_vca_fused.txt" 2>&1
 echo "test_vca_fused: exit $? (see $OUT/test_vca_fused.txt)"
 
-# 2. The report: training step (eager, compiled; VCA fused and torch paths against MHSA), profile, attention
+# 2. Registers and spills of the kernels as this machine's Triton compiles them (~30 s).
+timeout 120 "$PYTHON" benchmarks/kernel_resources.py > "$OUT/kernel_resources.md" 2>&1
+echo "kernel_resources: exit $?"
+
+# 3. The report: training step (eager, compiled; VCA fused and torch paths against MHSA), profile, attention
 #    module, sampling, Inception; each section under its own budget.
-timeout 480 "$PYTHON" benchmarks/gpu_report.py --out "$OUT/gpu_report.md" --budget-s 420 \
+timeout 420 "$PYTHON" benchmarks/gpu_report.py --out "$OUT/gpu_report.md" --budget-s 380 \
     --vca-kernels triton torch "${DRY_RUN[@]}" > /dev/null 2> "$OUT/gpu_report.stderr"
 echo "gpu_report: exit $? (see $OUT/gpu_report.md)"

@@ -20,9 +20,14 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 @pytest.fixture(autouse=True, scope="module")
 def triton_kernels():
-    """On the CPU, the interpreter: conftest.py sets TRITON_INTERPRET before anything imports Triton."""
+    """On the CPU, the interpreter: conftest.py sets TRITON_INTERPRET before anything imports Triton. On a GPU,
+    TF32 off (a training test may leave it on): the fused path pools by a matmul, the torch path exactly."""
     if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         pytest.fail("TRITON_INTERPRET=1 is needed on a machine without CUDA (tests/conftest.py sets it)")
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def randomised(module):
@@ -128,3 +133,18 @@ def test_a_dit_through_the_fused_path_compiles_and_trains():
     attention = model.blocks[0].attn
     for name, p in attention.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("local_term", [True, False])
+def test_custom_ops_pass_opcheck(local_term):
+    """Schema, fake (meta) implementations, autograd registration and AOT dispatch of both epilogues."""
+    B, h, n, N, d = 2, 2, 4, 12, 8
+    u = torch.randn(B, 2 * n, h, d, device=DEVICE).transpose(1, 2).requires_grad_()  # flash attention's layout
+    gain = torch.randn(d, device=DEVICE, requires_grad=True)
+    lambdas = [torch.randn(d, device=DEVICE, requires_grad=True) * 0.1 for _ in range(8)]
+    torch.library.opcheck(vca_fused.contrast_values, (u, gain, lambdas, 0.5, 0.7, 1e-5))
+    o = torch.randn(B, N, h, d, device=DEVICE).transpose(1, 2).requires_grad_()
+    v = torch.randn(B, N, 3, h, d, device=DEVICE)[:, :, 2].transpose(1, 2).requires_grad_()  # a view of qkv
+    weight = torch.randn(h * d, 1, 3, 3, device=DEVICE, requires_grad=True) if local_term else None
+    bias = torch.randn(h * d, device=DEVICE, requires_grad=True) if local_term else None
+    torch.library.opcheck(vca_fused.norm_merge_local, (o, v, gain, weight, bias, 3, 4, 0.7, 1e-5))

@@ -7,6 +7,7 @@ convolution and its bias in one pass), proj. The two epilogues are custom ops wi
 kernels, so torch.compile keeps them whole. The reference path (`VisualContrastAttention.reference_forward`)
 is the specification; tests compare every output and gradient with it, on the CPU through Triton's interpreter.
 """
+import contextlib
 import importlib
 import importlib.util
 
@@ -41,6 +42,22 @@ def _warps(tile_elements: int) -> int:
     return 4 if tile_elements <= 2048 else 8
 
 
+def _alignment(*tensors: Tensor) -> int:
+    """The largest of 8, 4, 2, 1 dividing every stride but the unit ones: the kernels' hint that each head's
+    rows start aligned (Triton only sees multiples of 16 itself, and heads of 72 would load element by element)."""
+    strides = [stride for t in tensors for stride in t.stride() if stride != 1]
+    return next(align for align in (8, 4, 2, 1) if all(stride % align == 0 for stride in strides))
+
+
+def _on_device(t: Tensor):
+    """Triton launches on the current CUDA device: make it the tensors' one."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _sm_count(t: Tensor) -> int:
+    return torch.cuda.get_device_properties(t.device).multi_processor_count if t.is_cuda else 132
+
+
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -62,10 +79,12 @@ def contrast_values(u: Tensor, gain: Tensor, lambda_vectors: list[Tensor], lambd
     n = n2 // 2
     values = u.new_empty(B, n2, h, d).transpose(1, 2)  # the layout flash attention reads without a copy
     rstd = u.new_empty(B, h, n, dtype=torch.float32)
-    rows, block_r = B * h * n, 16
-    _kernels().contrast_values_forward[(_cdiv(rows, block_r),)](
-        u, values, rstd, gain, *lambda_vectors, rows, h, n, d, *u.stride(), *values.stride(), lambda_init, scale,
-        eps, BLOCK_R=block_r, BLOCK_D=_block_d(d))
+    rows, block_r = B * h * n, 32
+    with _on_device(u):
+        _kernels().contrast_values_forward[(_cdiv(rows, block_r),)](
+            u, values, rstd, gain, *lambda_vectors, rows, h, n, d, *u.stride(), *values.stride(), lambda_init,
+            scale, eps, ALIGN=_alignment(u, values), BLOCK_R=block_r, BLOCK_D=_block_d(d),
+            num_warps=_warps(block_r * _block_d(d)))
     return values, rstd
 
 
@@ -82,16 +101,18 @@ def contrast_values_backward(grad: Tensor, u: Tensor, rstd: Tensor, gain: Tensor
     B, h, n2, d = u.shape
     n = n2 // 2
     grad_u = u.new_empty(B, n2, h, d).transpose(1, 2)
-    rows, block_r = B * h * n, 16
+    rows, block_r = B * h * n, 32
     programs = _cdiv(rows, block_r)
     partial = torch.empty(programs, d + 2, device=u.device, dtype=torch.float32)
-    kernels = _kernels()
-    kernels.contrast_values_backward[(programs,)](
-        grad, u, rstd, gain, grad_u, partial, *lambda_vectors, rows, h, n, d,
-        *grad.stride(), *u.stride(), *grad_u.stride(), lambda_init, scale, BLOCK_R=block_r, BLOCK_D=_block_d(d))
     small = torch.empty(9, d, device=u.device, dtype=torch.float32)
-    kernels.contrast_values_finish[(1,)](partial, programs, *lambda_vectors, small, d, BLOCK_P=64,
-                                         BLOCK_W=_block_d(d + 2), BLOCK_D=_block_d(d))
+    kernels = _kernels()
+    with _on_device(u):
+        kernels.contrast_values_backward[(programs,)](
+            grad, u, rstd, gain, grad_u, partial, *lambda_vectors, rows, h, n, d,
+            *grad.stride(), *u.stride(), *grad_u.stride(), lambda_init, scale, ALIGN=_alignment(grad, u, grad_u),
+            BLOCK_R=block_r, BLOCK_D=_block_d(d), num_warps=_warps(block_r * _block_d(d)))
+        total = partial.sum(0)  # torch's reduction spreads over the GPU; the finishing kernel is one program
+        kernels.contrast_values_finish[(1,)](total, *lambda_vectors, small, d, BLOCK_D=_block_d(d))
     return grad_u, small
 
 
@@ -105,6 +126,13 @@ def _contrast_values_setup(ctx, inputs, output):
     u, gain, lambda_vectors, lambda_init, scale, _ = inputs
     ctx.save_for_backward(u, output[1], gain, *lambda_vectors)
     ctx.lambda_init, ctx.scale = lambda_init, scale
+    _no_gradient_for_rstd(ctx, output[1])
+
+
+def _no_gradient_for_rstd(ctx, rstd):
+    """1/rms is returned for the backward only: no zero gradient is made for it."""
+    ctx.mark_non_differentiable(rstd)
+    ctx.set_materialize_grads(False)
 
 
 def _contrast_values_grad(ctx, grad_values, _grad_rstd):
@@ -125,12 +153,13 @@ def norm_merge_local(o: Tensor, v: Tensor, gain: Tensor, conv_weight: Tensor | N
     B, h, N, d = o.shape
     out = o.new_empty(B, N, h * d)
     rstd = o.new_empty(B, h, N, dtype=torch.float32)
-    block_t = 64
+    block_t = 64 if _block_d(d) <= 64 else 32
     has_local = conv_weight is not None
-    _kernels().norm_merge_local_forward[(_cdiv(N, block_t), h, B)](
-        o, v, gain, conv_weight if has_local else gain, conv_bias if has_local else gain, out, rstd,
-        N, grid_height, grid_width, h, d, *o.stride(), *v.stride(), scale, eps,
-        HAS_LOCAL=has_local, BLOCK_T=block_t, BLOCK_D=_block_d(d), num_warps=_warps(block_t * _block_d(d)))
+    with _on_device(o):
+        _kernels().norm_merge_local_forward[(_cdiv(N, block_t), h, B)](
+            o, v, gain, conv_weight if has_local else gain, conv_bias if has_local else gain, out, rstd,
+            N, grid_height, grid_width, h, d, *o.stride(), *v.stride(), scale, eps, HAS_LOCAL=has_local,
+            ALIGN=_alignment(o, v), BLOCK_T=block_t, BLOCK_D=_block_d(d), num_warps=_warps(block_t * _block_d(d)))
     return out, rstd
 
 
@@ -150,14 +179,17 @@ def norm_merge_local_backward(grad: Tensor, o: Tensor, v: Tensor, rstd: Tensor, 
     grad_o = o.new_empty(B, N, h, d).transpose(1, 2)
     has_local = conv_weight is not None
     grad_v = o.new_empty(B, N, h, d).transpose(1, 2) if has_local else o.new_empty(0)
-    tokens = min(256, _block_d(N))  # per program: B * N / 256 partial rows to sum
-    groups = _cdiv(N, tokens)
+    tokens = min(256, _block_d(N))  # per program, walked in tiles: few partial rows to sum ...
+    while tokens > 64 and _cdiv(N, tokens) * h * B < 4 * _sm_count(o):  # ... but programs enough for every SM
+        tokens //= 2
+    groups, block_t = _cdiv(N, tokens), min(16, tokens)
     partial = torch.empty(B * groups, 11 * C if has_local else C, device=o.device, dtype=torch.float32)
-    _kernels().norm_merge_local_backward[(groups, h, B)](
-        grad, o, v, rstd, gain, conv_weight if has_local else gain, grad_o, grad_v if has_local else grad_o, partial,
-        N, grid_height, grid_width, h, d, groups, *grad.stride(), *o.stride(), *v.stride(), *grad_o.stride(), scale,
-        HAS_LOCAL=has_local, TOKENS=tokens, BLOCK_T=min(32, tokens), BLOCK_D=_block_d(d),
-        num_warps=_warps(2 * min(32, tokens) * _block_d(d)))  # twice: about twice the live tiles of the forward
+    with _on_device(o):
+        _kernels().norm_merge_local_backward[(groups, h, B)](
+            grad, o, v, rstd, gain, conv_weight if has_local else gain, grad_o, grad_v if has_local else grad_o,
+            partial, N, grid_height, grid_width, h, d, groups, *grad.stride(), *o.stride(), *v.stride(),
+            *grad_o.stride(), scale, HAS_LOCAL=has_local, ALIGN=_alignment(grad, o, v, grad_o), TOKENS=tokens,
+            BLOCK_T=block_t, BLOCK_D=_block_d(d), num_warps=_warps(4 * block_t * _block_d(d)))  # ~4x the tiles live
     return grad_o, grad_v, partial.sum(0)
 
 
@@ -174,6 +206,7 @@ def _norm_merge_local_setup(ctx, inputs, output):
     o, v, gain, conv_weight, _, grid_height, grid_width, scale, _ = inputs
     ctx.save_for_backward(o, v, output[1], gain, conv_weight)
     ctx.grid, ctx.scale = (grid_height, grid_width), scale
+    _no_gradient_for_rstd(ctx, output[1])
 
 
 def _norm_merge_local_grad(ctx, grad_out, _grad_rstd):

@@ -29,10 +29,10 @@ def differential_lambda(q1_ptr, k1_ptr, q2_ptr, k2_ptr, lambda_init, d, BLOCK_D:
 def contrast_values_forward(
     u_ptr, values_ptr, rstd_ptr, gain_ptr,
     s1q1, s1k1, s1q2, s1k2, s2q1, s2k1, s2q2, s2k2,
-    rows, heads, n, d,
+    rows, heads, n, d: tl.constexpr,
     su_b, su_h, su_i, su_j, sv_b, sv_h, sv_i, sv_j,
     lambda_init, scale, eps,
-    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+    ALIGN: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Stage I's epilogue: Vc = RMSNorm(U+ - l1 U-) * gain * scale, written as the values [Vc; -l2 Vc] of stage II.
 
@@ -44,7 +44,7 @@ def contrast_values_forward(
     row_ok, col_ok = row < rows, col < d
     mask = row_ok[:, None] & col_ok[None, :]
     i, b, head = row % n, row // (n * heads), (row // n) % heads
-    u_plus = u_ptr + (b * su_b + head * su_h + i * su_i)[:, None] + col[None, :] * su_j
+    u_plus = u_ptr + tl.multiple_of(b * su_b + head * su_h + i * su_i, ALIGN)[:, None] + col[None, :] * su_j
     plus = tl.load(u_plus, mask=mask, other=0.0).to(tl.float32)
     minus = tl.load(u_plus + n * su_i, mask=mask, other=0.0).to(tl.float32)
     lambda1 = differential_lambda(s1q1, s1k1, s1q2, s1k2, lambda_init, d, BLOCK_D)
@@ -55,7 +55,7 @@ def contrast_values_forward(
     gain = tl.load(gain_ptr + col, mask=col_ok, other=0.0).to(tl.float32) * scale
     contrast_values = diff * rstd[:, None] * gain[None, :]
 
-    out_plus = values_ptr + (b * sv_b + head * sv_h + i * sv_i)[:, None] + col[None, :] * sv_j
+    out_plus = values_ptr + tl.multiple_of(b * sv_b + head * sv_h + i * sv_i, ALIGN)[:, None] + col[None, :] * sv_j
     tl.store(out_plus, contrast_values.to(values_ptr.dtype.element_ty), mask=mask)
     tl.store(out_plus + n * sv_i, (-lambda2 * contrast_values).to(values_ptr.dtype.element_ty), mask=mask)
     tl.store(rstd_ptr + row, rstd, mask=row_ok)
@@ -65,10 +65,10 @@ def contrast_values_forward(
 def contrast_values_backward(
     grad_ptr, u_ptr, rstd_ptr, gain_ptr, grad_u_ptr, partial_ptr,
     s1q1, s1k1, s1q2, s1k2, s2q1, s2k1, s2q2, s2k2,
-    rows, heads, n, d,
+    rows, heads, n, d: tl.constexpr,
     sg_b, sg_h, sg_i, sg_j, su_b, su_h, su_i, su_j, sd_b, sd_h, sd_i, sd_j,
     lambda_init, scale,
-    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+    ALIGN: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Gradients of `contrast_values_forward`: dU written, and per program a partial row [dgain (d), dl1, dl2]."""
     program = tl.program_id(0)
@@ -77,10 +77,10 @@ def contrast_values_backward(
     row_ok, col_ok = row < rows, col < d
     mask = row_ok[:, None] & col_ok[None, :]
     i, b, head = row % n, row // (n * heads), (row // n) % heads
-    u_plus = u_ptr + (b * su_b + head * su_h + i * su_i)[:, None] + col[None, :] * su_j
+    u_plus = u_ptr + tl.multiple_of(b * su_b + head * su_h + i * su_i, ALIGN)[:, None] + col[None, :] * su_j
     plus = tl.load(u_plus, mask=mask, other=0.0).to(tl.float32)
     minus = tl.load(u_plus + n * su_i, mask=mask, other=0.0).to(tl.float32)
-    grad_plus_ptr = grad_ptr + (b * sg_b + head * sg_h + i * sg_i)[:, None] + col[None, :] * sg_j
+    grad_plus_ptr = grad_ptr + tl.multiple_of(b * sg_b + head * sg_h + i * sg_i, ALIGN)[:, None] + col[None, :] * sg_j
     grad_plus = tl.load(grad_plus_ptr, mask=mask, other=0.0).to(tl.float32)
     grad_minus = tl.load(grad_plus_ptr + n * sg_i, mask=mask, other=0.0).to(tl.float32)
     lambda1 = differential_lambda(s1q1, s1k1, s1q2, s1k2, lambda_init, d, BLOCK_D)
@@ -96,7 +96,7 @@ def contrast_values_backward(
     grad_diff = rstd[:, None] * (grad_scaled - normed * (tl.sum(grad_scaled * normed, axis=1) / d)[:, None])
     grad_lambda1 = -tl.sum(tl.sum(grad_diff * minus, axis=1), axis=0)
 
-    grad_u = grad_u_ptr + (b * sd_b + head * sd_h + i * sd_i)[:, None] + col[None, :] * sd_j
+    grad_u = grad_u_ptr + tl.multiple_of(b * sd_b + head * sd_h + i * sd_i, ALIGN)[:, None] + col[None, :] * sd_j
     tl.store(grad_u, grad_diff.to(grad_u_ptr.dtype.element_ty), mask=mask)
     tl.store(grad_u + n * sd_i, (-lambda1 * grad_diff).to(grad_u_ptr.dtype.element_ty), mask=mask)
     partial = partial_ptr + program * (d + 2)
@@ -121,51 +121,42 @@ def lambda_vector_gradients(grad_lambda, q1_ptr, k1_ptr, q2_ptr, k2_ptr, out_ptr
 
 
 @triton.jit
-def contrast_values_finish(
-    partial_ptr, programs, s1q1, s1k1, s1q2, s1k2, s2q1, s2k1, s2q2, s2k2, out_ptr, d,
-    BLOCK_P: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr,
-):
-    """One program: the partial rows summed, then out = [dgain; the 8 lambda vectors' gradients], [9, d]."""
-    col = tl.arange(0, BLOCK_W)
-    total = tl.zeros((BLOCK_W,), dtype=tl.float32)
-    for start in range(0, programs, BLOCK_P):
-        row = start + tl.arange(0, BLOCK_P)
-        block = tl.load(partial_ptr + row[:, None] * (d + 2) + col[None, :],
-                        mask=(row < programs)[:, None] & (col < d + 2)[None, :], other=0.0)
-        total += tl.sum(block, axis=0)
-    tl.store(out_ptr + col, total, mask=col < d)
-    lambda_vector_gradients(tl.sum(tl.where(col == d, total, 0.0), axis=0), s1q1, s1k1, s1q2, s1k2, out_ptr + d,
-                            d, BLOCK_D)
-    lambda_vector_gradients(tl.sum(tl.where(col == d + 1, total, 0.0), axis=0), s2q1, s2k1, s2q2, s2k2,
-                            out_ptr + 5 * d, d, BLOCK_D)
+def contrast_values_finish(total_ptr, s1q1, s1k1, s1q2, s1k2, s2q1, s2k1, s2q2, s2k2, out_ptr, d: tl.constexpr,
+                           BLOCK_D: tl.constexpr):
+    """One program, from the summed partial row [dgain (d), dl1, dl2]: out = [dgain; the 8 lambda vectors'
+    gradients], [9, d]."""
+    col = tl.arange(0, BLOCK_D)
+    tl.store(out_ptr + col, tl.load(total_ptr + col, mask=col < d), mask=col < d)
+    lambda_vector_gradients(tl.load(total_ptr + d), s1q1, s1k1, s1q2, s1k2, out_ptr + d, d, BLOCK_D)
+    lambda_vector_gradients(tl.load(total_ptr + d + 1), s2q1, s2k1, s2q2, s2k2, out_ptr + 5 * d, d, BLOCK_D)
 
 
 @triton.jit
 def norm_merge_local_forward(
     o_ptr, v_ptr, gain_ptr, conv_weight_ptr, conv_bias_ptr, out_ptr, rstd_ptr,
-    N, H, W, heads, d,
+    N, H, W, heads, d: tl.constexpr,
     so_b, so_h, so_t, so_j, sv_b, sv_h, sv_t, sv_j,
     scale, eps,
-    HAS_LOCAL: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_LOCAL: tl.constexpr, ALIGN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Stage II's epilogue: out[b, t, head*d + j] = RMSNorm(O) * gain * scale + DepthwiseConv3x3(V) + bias.
 
     O and V are [B, h, N, d] (strided views), out is [B, N, C] contiguous; program (tile, head, b).
     """
-    tile, head, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    tile, head, b = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)  # B N 3C may pass 2^31
     token = tile * BLOCK_T + tl.arange(0, BLOCK_T)
     col = tl.arange(0, BLOCK_D)
     token_ok, col_ok = token < N, col < d
     mask = token_ok[:, None] & col_ok[None, :]
-    o = tl.load(o_ptr + b * so_b + head * so_h + token[:, None] * so_t + col[None, :] * so_j,
-                mask=mask, other=0.0).to(tl.float32)
+    o_head = o_ptr + tl.multiple_of(b * so_b + head * so_h, ALIGN)  # the hint keeps 16-byte loads when d = 72
+    o = tl.load(o_head + token[:, None] * so_t + col[None, :] * so_j, mask=mask, other=0.0).to(tl.float32)
     rstd = tl.rsqrt(tl.sum(o * o, axis=1) / d + eps)
     gain = tl.load(gain_ptr + col, mask=col_ok, other=0.0).to(tl.float32) * scale
     out = o * rstd[:, None] * gain[None, :]
     channel = head * d + col
     if HAS_LOCAL:
         y, x = token // W, token % W
-        v_head = v_ptr + b * sv_b + head * sv_h + col[None, :] * sv_j
+        v_head = v_ptr + tl.multiple_of(b * sv_b + head * sv_h, ALIGN) + col[None, :] * sv_j
         out += tl.load(conv_bias_ptr + channel, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         for tap in tl.static_range(9):
             yy, xx = y + tap // 3 - 1, x + tap % 3 - 1
@@ -181,21 +172,24 @@ def norm_merge_local_forward(
 @triton.jit
 def norm_merge_local_backward(
     grad_ptr, o_ptr, v_ptr, rstd_ptr, gain_ptr, conv_weight_ptr, grad_o_ptr, grad_v_ptr, partial_ptr,
-    N, H, W, heads, d, groups,
+    N, H, W, heads, d: tl.constexpr, groups,
     sg_b, sg_t, sg_c, so_b, so_h, so_t, so_j, sv_b, sv_h, sv_t, sv_j, sd_b, sd_h, sd_t, sd_j,
     scale,
-    HAS_LOCAL: tl.constexpr, TOKENS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_LOCAL: tl.constexpr, ALIGN: tl.constexpr, TOKENS: tl.constexpr, BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """Gradients of `norm_merge_local_forward`: dO and dV written (dV = the transposed convolution of the
     gradient), and per program (group of TOKENS tokens, b) a partial row [dgain (C), dbias (C), dweight (C*9)].
     Each program walks its TOKENS tokens in tiles, so the partial rows stay few (B * N / TOKENS)."""
-    group, head, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    group, head, b = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)  # B N 3C may pass 2^31
     col = tl.arange(0, BLOCK_D)
     col_ok = col < d
     C = heads * d
     channel = head * d + col
     grad_head = grad_ptr + b * sg_b + channel[None, :] * sg_c
-    v_head = v_ptr + b * sv_b + head * sv_h + col[None, :] * sv_j
+    v_head = v_ptr + tl.multiple_of(b * sv_b + head * sv_h, ALIGN) + col[None, :] * sv_j
+    o_head = o_ptr + tl.multiple_of(b * so_b + head * so_h, ALIGN)
+    out_head = tl.multiple_of(b * sd_b + head * sd_h, ALIGN)  # grad_o and grad_v share one layout
     gain = tl.load(gain_ptr + col, mask=col_ok, other=0.0).to(tl.float32) * scale
     taps = tl.arange(0, 16)  # 9 taps, padded to a power of 2
     sum_gain = tl.zeros((BLOCK_D,), dtype=tl.float32)
@@ -206,14 +200,13 @@ def norm_merge_local_backward(
         token_ok = token < N
         mask = token_ok[:, None] & col_ok[None, :]
         grad = tl.load(grad_head + token[:, None] * sg_t, mask=mask, other=0.0).to(tl.float32)
-        o = tl.load(o_ptr + b * so_b + head * so_h + token[:, None] * so_t + col[None, :] * so_j,
-                    mask=mask, other=0.0).to(tl.float32)
+        o = tl.load(o_head + token[:, None] * so_t + col[None, :] * so_j, mask=mask, other=0.0).to(tl.float32)
         rstd = tl.load(rstd_ptr + (b * heads + head) * N + token, mask=token_ok, other=0.0)
         normed = o * rstd[:, None]
         grad_scaled = grad * gain[None, :]
         # d/dx [x r g] = r (dy g - x r^2 <dy g, x> / d), with x r = normed
         grad_o = rstd[:, None] * (grad_scaled - normed * (tl.sum(grad_scaled * normed, axis=1) / d)[:, None])
-        tl.store(grad_o_ptr + b * sd_b + head * sd_h + token[:, None] * sd_t + col[None, :] * sd_j,
+        tl.store(grad_o_ptr + out_head + token[:, None] * sd_t + col[None, :] * sd_j,
                  grad_o.to(grad_o_ptr.dtype.element_ty), mask=mask)
         sum_gain += tl.sum(grad * normed, axis=0)
         if HAS_LOCAL:
@@ -235,7 +228,7 @@ def norm_merge_local_backward(
                                   mask=inside[:, None] & col_ok[None, :], other=0.0)
                 weight = tl.load(conv_weight_ptr + channel * 9 + tap, mask=col_ok, other=0.0).to(tl.float32)
                 grad_v += shifted.to(tl.float32) * weight[None, :]
-            tl.store(grad_v_ptr + b * sd_b + head * sd_h + token[:, None] * sd_t + col[None, :] * sd_j,
+            tl.store(grad_v_ptr + out_head + token[:, None] * sd_t + col[None, :] * sd_j,
                      grad_v.to(grad_v_ptr.dtype.element_ty), mask=mask)
     partial = partial_ptr + (b * groups + group) * (11 * C if HAS_LOCAL else C)
     tl.store(partial + channel, sum_gain * scale, mask=col_ok)
