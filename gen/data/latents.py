@@ -1,11 +1,11 @@
 """Latent pre-extraction: encode a data set once with the VAE (each image and its mirror image, so flip
 augmentation survives), and the data set that trains on the result.
 
-A latent folder holds `manifest.json` (count, shape, dtype, VAE, image size, classes, shards, skipped files)
-and `shard-00000.safetensors`, ... with `latents` [n, 2, C, h, w] (index 1 on axis 1 is the flipped image),
-`labels` [n] and `indices` [n] (positions in the image data set). Shard i always holds images
+A latent folder holds `manifest.json` (count, shape, dtype, VAE, image size, classes, shards with their sizes,
+skipped files) and `shard-00000.safetensors`, ... with `latents` [n, 2, C, h, w] (index 1 on axis 1 is the
+flipped image), `labels` [n] and `indices` [n] (positions in the image data set). Shard i always holds images
 [i * shard_size, (i + 1) * shard_size), so any number of processes can fill in the missing shards, and a
-rerun skips the finished ones (each is written under a temporary name, then renamed).
+rerun skips the finished ones (each is written under a temporary name, then renamed) and redoes damaged ones.
 """
 import json
 import math
