@@ -71,8 +71,8 @@ def check_sizes(samples_name, source, reference):
     sample_size, reference_size = image_size(source), image_size(reference.images)
     if None not in (sample_size, reference_size) and sample_size != reference_size:
         warnings.warn(f"{samples_name} holds {sample_size[1]}x{sample_size[0]} images but reference "
-                      f"{reference.path} {reference_size[1]}x{reference_size[0]} ones; FID compares them after "
-                      f"resizing to 299x299: check --ref (fid ref --image-size makes one of your size)", stacklevel=2)
+                      f"{reference.path} {reference_size[1]}x{reference_size[0]} ones; the feature network resizes "
+                      f"both, but check --ref (fid ref --image-size makes one of your size)", stacklevel=2)
 
 
 def check_options(is_split_rule, distance_precision):
