@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gen.data.transforms import center_crop_arr  # one ADM crop for training, latents and FID references
+from gen.data.transforms import center_crop_arr, to_rgb  # one ADM crop and one reading of image modes everywhere
 
 from .errors import FIDError
 
@@ -118,7 +118,7 @@ class FolderImages(torch.utils.data.Dataset):
         path = self.files[index]
         try:
             with Image.open(path) as image:
-                image = image.convert("RGB")
+                image = to_rgb(image)
                 crop = self.image_size is not None
                 array = center_crop_arr(image, self.image_size) if crop else np.asarray(image)
             return path, np.ascontiguousarray(array), None

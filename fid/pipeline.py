@@ -2,11 +2,13 @@
 
 import os
 import time
+import warnings
 
 import numpy as np
 import scipy
 import torch
 import torch_fidelity
+from PIL import Image
 
 from .cache import cache_path, default_cache_dir, read_cached_features, write_cached_features
 from .errors import FIDError
@@ -50,6 +52,29 @@ def check_counts(samples_name, num_samples, reference):
                            f"{NEAREST_NEIGHBOURS + 1} images, got {count}")
 
 
+def image_size(source):
+    """(height, width) of a source's images: from the array's shape, else the first file's header (or None)."""
+    if hasattr(source, "shape"):
+        return tuple(source.shape[1:3])
+    try:
+        with Image.open(source.files[0]) as image:
+            return image.size[::-1]
+    except OSError:  # an unreadable file is named when the features are read
+        return None
+
+
+def check_sizes(samples_name, source, reference):
+    """A warning, not an error, as ADM's evaluator accepts any sizes (Inception resizes both to 299); but samples
+    of another size than the reference images mostly mean a wrong --ref."""
+    if reference.images is None:
+        return  # statistics alone do not say the images' size
+    sample_size, reference_size = image_size(source), image_size(reference.images)
+    if None not in (sample_size, reference_size) and sample_size != reference_size:
+        warnings.warn(f"{samples_name} holds {sample_size[1]}x{sample_size[0]} images but reference "
+                      f"{reference.path} {reference_size[1]}x{reference_size[0]} ones; the feature network resizes "
+                      f"both, but check --ref (fid ref --image-size makes one of your size)", stacklevel=2)
+
+
 def check_options(is_split_rule, distance_precision):
     if is_split_rule not in IS_SPLIT_RULES:
         raise FIDError(f"unknown Inception Score split rule {is_split_rule!r}; choose {sorted(IS_SPLIT_RULES)}")
@@ -80,6 +105,7 @@ def compute_metrics(samples, ref, inception_weights=None, device=None, batch_siz
     source = open_images(samples, name="samples")
     reference = ref if isinstance(ref, Reference) else load_reference(ref, network.name)
     check_counts(samples_name, len(source), reference)
+    check_sizes(samples_name, source, reference)
     labels = sample_labels(samples_name, source, labels, network.num_classes)
     extractor = extractor or build_extractor(features, inception_weights, device, cache_dir)
     sample_features = extractor(source, batch_size, num_workers, progress, desc="samples")

@@ -1,19 +1,28 @@
 """Every command line turns bad input into one line on stderr and exit status 2, before expensive work, and
 leaves no half-written file. Each row: the command, its arguments, and a phrase the line must hold."""
+import json
 import os
+import shutil
 
+import numpy as np
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from PIL import Image
+from safetensors.torch import load
 from tiny import write_corrupt_image, write_image_folder
 
 import extract_latents
 import fid.cli
+import fid.networks
 import sample
 import train_dit
 import train_sit
+from fid.images import FolderImages
 from gen import save_pretrained
 from gen.cli import run_command
+from gen.data import ImageFolderDataset, LatentDataset
+from gen.data.latents import MANIFEST, shard_name
 from gen.models import create_model
 
 QUICK = ["--image-size", "16", "--num-classes", "3", "--global-batch-size", "4", "--num-workers", "0",
@@ -182,6 +191,150 @@ def test_fid_bad_input_is_one_line(tmp_path, capsys):
     assert len(lines) == 2 and "samples not found" in lines[0] and "arguments are required: samples" in lines[1]
 
 
+# -- damaged data inputs (issue 22): latent folders, image modes, sample folders, fid sizes -------------------
+@pytest.fixture(scope="module")
+def latent_world(world, tiny_vae, tmp_path_factory):
+    """A finished latent folder of world's 12 images in 3 shards, and the arguments that made it."""
+    folder = str(tmp_path_factory.mktemp("latent_world") / "latents")
+    arguments = ["--data-path", world["images"], "--output", folder, "--image-size", "16", "--vae", tiny_vae,
+                 "--num-workers", "0", "--shard-size", "4", "--dtype", "float32"]
+    extract_latents.main(arguments)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return {"latents": folder, "vae": tiny_vae, "arguments": arguments}
+
+
+def damaged_latents(latent_world, tmp, damage, *extra):
+    """Training arguments on a copy of the latent folder that `damage(folder)` has damaged."""
+    folder = str(tmp / "latents")
+    shutil.copytree(latent_world["latents"], folder)
+    damage(folder)
+    return ["--model", "SiT-Mini/4", "--results-dir", str(tmp / "out"), *QUICK, "--latents", folder,
+            "--vae", latent_world["vae"], *extra]
+
+
+def truncate(path, keep=300):
+    with open(path, "r+b") as file:
+        file.truncate(keep)
+
+
+def edit_manifest(folder, edit):
+    path = os.path.join(folder, MANIFEST)
+    with open(path) as file:
+        manifest = json.load(file)
+    edit(manifest)
+    with open(path, "w") as file:
+        json.dump(manifest, file)
+
+
+def write_text(path, text):
+    with open(path, "w") as file:
+        file.write(text)
+
+
+LATENTS = [
+    ("truncated shard", lambda f: truncate(os.path.join(f, shard_name(1))), (),
+     "shard-00001.safetensors has 300 bytes, the manifest says"),
+    ("truncated shard of an older manifest", lambda f: (
+        edit_manifest(f, lambda m: [shard.pop("bytes") for shard in m["shards"]]),
+        truncate(os.path.join(f, shard_name(1)))), (), "shard-00001.safetensors is not a readable shard"),
+    ("manifest not JSON", lambda f: write_text(os.path.join(f, MANIFEST), "{not json"), (),
+     "manifest.json is not valid JSON"),
+    ("manifest without shards", lambda f: edit_manifest(f, lambda m: m.pop("shards")), (),
+     "'shards' must be a list (lacks it)"),
+    ("manifest shape edited", lambda f: edit_manifest(f, lambda m: m.update(shape=[4, 8, 9])), (),
+     "the manifest's shape [4, 8, 9] says [4, 2, 4, 8, 9]"),
+    ("manifest of fewer classes than its labels", lambda f: edit_manifest(f, lambda m: m.update(classes=["a", "b"])),
+     ("--num-classes", "2"), "shard-00002.safetensors holds labels 2..2 but"),
+]
+
+
+@pytest.mark.parametrize("name, damage, extra, phrase", LATENTS, ids=[row[0] for row in LATENTS])
+def test_damaged_latent_folder_is_one_line(latent_world, tmp_path, capsys, name, damage, extra, phrase):
+    arguments = damaged_latents(latent_world, tmp_path, damage, *extra)
+    line = assert_one_line_error(train_sit.main, arguments, phrase, capsys, tmp_path)
+    assert "run extract_latents.py again" in line
+
+
+def test_a_damaged_shard_is_redone_by_extract_latents(latent_world, tmp_path, capsys):
+    folder = str(tmp_path / "latents")
+    shutil.copytree(latent_world["latents"], folder)
+    intact = load(open(os.path.join(folder, shard_name(1)), "rb").read())  # not a memory map of what is cut next
+    truncate(os.path.join(folder, shard_name(1)))
+    arguments = [*latent_world["arguments"], "--output", folder]  # the last --output wins
+    extract_latents.main(arguments)
+    assert "shard-00001.safetensors is not a readable shard" in capsys.readouterr().err
+    redone = load(open(os.path.join(folder, shard_name(1)), "rb").read())  # seeded per shard: the same latents
+    assert all(torch.allclose(redone[key].float(), intact[key].float(), atol=1e-5) for key in intact)
+    assert len(LatentDataset(folder, vae_name=latent_world["vae"], image_size=16)) == 12
+    assert not [name for name in os.listdir(folder) if ".tmp" in name]
+
+
+def test_fewer_data_classes_than_num_classes_is_one_warning_line(world, tmp_path, capsys):
+    train_sit.main(train(world, tmp_path, "--num-classes", "5", "--max-steps", "1"))
+    output = capsys.readouterr()
+    warnings = [line for line in (output.out + output.err).splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "labels 3..4 never occur in training; pass --num-classes 3" in warnings[0]
+
+
+def image_of_mode(mode):
+    """A 2x2 image in `mode` whose pixels read as 8-bit (value, value, value) = 117, or are refused."""
+    if mode.startswith("I;16"):
+        return Image.fromarray(np.full((2, 2), 30000, np.uint16)), (117, 117, 117)  # 30000 >> 8
+    if mode == "I":
+        return Image.fromarray(np.full((2, 2), 30000, np.int32), "I"), (117, 117, 117)
+    if mode == "P transparent":
+        image = Image.fromarray(np.full((2, 2), 117, np.uint8), "L").convert("P")
+        image.info["transparency"] = 0
+        return image, (117, 117, 117)
+    if mode == "1":
+        return Image.new("1", (2, 2), 1), (255, 255, 255)
+    if mode == "CMYK":
+        return Image.new("CMYK", (2, 2), (0, 0, 0, 138)), (117, 117, 117)
+    return Image.new(mode, (2, 2), (117,) * len(mode)), (117, 117, 117)  # L, LA, RGBA
+
+
+IMAGE_MODES = ["I;16", "I", "L", "LA", "RGBA", "P transparent", "1", "CMYK"]
+
+
+@pytest.mark.parametrize("mode", IMAGE_MODES)
+def test_images_of_other_modes_read_as_their_8_bit_rgb(tmp_path, mode):
+    image, rgb = image_of_mode(mode)
+    path = tmp_path / "images" / "cat" / ("0.tiff" if mode in ("I", "CMYK") else "0.png")  # PNG has neither
+    os.makedirs(path.parent)
+    image.save(path, **({"transparency": 0} if mode == "P transparent" else {}))
+    training_pixels = (ImageFolderDataset(str(tmp_path / "images"), 2)[0][0] + 1) * 127.5
+    assert torch.allclose(training_pixels[:, 0, 0], torch.tensor(rgb, dtype=torch.float32), atol=1e-3)
+    path_, fid_pixels, error = FolderImages(str(tmp_path / "images"))[0]
+    assert error is None and tuple(fid_pixels[0, 0]) == rgb
+
+
+def test_a_float_image_is_refused_naming_it(world, tmp_path, capsys):
+    folder = shutil.copytree(world["images"], tmp_path / "images")
+    Image.fromarray(np.full((20, 24), 0.5, np.float32), "F").save(folder / "cat" / "float.tiff")
+    assert_one_line_error(train_sit.main, train(world, tmp_path, "--strict", "--data-path", str(folder), data=None),
+                          "float.tiff (InvalidValue: a floating-point image (mode F)", capsys, tmp_path)
+
+
+def test_a_truncated_sample_png_is_named(world, tmp_path, capsys):
+    sample_dir = tmp_path / "samples"
+    os.makedirs(sample_dir)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)).save(tmp_path / "whole.png")
+    (sample_dir / "000000.png").write_bytes((tmp_path / "whole.png").read_bytes()[:400])  # a copy cut short
+    arguments = sample_args(world, tmp_path, "--num-fid-samples", "2", "--sample-dir", str(sample_dir))
+    assert_one_line_error(sample.main, arguments, f"cannot read sample {sample_dir / '000000.png'}", capsys,
+                          tmp_path)
+
+
+def test_fid_calc_says_when_sample_and_reference_sizes_differ(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(fid.networks, "InceptionFeatures", lambda *a, **k: pytest.fail("checked after Inception"))
+    np.savez(tmp_path / "samples.npz", arr_0=np.zeros((4, 64, 64, 3), np.uint8))
+    np.savez(tmp_path / "ref.npz", arr_0=np.zeros((4, 16, 16, 3), np.uint8))
+    with pytest.raises(pytest.fail.Exception):
+        fid.cli.main(["calc", str(tmp_path / "samples.npz"), "--ref", str(tmp_path / "ref.npz"), "--device", "cpu"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fid: warning: ") and "64x64 images but reference" in lines[0]
+
+
 def test_debug_shows_the_traceback(world, tmp_path):
     with pytest.raises(Exception, match="unknown model"):
         run_command(train_sit.main, [*train(world, tmp_path, model="SiT-XXL/2"), "--debug"])
@@ -198,8 +351,10 @@ def assert_one_line_error(main, argv, phrase, capsys, folder):
     half_written = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
                     if ".tmp" in name]
     assert not half_written
+    return lines[0]
 
 
 def is_library_chatter(line: str) -> bool:
     """Progress bars and warnings that libraries print on stderr before the error."""
-    return "it/s]" in line or "shard/s]" in line or line.startswith(("warning", "Warning")) or "UserWarning" in line
+    progress = any(unit in line for unit in ("it/s]", "shard/s]", "img/s]"))
+    return progress or line.startswith(("warning", "Warning")) or "UserWarning" in line

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ..errors import InvalidValue, MissingInput, UserError
-from .transforms import center_crop_arr, horizontal_flip, to_tensor
+from .transforms import center_crop_arr, horizontal_flip, to_rgb, to_tensor
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".jpe", ".pgm")
 
@@ -56,7 +56,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         path, label = self.files[index]
         try:
             with Image.open(path) as image:
-                array = center_crop_arr(image.convert("RGB"), self.image_size)
+                array = center_crop_arr(to_rgb(image), self.image_size)
         except Exception as error:  # truncated file, unknown format, ...: one bad file must not end an epoch
             if self.strict:
                 raise CorruptImageError(f"cannot read image {path} ({type(error).__name__}: {error}); "

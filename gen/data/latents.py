@@ -1,15 +1,16 @@
 """Latent pre-extraction: encode a data set once with the VAE (each image and its mirror image, so flip
 augmentation survives), and the data set that trains on the result.
 
-A latent folder holds `manifest.json` (count, shape, dtype, VAE, image size, classes, shards, skipped files)
-and `shard-00000.safetensors`, ... with `latents` [n, 2, C, h, w] (index 1 on axis 1 is the flipped image),
-`labels` [n] and `indices` [n] (positions in the image data set). Shard i always holds images
+A latent folder holds `manifest.json` (count, shape, dtype, VAE, image size, classes, shards with their sizes,
+skipped files) and `shard-00000.safetensors`, ... with `latents` [n, 2, C, h, w] (index 1 on axis 1 is the
+flipped image), `labels` [n] and `indices` [n] (positions in the image data set). Shard i always holds images
 [i * shard_size, (i + 1) * shard_size), so any number of processes can fill in the missing shards, and a
-rerun skips the finished ones (each is written under a temporary name, then renamed).
+rerun skips the finished ones (each is written under a temporary name, then renamed) and redoes damaged ones.
 """
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -25,6 +26,10 @@ from .transforms import horizontal_flip
 
 MANIFEST = "manifest.json"
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+HEADER_DTYPES = {"float16": "F16", "float32": "F32", "bfloat16": "BF16"}  # as safetensors' headers spell them
+# A finished manifest's keys and their types; a hash of the shards is not kept (gigabytes to read at each start).
+FINISHED_KEYS = {"vae": str, "image_size": int, "shape": list, "dtype": str, "classes": list, "count": int,
+                 "shards": list}
 
 
 class LatentSetError(UserError, ValueError):
@@ -35,12 +40,23 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
+def redo_hint(root) -> str:
+    return (f"run extract_latents.py again with the arguments that made {root} (--output {root}) to redo it, "
+            f"or extract into a new folder")
+
+
 def read_manifest(root) -> dict:
     path = os.path.join(root, MANIFEST)
     if not os.path.isfile(path):
         raise LatentSetError(f"{root} holds no {MANIFEST}; make a latent set with extract_latents.py")
-    with open(path) as file:
-        return json.load(file)
+    try:
+        with open(path) as file:
+            manifest = json.load(file)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:  # an interrupted copy, a hand edit
+        raise LatentSetError(f"{path} is not valid JSON ({error}); delete it and {redo_hint(root)}") from None
+    if not isinstance(manifest, dict):
+        raise LatentSetError(f"{path} is not a latent manifest (a JSON object); delete it and {redo_hint(root)}")
+    return manifest
 
 
 def write_manifest(root, manifest: dict):
@@ -120,9 +136,28 @@ def collate_with_indices(items):
     return images, labels, kept, list(skipped)
 
 
-def shard_count(path) -> int:
-    with safe_open(path, framework="pt") as file:
-        return file.get_slice("labels").get_shape()[0]
+def shard_problem(path, manifest: dict, count=None, size=None) -> str | None:
+    """What is wrong with a shard, from its size and header alone (cheap), checked against the manifest or
+    plan: missing, truncated, unreadable, of another shape or dtype, or of another `count`; None when intact."""
+    if not os.path.isfile(path):
+        return "is missing"
+    if size is not None and os.path.getsize(path) != size:
+        return f"has {os.path.getsize(path):,} bytes, the manifest says {size:,} (truncated or replaced)"
+    try:
+        with safe_open(path, framework="pt") as file:
+            shapes = {name: file.get_slice(name).get_shape() for name in ("latents", "labels", "indices")}
+            dtype = file.get_slice("latents").get_dtype()
+    except Exception as error:  # SafetensorError: truncated header or data, another file, a tensor missing
+        return f"is not a readable shard ({' '.join(str(error).split())})"
+    rows = shapes["labels"][0]
+    expected = [rows, 2, *manifest["shape"]]
+    if shapes["latents"] != expected or shapes["indices"] != [rows]:
+        return f"holds latents {shapes['latents']}, the manifest's shape {manifest['shape']} says {expected}"
+    if dtype != HEADER_DTYPES.get(manifest["dtype"]):
+        return f"holds {dtype} latents, the manifest says {manifest['dtype']}"
+    if count is not None and rows != count:
+        return f"holds {rows} latents, the manifest says {count}"
+    return None
 
 
 def extract_latents(dataset, vae, root, plan: dict, *, accelerator, batch_size: int = 32, num_workers: int = 4):
@@ -131,9 +166,14 @@ def extract_latents(dataset, vae, root, plan: dict, *, accelerator, batch_size: 
     if accelerator.is_main_process:
         start_extraction(root, plan)
     accelerator.wait_for_everyone()
-    todo = [shard for shard in range(plan["num_shards"])
-            if shard % accelerator.num_processes == accelerator.process_index
-            and not os.path.isfile(os.path.join(root, shard_name(shard)))]
+    todo = []
+    for shard in range(accelerator.process_index, plan["num_shards"], accelerator.num_processes):
+        path = os.path.join(root, shard_name(shard))
+        problem = shard_problem(path, plan)
+        if problem and os.path.isfile(path):  # damaged after it was written (a copy cut short): encode it again
+            print(f"warning: {path} {problem}; encoding it again", file=sys.stderr)
+        if problem:
+            todo.append(shard)
     progress = tqdm(todo, desc=f"encoding (process {accelerator.process_index})", unit="shard",
                     disable=not accelerator.is_local_main_process)
     for shard in progress:
@@ -156,7 +196,8 @@ def finish_manifest(root) -> dict:
     for shard in range(manifest["num_shards"]):
         path = os.path.join(root, shard_name(shard))
         with safe_open(path, framework="pt") as file:
-            shards.append({"file": shard_name(shard), "count": file.get_slice("labels").get_shape()[0]})
+            shards.append({"file": shard_name(shard), "count": file.get_slice("labels").get_shape()[0],
+                           "bytes": os.path.getsize(path)})  # the size check that catches a truncated copy
             skipped += json.loads((file.metadata() or {}).get("skipped", "[]"))
     manifest.update(shards=shards, count=sum(s["count"] for s in shards), skipped=skipped, complete=True)
     write_manifest(root, manifest)
@@ -168,6 +209,7 @@ def check_latent_set(root, manifest: dict, *, vae_name=None, image_size=None):
     if not manifest.get("complete"):
         raise LatentSetError(f"the latent set {root} is unfinished; run extract_latents.py again with the same "
                              f"arguments to finish it")
+    check_manifest_keys(root, manifest)
     if vae_name is not None and manifest["vae"] != vae_identity(vae_name):
         raise LatentSetError(f"the latents in {root} were made with --vae {manifest['vae']}, this run uses "
                              f"--vae {vae_name}; pass --vae {manifest['vae']} or extract them again")
@@ -177,13 +219,31 @@ def check_latent_set(root, manifest: dict, *, vae_name=None, image_size=None):
                              f"or extract them again")
     for shard in manifest["shards"]:
         path = os.path.join(root, shard["file"])
-        if not os.path.isfile(path):
-            raise LatentSetError(f"{path} is missing; run extract_latents.py again to rebuild it")
-        if shard_count(path) != shard["count"]:
-            raise LatentSetError(f"{path} holds {shard_count(path)} latents, the manifest says {shard['count']}; "
-                                 f"delete it and run extract_latents.py again")
+        problem = shard_problem(path, manifest, count=shard["count"], size=shard.get("bytes"))
+        if problem:
+            raise LatentSetError(f"{path} {problem}; {redo_hint(root)}")
     if sum(shard["count"] for shard in manifest["shards"]) != manifest["count"]:
-        raise LatentSetError(f"the shards of {root} do not add up to the manifest's count {manifest['count']}")
+        raise LatentSetError(f"the shards of {root} do not add up to the manifest's count {manifest['count']}; "
+                             f"{redo_hint(root)}")
+
+
+def check_manifest_keys(root, manifest: dict):
+    """A finished manifest has every key, of its type, and shards that name a file and a count."""
+    path = os.path.join(root, MANIFEST)
+    for key, kind in FINISHED_KEYS.items():
+        if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
+            found = "lacks it" if key not in manifest else f"holds {manifest[key]!r}"
+            raise LatentSetError(f"{path}: '{key}' must be a {kind.__name__} ({found}); {redo_hint(root)}")
+    shape = manifest["shape"]
+    if len(shape) != 3 or not all(isinstance(side, int) and side > 0 for side in shape):
+        raise LatentSetError(f"{path}: 'shape' must be [channels, height, width], got {shape}; {redo_hint(root)}")
+    if manifest["dtype"] not in HEADER_DTYPES:
+        raise LatentSetError(f"{path}: 'dtype' must be one of {sorted(HEADER_DTYPES)}, got {manifest['dtype']!r}; "
+                             f"{redo_hint(root)}")
+    for shard in manifest["shards"]:
+        if not (isinstance(shard, dict) and isinstance(shard.get("file"), str) and isinstance(shard.get("count"), int)):
+            raise LatentSetError(f"{path}: each of 'shards' must be {{\"file\": ..., \"count\": ...}}, got {shard!r}; "
+                                 f"{redo_hint(root)}")
 
 
 class LatentDataset(torch.utils.data.Dataset):
@@ -198,12 +258,22 @@ class LatentDataset(torch.utils.data.Dataset):
         self.shape = tuple(self.manifest["shape"])
         self.shard_files = [shard["file"] for shard in self.manifest["shards"]]
         self.shard_starts = np.cumsum([0] + [shard["count"] for shard in self.manifest["shards"]])
-        self.labels = torch.cat([self.read(shard["file"], "labels") for shard in self.manifest["shards"]])
+        self.labels = torch.cat([self.read_labels(shard["file"]) for shard in self.manifest["shards"]])
         self.files = {}
 
     def read(self, file, name):
         with safe_open(os.path.join(self.root, file), framework="pt") as handle:
             return handle.get_tensor(name)
+
+    def read_labels(self, file):
+        """A shard's labels, which must index the manifest's classes (the model's class table is that long)."""
+        labels = self.read(file, "labels")
+        low, high = (int(labels.min()), int(labels.max())) if len(labels) else (0, 0)
+        if not 0 <= low <= high < max(len(self.classes), 1):
+            raise LatentSetError(f"{os.path.join(self.root, file)} holds labels {low}..{high} "
+                                 f"but {os.path.join(self.root, MANIFEST)} lists {len(self.classes)} classes; "
+                                 f"{redo_hint(self.root)}")
+        return labels
 
     def __getstate__(self):  # open files stay behind when a DataLoader worker receives a copy
         return {**self.__dict__, "files": {}}

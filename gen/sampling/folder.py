@@ -61,16 +61,30 @@ def sample_to_folder(accelerator, model, vae, sample_fn, *, sample_dir, num_samp
     return len(pending)
 
 
+def read_png(path, shape=None) -> np.ndarray:
+    """A sample PNG as uint8 [H, W, 3]; a damaged one (a copy cut short) is named, with the way to redo it."""
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+    except Exception as error:  # truncated, not a PNG: PIL's message does not name the file
+        raise UserError(f"cannot read sample {path} ({type(error).__name__}: {' '.join(str(error).split())}); "
+                        f"delete it and rerun the same command to make it again") from None
+    if shape is not None and array.shape != shape:
+        raise UserError(f"sample {path} is {array.shape[1]}x{array.shape[0]}, the others {shape[1]}x{shape[0]}; "
+                        f"delete it and rerun the same command to make it again")
+    return array
+
+
 def pack_npz(sample_dir, num_samples: int, labels: np.ndarray) -> str:
     """`sample_dir/samples.npz`: arr_0 uint8 [N, H, W, 3] from the PNGs, arr_1 the classes (ADM's format)."""
     missing = [i for i in range(num_samples) if not os.path.exists(png_path(sample_dir, i))]
     if missing:
         raise UserError(f"{sample_dir} lacks {len(missing)} of {num_samples} images (first {missing[0]:06d}.png); "
                         f"rerun the same command to make them")
-    first = np.asarray(Image.open(png_path(sample_dir, 0)).convert("RGB"))
+    first = read_png(png_path(sample_dir, 0))
     images = np.empty((num_samples, *first.shape), dtype=np.uint8)
     for i in tqdm(range(num_samples), desc="packing samples.npz", unit="img", dynamic_ncols=True):
-        images[i] = np.asarray(Image.open(png_path(sample_dir, i)).convert("RGB"))
+        images[i] = read_png(png_path(sample_dir, i), first.shape)
     path = os.path.join(sample_dir, "samples.npz")
     save_samples_npz(path, images, labels)
     return path

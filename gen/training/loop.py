@@ -80,13 +80,15 @@ def make_accelerator(args, results_dir) -> Accelerator:
     return accelerator
 
 
-def open_training_data(args, vae):
-    """(data set, latent (channels, side), whether items are latents already)."""
+def open_training_data(args, accelerator):
+    """(VAE, data set, latent (channels, side), whether items are latents already); a latent folder is checked
+    against its manifest before the VAE loads, so a damaged one stops at once."""
     if args.latents is not None:
         dataset = LatentDataset(args.latents, vae_name=args.vae, image_size=args.image_size)
-        return dataset, (dataset.shape[0], dataset.shape[1]), True
+        return load_vae(args.vae, accelerator.device), dataset, (dataset.shape[0], dataset.shape[1]), True
+    vae = load_vae(args.vae, accelerator.device)
     dataset = open_image_dataset(args.data_path, args.image_size, strict=args.strict)
-    return dataset, latent_shape(vae, args.image_size), False
+    return vae, dataset, latent_shape(vae, args.image_size), False
 
 
 def build_model(args, shape):
@@ -405,11 +407,14 @@ def train(args, *, family: str, loss_fn, sample_fn, process: dict):
     if accelerator.is_main_process:
         write_json(os.path.join(results_dir, "args.json"), vars(args))
 
-    vae = load_vae(args.vae, accelerator.device)
-    dataset, shape, from_latents = open_training_data(args, vae)
+    vae, dataset, shape, from_latents = open_training_data(args, accelerator)
     check_patch_grid(args, shape, vae)
     if len(dataset.classes) > args.num_classes:
         raise TrainingError(f"the data has {len(dataset.classes)} classes but --num-classes is {args.num_classes}")
+    if len(dataset.classes) < args.num_classes:  # a warning, not an error: fine-tuning on a subset of classes is fine
+        log.warning(f"the data has {len(dataset.classes)} classes but --num-classes is {args.num_classes}: labels "
+                    f"{len(dataset.classes)}..{args.num_classes - 1} never occur in training; pass --num-classes "
+                    f"{len(dataset.classes)} unless that is meant")
     sampler = EpochBatchSampler(len(dataset), args.global_batch_size, rank=accelerator.process_index,
                                 world_size=accelerator.num_processes, seed=args.global_seed,
                                 random_flip=args.random_flip)
