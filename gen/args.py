@@ -12,6 +12,7 @@ import importlib.util
 import os
 
 from . import checks
+from .cli import none_or_str
 from .errors import UserError
 from .models.vca import KERNELS
 from .models.zoo import model_config
@@ -29,10 +30,6 @@ DIFFUSION_DEFAULTS = dict(noise_schedule="linear", use_kl=False, sigma_small=Fal
                           learn_sigma=True, rescale_learned_sigmas=False, diffusion_steps=1000)
 TRANSPORT_DEFAULTS = dict(path_type="Linear", prediction="velocity", loss_weight=None, train_eps=None,
                           sample_eps=None)
-
-
-def none_or_str(value):
-    return None if value in (None, "None", "none") else value
 
 
 def _defaults(values: dict, from_file: bool) -> dict:

@@ -9,6 +9,7 @@ from tiny import write_corrupt_image, write_image_folder
 
 import extract_latents
 import fid.cli
+import gen.study
 import sample
 import train_dit
 import train_sit
@@ -58,6 +59,11 @@ def world(tmp_path_factory):
     train_sit.main(["--model", "SiT-Mini/4", "--results-dir", paths["run"], "--data-path", paths["images"], *QUICK])
     AcceleratorState._reset_state(reset_partial_state=True)
     return paths
+
+
+def yaml_file(tmp, text: str) -> str:
+    (tmp / "config.yaml").write_text(text + "\n")
+    return str(tmp / "config.yaml")
 
 
 def train(world, tmp, *extra, model="SiT-Mini/4", data="images"):
@@ -111,12 +117,30 @@ TRAINING = [
      "--eval-samples must be at least 4"),
     ("resume with another seed", lambda w, t: train(w, t, "--results-dir", w["run"], "--resume", "latest",
                                                     "--global-seed", "5"), "--global-seed 5 (the run used 0)"),
+    # issue 22 B: typed configs, results-folder lock, seeds, class counts
+    *[(f"config {text}", lambda w, t, text=text: train(w, t, "--config", yaml_file(t, text)), phrase)
+      for text, phrase in [('random_flip: "false"', 'random_flip = "false" must be true or false; write false'),
+                           ("max_steps: 4.7", "max_steps = 4.7 is not an integer"),
+                           ("max_steps: true", "max_steps = true is not an integer"),
+                           ("max_steps: [1, 2]", "max_steps = [1, 2] is a list"),
+                           ("image_size: 4.0", "image_size = 4.0 is not an integer"),
+                           ("image_size: null", "image_size = null, but it needs an integer"),
+                           ("lr: fast", 'lr = "fast" is not a number'),
+                           ("mode: XDE", 'mode = "XDE" is not one of')]],
 ]
 
 
 @pytest.mark.parametrize("name, arguments, phrase", TRAINING, ids=[row[0] for row in TRAINING])
 def test_train_sit_bad_input_is_one_line(world, tmp_path, capsys, name, arguments, phrase):
     assert_one_line_error(train_sit.main, arguments(world, tmp_path), phrase, capsys, tmp_path)
+
+
+def test_study_shared_flags_are_checked(tmp_path, capsys):
+    study = tmp_path / "study.yaml"
+    for shared, phrase in [("[1, 2]", "shared must map flag names to values"),
+                           ("{max_steps: 4.7}", "max_steps = 4.7 is not an integer")]:
+        study.write_text(f"models: [SiT-Mini/4]\nseeds: [0]\nreport_dir: {tmp_path}\nshared: {shared}\n")
+        assert_one_line_error(gen.study.main, [study, "--report-only"], phrase, capsys, tmp_path)
 
 
 def test_train_dit_bad_input_is_one_line(world, tmp_path, capsys):
