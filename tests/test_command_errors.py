@@ -1,6 +1,8 @@
 """Every command line turns bad input into one line on stderr and exit status 2, before expensive work, and
 leaves no half-written file. Each row: the command, its arguments, and a phrase the line must hold."""
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -141,6 +143,26 @@ def test_study_shared_flags_are_checked(tmp_path, capsys):
                            ("{max_steps: 4.7}", "max_steps = 4.7 is not an integer")]:
         study.write_text(f"models: [SiT-Mini/4]\nseeds: [0]\nreport_dir: {tmp_path}\nshared: {shared}\n")
         assert_one_line_error(gen.study.main, [study, "--report-only"], phrase, capsys, tmp_path)
+
+
+def test_a_live_run_holds_its_folder_and_a_killed_one_lets_go(world, tmp_path, capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from gen.files import lock_folder; "
+                               "held = lock_folder(sys.argv[1], 'test'); print('locked', flush=True); time.sleep(60)",
+                               str(folder)], stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(__file__) + "/..")
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert_one_line_error(train_sit.main, train(world, tmp_path),
+                              f"--results-dir {folder} is in use by a running process (pid {holder.pid}", capsys,
+                              tmp_path)
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops the lock, the pid stays in the file
+        holder.wait()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert run_command(train_sit.main, train(world, tmp_path)) == str(folder)
+    assert f"taking over {folder / 'run.lock'} from pid {holder.pid}" in capsys.readouterr().out
+    assert (folder / "run.lock").read_text() == ""  # a clean end leaves nothing to take over
 
 
 def test_train_dit_bad_input_is_one_line(world, tmp_path, capsys):
