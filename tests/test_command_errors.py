@@ -1,12 +1,15 @@
 """Every command line turns bad input into one line on stderr and exit status 2, before expensive work, and
 leaves no half-written file. Each row: the command, its arguments, and a phrase the line must hold."""
+import errno
 import os
 import subprocess
 import sys
 
+import accelerate.utils.other
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from safetensors import SafetensorError
 from tiny import write_corrupt_image, write_image_folder
 
 import extract_latents
@@ -165,6 +168,28 @@ def test_a_live_run_holds_its_folder_and_a_killed_one_lets_go(world, tmp_path, c
     assert (folder / "run.lock").read_text() == ""  # a clean end leaves nothing to take over
 
 
+@pytest.mark.parametrize("checkpoint, error", [
+    (1, OSError(errno.ENOSPC, "No space left on device")),
+    (1, SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")),
+    (2, OSError(errno.ENOSPC, "No space left on device"))], ids=["first OSError", "first SafetensorError", "second"])
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_tmp(world, tmp_path, capsys, monkeypatch, checkpoint,
+                                                                   error):
+    real_save, calls = accelerate.utils.other.safe_save_file, []
+
+    def disk_fills(*args, **kwargs):  # the first file of a checkpoint: accelerate's model.safetensors
+        calls.append(args)
+        if len(calls) == checkpoint:
+            raise error
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(accelerate.utils.other, "safe_save_file", disk_fills)
+    kept = "the last finished checkpoint" if checkpoint > 1 else "no earlier checkpoint exists"
+    line = assert_one_line_error(train_sit.main, train(world, tmp_path), f"checkpoint of step {checkpoint} not "
+                                 f"saved: no space left on the device", capsys, tmp_path)
+    assert kept in line
+    assert sorted(os.listdir(tmp_path / "out" / "ckpt")) == ["losses.jsonl", *(["step-0000001"] * (checkpoint > 1))]
+
+
 def test_train_dit_bad_input_is_one_line(world, tmp_path, capsys):
     def dit_arguments(*extra, model="DiT-Mini/4"):
         arguments = train(world, tmp_path, *extra, model=model)
@@ -244,6 +269,7 @@ def assert_one_line_error(main, argv, phrase, capsys, folder):
     half_written = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
                     if ".tmp" in name]
     assert not half_written
+    return lines[0]
 
 
 def is_library_chatter(line: str) -> bool:

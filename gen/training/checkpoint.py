@@ -124,13 +124,18 @@ def save_checkpoint(accelerator, results_dir, step: int, ema, training_state: di
     if accelerator.is_main_process and os.path.isdir(temporary):
         shutil.rmtree(temporary)  # the remains of a crash mid-write
     accelerator.wait_for_everyone()
-    accelerator.save_state(temporary)
-    accelerator.wait_for_everyone()  # every process's RNG file is in before the manifest lists them
-    if accelerator.is_main_process:
-        save_pretrained(ema, os.path.join(temporary, CHECKPOINT_WEIGHTS), ema=True, **settings)
-        write_json(os.path.join(temporary, TRAINING_STATE), dict(training_state, step=step))
-        write_manifest(temporary)
-        replace_folder(temporary, final)
+    try:
+        accelerator.save_state(temporary)
+        accelerator.wait_for_everyone()  # every process's RNG file is in before the manifest lists them
+        if accelerator.is_main_process:
+            save_pretrained(ema, os.path.join(temporary, CHECKPOINT_WEIGHTS), ema=True, **settings)
+            write_json(os.path.join(temporary, TRAINING_STATE), dict(training_state, step=step))
+            write_manifest(temporary)
+            replace_folder(temporary, final)
+    except Exception:
+        if accelerator.is_main_process:  # a failed write (a full disk) leaves no half-written folder behind
+            shutil.rmtree(temporary, ignore_errors=True)
+        raise
     accelerator.wait_for_everyone()
     return final
 

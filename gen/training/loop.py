@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from .. import checks
@@ -308,7 +309,8 @@ def save(run, step: int):
                  dataset_size=sampler.dataset_size, global_seed=run.args.global_seed, args=vars(run.args))
     try:
         path = save_checkpoint(run.accelerator, run.results_dir, step, run.ema, state, run.settings)
-    except (OSError, RuntimeError) as error:  # torch's zip writer reports a full disk as a RuntimeError
+    # torch's zip writer reports a full disk as a RuntimeError, safetensors (the first files written) as its own error
+    except (OSError, RuntimeError, SafetensorError) as error:
         raise checkpoint_write_error(run.results_dir, step, error) from error
     run.log.info(f"saved checkpoint {path}")
     draw_curves(run)
@@ -335,7 +337,7 @@ def draw_curves(run):
 def checkpoint_write_error(results_dir, step: int, error) -> TrainingError:
     free = shutil.disk_usage(results_dir).free
     cause = " ".join(str(error).split())[:200]
-    full = getattr(error, "errno", None) == errno.ENOSPC or free < 2**20
+    full = getattr(error, "errno", None) == errno.ENOSPC or "(os error 28)" in str(error) or free < 2**20
     found = list_checkpoints(results_dir)
     kept = f"the last finished checkpoint {found[-1]} is intact" if found else "no earlier checkpoint exists"
     what = "no space left on the device" if full else f"writing failed ({cause})"
