@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import accelerate.utils.other
+import numpy as np
 import pytest
 import torch
 from accelerate.state import AcceleratorState
@@ -14,6 +15,7 @@ from tiny import write_corrupt_image, write_image_folder
 
 import extract_latents
 import fid.cli
+import gen.demo
 import gen.study
 import sample
 import train_dit
@@ -60,6 +62,12 @@ def world(tmp_path_factory):
     truncated = root / "truncated.safetensors"
     truncated.write_bytes(open(paths["DiT"], "rb").read()[:500])
     paths["truncated"] = str(truncated)
+    torch.save({}, root / "DiT-XL-2-256x256.pt")
+    np.savez(root / "no_labels.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    np.savez(root / "other_key.npz", images=np.zeros((2, 8, 8, 3), np.uint8))
+    (root / "not_a_zip.npz").write_text("not a zip")
+    paths.update(official=str(root / "DiT-XL-2-256x256.pt"), **{k: str(root / f"{k}.npz") for k in
+                                                                ("no_labels", "other_key", "not_a_zip")})
     paths["run"] = str(root / "run")
     train_sit.main(["--model", "SiT-Mini/4", "--results-dir", paths["run"], "--data-path", paths["images"], *QUICK])
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -132,6 +140,10 @@ TRAINING = [
                            ("image_size: null", "image_size = null, but it needs an integer"),
                            ("lr: fast", 'lr = "fast" is not a number'),
                            ("mode: XDE", 'mode = "XDE" is not one of')]],
+    ("negative seed", lambda w, t: train(w, t, "--global-seed", "-1"), "--global-seed must lie in [0, 4294967295]"),
+    ("seed above 2^64", lambda w, t: train(w, t, "--global-seed", str(2**64 + 1)), "--global-seed must lie in"),
+    ("a hundred billion classes", lambda w, t: train(w, t, "--num-classes", "100000000000"),
+     "--num-classes must be at most 100,000"),
 ]
 
 
@@ -202,7 +214,8 @@ def test_train_dit_bad_input_is_one_line(world, tmp_path, capsys):
 
 
 def sample_args(world, tmp, *extra, family="DiT"):
-    return ["--ckpt", world[family], "--vae", "none", "--num-sampling-steps", "2", "--sampler", "ddim",
+    sampler = ["--sampler", "ddim"] if family == "DiT" else []
+    return ["--ckpt", world[family], "--vae", "none", "--num-sampling-steps", "2", *sampler,
             "--output", str(tmp / "grid.png"), "--class-labels", "0", "1", *extra]
 
 
@@ -224,12 +237,35 @@ SAMPLING = [
     ("output is a folder", lambda w, t: sample_args(w, t, "--output", str(t)), "is a folder"),
     ("class label out of range", lambda w, t: sample_args(w, t, "--class-labels", "99"), "must lie in [0, 3)"),
     ("vae offline", lambda w, t: sample_args(w, t, "--vae", "ema"), "cannot load the VAE"),
+    # issue 22 B: seeds, class counts, flags that do not fit the checkpoint
+    ("negative seed", lambda w, t: sample_args(w, t, "--seed", "-1"), "--seed must lie in [0, 4294967295], got -1"),
+    ("seed above 2^64", lambda w, t: sample_args(w, t, "--seed", str(2**64 + 1)), "--seed must lie in"),
+    ("a hundred billion classes", lambda w, t: sample_args(w, t, "--num-classes", "100000000000"),
+     "--num-classes must be at most 100,000"),
+    ("pixels for an official .pt", lambda w, t: sample_args(w, t, "--ckpt", w["official"]),
+     "--vae none does not fit"),
+    ("DiT sampler for SiT", lambda w, t: sample_args(w, t, "--sampler", "ddim", family="SiT"),
+     "--sampler ddim is a DiT flag, but"),
+    ("SiT mode for DiT", lambda w, t: sample_args(w, t, "--mode", "SDE"), "--mode SDE is a SiT flag, but"),
+    ("SiT positional mode for DiT", lambda w, t: ["SDE", *sample_args(w, t)], "--mode SDE is a SiT flag"),
+    ("DiT diffusion flag for SiT", lambda w, t: sample_args(w, t, "--noise-schedule", "cosine", family="SiT"),
+     "--noise-schedule cosine is a DiT flag"),
 ]
 
 
 @pytest.mark.parametrize("name, arguments, phrase", SAMPLING, ids=[row[0] for row in SAMPLING])
 def test_sample_bad_input_is_one_line(world, tmp_path, capsys, name, arguments, phrase):
     assert_one_line_error(sample.main, arguments(world, tmp_path), phrase, capsys, tmp_path)
+
+
+DEMO = [("npz without labels", "no_labels", "lacks ['arr_1']"),
+        ("npz of another key", "other_key", "lacks ['arr_0', 'arr_1'] (it holds ['images'])"),
+        ("not a zip", "not_a_zip", "is not a readable .npz of samples")]
+
+
+@pytest.mark.parametrize("name, key, phrase", DEMO, ids=[row[0] for row in DEMO])
+def test_demo_bad_input_is_one_line(world, tmp_path, capsys, name, key, phrase):
+    assert_one_line_error(gen.demo.main, [world[key]], phrase, capsys, tmp_path)
 
 
 EXTRACTION = [
