@@ -24,6 +24,7 @@ from gen.args import (
     add_vca_kernels_flag,
     recorded_process,
     sampler_from_args,
+    use_family_flags,
 )
 from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.errors import UserError
@@ -69,11 +70,14 @@ def build_parser():
 
 
 # -- what the weights file says, and the flags that may not contradict it ----------------------------------------
-def resolve_vae(args, recorded):
+def resolve_vae(args, recorded, official=False):
     """The VAE: the flag, else the file's, else DiT's. Pixels and latents cannot be swapped; two SD-VAEs can
     (their encoders are the same; DiT samples with either decoder)."""
     if args.vae is None:
         return recorded or DEFAULT_VAE
+    if official and args.vae == "none":
+        raise UserError(f"--vae none does not fit {args.ckpt}: official DiT/SiT .pt checkpoints are latent models; "
+                        f"drop --vae (sd-vae-ft-ema) or pass --vae mse")
     if recorded is not None and (recorded == "none") != (args.vae == "none"):
         raise UserError(f"--vae {args.vae} contradicts {args.ckpt}, trained with --vae {recorded}; drop --vae")
     return args.vae
@@ -96,7 +100,7 @@ def resolve_process(args, model, recorded):
 def load_model_and_vae(args, device):
     """(model, VAE, latent (channels, side), process settings), checked against each other and the flags."""
     settings = read_settings(args.ckpt)
-    vae_name = resolve_vae(args, settings.get("vae"))
+    vae_name = resolve_vae(args, settings.get("vae"), official=not settings)  # {}: an official .pt
     vae = load_vae(vae_name, device)
     options = {} if args.num_classes is None else {"num_classes": args.num_classes}
     model = load_pretrained(args.ckpt, device, expected_name=args.model, image_size=args.image_size, **options)
@@ -167,6 +171,8 @@ def check_arguments(args):
     checks.at_least(args, 1, "num_fid_samples", "per_proc_batch_size", "num_sampling_steps", "nrow",
                     "image_size", "num_classes")
     checks.guidance_scale(args.cfg_scale)
+    checks.seed(args, "seed")
+    checks.class_count(args)
     checks.at_least(args, 0.0, "ddim_eta", "diffusion_norm")
     checks.positive(args, "atol", "rtol")
     checks.within(args, "last_step_size", 0.0, 1.0, high_open=True)
@@ -191,6 +197,7 @@ def main(argv=None):
         return
     model, vae, latent_shape, settings = load_model_and_vae(args, accelerator.device)
     process = {k: v for k, v in settings.items() if k != "vae"}
+    use_family_flags(args, model.config.family, args.ckpt)
     sample_fn = sampler_from_args(args, model.config.family, process)
     num_classes = model.config.num_classes
     if grid_mode:

@@ -12,6 +12,7 @@ import importlib.util
 import os
 
 from . import checks
+from .cli import none_or_str
 from .errors import UserError
 from .models.vca import KERNELS
 from .models.zoo import model_config
@@ -29,10 +30,6 @@ DIFFUSION_DEFAULTS = dict(noise_schedule="linear", use_kl=False, sigma_small=Fal
                           learn_sigma=True, rescale_learned_sigmas=False, diffusion_steps=1000)
 TRANSPORT_DEFAULTS = dict(path_type="Linear", prediction="velocity", loss_weight=None, train_eps=None,
                           sample_eps=None)
-
-
-def none_or_str(value):
-    return None if value in (None, "None", "none") else value
 
 
 def _defaults(values: dict, from_file: bool) -> dict:
@@ -103,26 +100,51 @@ def transport_settings(args) -> dict:
 
 
 # -- how images are drawn ------------------------------------------------------------------------------------------
+DIT_SAMPLER_DEFAULTS = dict(sampler="ddpm", ddim_eta=0.0)
+SIT_SAMPLER_DEFAULTS = dict(mode="ODE", sampling_method=None, atol=1e-6, rtol=1e-3, reverse=False,
+                            diffusion_form="sigma", diffusion_norm=1.0, last_step="Mean", last_step_size=0.04)
+
+
 def add_sampler_flags(parser, family=None, default_steps=250):
-    """DiT's samplers (family "DiT" or None) and SiT's ODE and SDE (family "SiT" or None)."""
+    """DiT's samplers (family "DiT" or None) and SiT's ODE and SDE (family "SiT" or None). With both (None: sample.py,
+    which learns the family from the weights) the defaults are None, so that use_family_flags sees what was given."""
     group = parser.add_argument_group("sampler")
     group.add_argument("--num-sampling-steps", type=int, default=default_steps)
+    defaults = {**DIT_SAMPLER_DEFAULTS, **SIT_SAMPLER_DEFAULTS}
+    d = dict.fromkeys(defaults) if family is None else defaults
     if family in ("DiT", None):
-        group.add_argument("--sampler", choices=DIT_SAMPLERS, default="ddpm", help="DiT's sampler")
-        group.add_argument("--ddim-eta", type=float, default=0.0, help="DDIM noise (0: deterministic)")
+        group.add_argument("--sampler", choices=DIT_SAMPLERS, default=d["sampler"], help="DiT's sampler (ddpm)")
+        group.add_argument("--ddim-eta", type=float, default=d["ddim_eta"], help="DDIM noise (0: deterministic)")
     if family in ("SiT", None):
-        group.add_argument("--mode", choices=SIT_MODES, default="ODE", help="SiT's sampler: ODE or SDE")
+        group.add_argument("--mode", choices=SIT_MODES, default=d["mode"], help="SiT's sampler: ODE (default) or SDE")
         group.add_argument("--sampling-method", default=None, help="ODE: a torchdiffeq method (default dopri5); "
                            "SDE: Euler (default) or Heun")
-        group.add_argument("--atol", type=float, default=1e-6, help="ODE absolute tolerance (adaptive methods)")
-        group.add_argument("--rtol", type=float, default=1e-3, help="ODE relative tolerance (adaptive methods)")
-        group.add_argument("--reverse", action="store_true", help="ODE from data to noise")
-        group.add_argument("--diffusion-form", default="sigma", choices=["constant", "SBDM", "sigma", "linear",
-                           "decreasing", "increasing-decreasing"], help="SDE diffusion coefficient")
-        group.add_argument("--diffusion-norm", type=float, default=1.0)
-        group.add_argument("--last-step", type=none_or_str, default="Mean",
-                           choices=[None, "Mean", "Tweedie", "Euler"])
-        group.add_argument("--last-step-size", type=float, default=0.04)
+        group.add_argument("--atol", type=float, default=d["atol"], help="ODE absolute tolerance (1e-6)")
+        group.add_argument("--rtol", type=float, default=d["rtol"], help="ODE relative tolerance (1e-3)")
+        group.add_argument("--reverse", action="store_true", default=d["reverse"], help="ODE from data to noise")
+        group.add_argument("--diffusion-form", default=d["diffusion_form"], choices=["constant", "SBDM", "sigma",
+                           "linear", "decreasing", "increasing-decreasing"], help="SDE diffusion coefficient (sigma)")
+        group.add_argument("--diffusion-norm", type=float, default=d["diffusion_norm"], help="(1.0)")
+        group.add_argument("--last-step", type=none_or_str, default=d["last_step"],
+                           choices=[None, "Mean", "Tweedie", "Euler"], help="(Mean)")
+        group.add_argument("--last-step-size", type=float, default=d["last_step_size"], help="(0.04)")
+
+
+def use_family_flags(args, family: str, ckpt):
+    """sample.py: a sampler or process flag of the other family, given by the user, is refused; then the defaults of
+    the flags not given are filled in."""
+    if family == "DiT":
+        other, other_family, usage = {**SIT_SAMPLER_DEFAULTS, **TRANSPORT_DEFAULTS}, "SiT", "--sampler ddpm|ddim"
+    else:
+        other, other_family, usage = {**DIT_SAMPLER_DEFAULTS, **DIFFUSION_DEFAULTS}, "DiT", "--mode ODE|SDE"
+    for key in other:
+        value = getattr(args, key, None)
+        if value is not None:
+            raise UserError(f"{checks.flag(key)} {value} is a {other_family} flag, but {ckpt} holds a {family} model; "
+                            f"drop it ({family} samples with {usage})")
+    for key, default in {**DIT_SAMPLER_DEFAULTS, **SIT_SAMPLER_DEFAULTS}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
 
 
 def add_guidance_flags(parser, default=4.0, help="classifier-free guidance scale (1: none)"):
@@ -228,6 +250,8 @@ def check_training_arguments(args, family: str):
     checks.at_least(args, 1, "epochs", "max_steps", "log_every", "ckpt_every", "global_batch_size", "num_classes",
                     "image_size", "grid_columns", "num_sampling_steps", "grad_accum_steps",
                     "checkpoints_total_limit")
+    checks.seed(args, "global_seed")
+    checks.class_count(args)
     check_tracker(args.log_with)
     if args.init_from is not None:
         if args.resume is not None:

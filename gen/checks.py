@@ -62,3 +62,21 @@ def writable_file(path, what: str):
     if os.path.isdir(path):
         raise UserError(f"{what} {path} is a folder; give a file name such as {os.path.join(path, 'sample.png')}")
     writable_folder(os.path.dirname(os.path.abspath(path)), f"the folder of {what}")
+
+
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators take it, also as seed * processes + rank
+MAX_CLASSES = 100_000  # a label-embedding row per class; ImageNet-21k has 21,841
+
+
+def seed(args, *dests):
+    for dest in dests:
+        value = getattr(args, dest)
+        if value is not None and not 0 <= value <= MAX_SEED:
+            raise UserError(f"{flag(dest)} must lie in [0, {MAX_SEED}], got {value}")
+
+
+def class_count(args, dest="num_classes"):
+    value = getattr(args, dest)
+    if value is not None and value > MAX_CLASSES:
+        raise UserError(f"{flag(dest)} must be at most {MAX_CLASSES:,} (a label-embedding row per class), got "
+                        f"{value}")

@@ -6,6 +6,7 @@
 """
 import argparse
 import errno
+import json
 import os
 import sys
 
@@ -57,6 +58,11 @@ def describe(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def none_or_str(value):
+    """A flag type whose value may be None (`none` on the command line, null in YAML)."""
+    return None if value in (None, "None", "none") else value
+
+
 def parse_with_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     """Parse `argv` with the values of `--config FILE` (YAML; keys are flag names with - or _) as defaults.
 
@@ -88,16 +94,65 @@ def read_config(parser: argparse.ArgumentParser, path: str) -> dict:
         parser.error(f"config file {path} is not valid YAML ({' '.join(str(error).split())})")
     if not isinstance(values, dict):
         parser.error(f"config file {path} must hold a mapping of flag names to values")
+    return check_config(parser, values, f"config file {path}")
+
+
+def check_config(parser: argparse.ArgumentParser, values: dict, where: str) -> dict:
+    """`values` (flag names with - or _) keyed by the parser's destinations, each checked against its flag's type,
+    nargs and choices as the command line would be; `where` names the source in errors."""
     actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "config")}
     config = {str(key).lstrip("-").replace("-", "_"): value for key, value in values.items()}
     unknown = sorted(set(config) - set(actions))
     if unknown:
-        parser.error(f"config file {path}: unknown key(s) {unknown}; valid keys are the flags: "
+        parser.error(f"{where}: unknown key(s) {unknown}; valid keys are the flags: "
                      f"{sorted(k.replace('_', '-') for k in actions)}")
     for dest, value in config.items():
-        action = actions[dest]
-        items = value if isinstance(value, list) else [value]
-        if action.choices is not None and any(item not in action.choices for item in items):
-            parser.error(f"config file {path}: {dest} = {value!r} is not one of {list(action.choices)}")
-        action.required = False  # a value from the file satisfies a required flag
+        config[dest] = typed_value(parser, actions[dest], value, where)
+        actions[dest].required = False  # a value from the file satisfies a required flag
     return config
+
+
+def typed_value(parser, action: argparse.Action, value, where: str):
+    """A YAML value as the flag's type; anything the command line would refuse (or read otherwise) stops here."""
+    key = action.dest
+    if action.nargs == 0:  # a switch: store_true or --flag/--no-flag
+        if not isinstance(value, bool) and not (value is None and action.default is None):
+            hint = f"; write {value.lower()} without quotes" if str(value).lower() in ("true", "false") else ""
+            parser.error(f"{where}: {key} = {shown(value)} must be true or false{hint}")
+        return value
+    if value is None:
+        if action.default is not None and action.type is not none_or_str:
+            parser.error(f"{where}: {key} = null, but it needs {expected(action)}; give a value or drop the key")
+        return None
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    if isinstance(value, list) and not many:
+        parser.error(f"{where}: {key} = {shown(value)} is a list, but it needs one value: {expected(action)}")
+    items = value if isinstance(value, list) else [value]
+    if many and action.nargs == "+" and not items:
+        parser.error(f"{where}: {key} = [] is empty; give at least one value")
+    converted = [typed_item(parser, action, item, where) for item in items]
+    return converted if many else converted[0]
+
+
+def typed_item(parser, action, item, where: str):
+    key, convert = action.dest, action.type or str
+    fits = (not isinstance(item, (bool, dict, list)) and item is not None and
+            not (convert is int and isinstance(item, float)))  # 4.0 or 4.7 for an integer is a slip, not 4 or 5
+    try:
+        value = convert(str(item)) if fits else None
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        fits = False
+    if not fits:
+        parser.error(f"{where}: {key} = {shown(item)} is not {expected(action)}")
+    if action.choices is not None and value not in action.choices:
+        parser.error(f"{where}: {key} = {shown(item)} is not one of {list(action.choices)}")
+    return value
+
+
+def shown(value) -> str:
+    return json.dumps(value, default=str)  # as YAML spells it: true, "false", [1, 2]
+
+
+def expected(action) -> str:
+    names = {int: "an integer", float: "a number"}
+    return names.get(action.type, "a string" if action.choices is None else f"one of {list(action.choices)}")

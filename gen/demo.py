@@ -10,11 +10,12 @@ spread: the spread is the mean distance of a class's samples to their centroid i
 as a fraction of the same for the real training digits of that class.
 """
 import os
+import zipfile
 
 import numpy as np
 
 from .cli import ArgumentParser, run_command
-from .errors import MissingInput
+from .errors import InvalidValue, MissingInput
 
 
 def class_spread(features: np.ndarray, labels: np.ndarray) -> dict[int, float]:
@@ -43,14 +44,32 @@ def score_digits(images: np.ndarray, labels: np.ndarray) -> dict:
             "spread": float(np.mean(list(relative.values()))), "per_class_spread": relative}
 
 
+def read_samples(path) -> tuple[np.ndarray, np.ndarray]:
+    """(arr_0 images, arr_1 labels) of a samples .npz; anything else is one line naming the file."""
+    how = "gen.demo needs arr_0 (images) and arr_1 (class labels): train with --final-samples or run sample.py"
+    try:
+        data = np.load(path)  # no pickles: a file that is not an .npz fails here
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise InvalidValue(f"{path} is a single .npy array, not an .npz of samples; {how}")
+        with data:
+            missing = [key for key in ("arr_0", "arr_1") if key not in data.files]
+            if missing:
+                raise InvalidValue(f"{path} lacks {missing} (it holds {data.files}); {how}")
+            return data["arr_0"], data["arr_1"]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        if isinstance(error, InvalidValue):
+            raise
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "truncated, or another format"
+        raise InvalidValue(f"{path} is not a readable .npz of samples ({reason}); {how}") from None
+
+
 def main(argv=None):
     parser = ArgumentParser(prog="python -m gen.demo", description=__doc__)
     parser.add_argument("samples", nargs="?", default="results/demo/samples.npz")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.samples):
         raise MissingInput(f"{args.samples} not found; run `make demo` (or train with --final-samples) first")
-    with np.load(args.samples) as data:
-        images, labels = data["arr_0"], data["arr_1"]
+    images, labels = read_samples(args.samples)
     s = score_digits(images, labels)
     per_class = "  ".join(f"{c}: {a:.0%}" for c, a in sorted(s["per_class_accuracy"].items()))
     print(f"per class: {per_class}")

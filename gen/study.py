@@ -19,7 +19,8 @@ import sys
 
 import yaml
 
-from .cli import ArgumentParser, run_command
+from .args import add_training_flags
+from .cli import ArgumentParser, check_config, run_command
 from .errors import UserError
 from .files import atomic_open
 from .models.zoo import model_config
@@ -43,11 +44,28 @@ def read_study(path) -> dict:
     missing = [key for key in REQUIRED if key not in study]
     if missing:
         raise UserError(f"study file {path} lacks {missing}; it needs {list(REQUIRED)}")
+    if not isinstance(study["models"], list) or not isinstance(study["seeds"], list):
+        raise UserError(f"study file {path}: models and seeds must be lists, e.g. models: [DiT-Mini/2] seeds: [0, 1]")
     for name in study["models"]:
         model_config(name)  # an unknown model fails before anything trains
+    check_run_flags(study, path)
     if study.get("launcher", "python") not in ("python", "accelerate"):
         raise UserError(f"study file {path}: launcher must be python or accelerate, got {study['launcher']!r}")
     return study
+
+
+def check_run_flags(study, path):
+    """`shared` and `family` are mappings of training flags whose values fit the flags' types."""
+    family = study.get("family", {})
+    if not isinstance(family, dict) or not all(isinstance(v, dict) for v in family.values()):
+        raise UserError(f"study file {path}: family must map DiT and SiT to flags, e.g. "
+                        f"family: {{DiT: {{sampler: ddim}}}}")
+    if not isinstance(study["shared"], dict):
+        raise UserError(f"study file {path}: shared must map flag names to values, e.g. shared: "
+                        f"{{max_steps: 600}}, got {study['shared']!r}")
+    for name in {model_config(model).family for model in study["models"]}:
+        parser = add_training_flags(ArgumentParser(prog=SCRIPTS[name]), name)
+        check_config(parser, dict(study["shared"], **family.get(name, {})), f"study file {path}")
 
 
 def run_dir(study, model: str, seed: int) -> str:

@@ -11,6 +11,7 @@ import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
+import gen.training.checkpoint
 import train_sit
 from gen.training import TrainingError
 from gen.training.checkpoint import DamagedCheckpoint, list_checkpoints
@@ -75,7 +76,11 @@ def test_resume_latest_skips_a_damaged_newest_checkpoint(image_folder, tmp_path,
     text = log_text(tmp_path)
     assert f"skipping checkpoint {newest}" in text and name in text
     assert "resumed from" in text and "step-0000002 at step 2" in text
-    assert os.path.isdir(newest)  # kept for inspection, then written anew by the resumed run at step 3
+    assert os.path.isdir(newest)  # written anew by the resumed run at step 3, the damaged one kept beside it:
+    assert "renamed step-0000003.damaged should this run save that step again" in text
+    assert sorted(os.listdir(newest + ".damaged")) == sorted(os.listdir(newest)) or how == "delete"
+    with pytest.raises(DamagedCheckpoint, match=name):
+        gen.training.checkpoint.verify_checkpoint(newest + ".damaged")
     assert [os.path.basename(p) for p in list_checkpoints(tmp_path)][-1] == "step-0000004"
 
 

@@ -1,20 +1,27 @@
 """Every command line turns bad input into one line on stderr and exit status 2, before expensive work, and
 leaves no half-written file. Each row: the command, its arguments, and a phrase the line must hold."""
+import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
 
+import accelerate.utils.other
 import numpy as np
 import pytest
 import torch
 from accelerate.state import AcceleratorState
 from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load
 from tiny import write_corrupt_image, write_image_folder
 
 import extract_latents
 import fid.cli
 import fid.networks
+import gen.demo
+import gen.study
 import sample
 import train_dit
 import train_sit
@@ -63,10 +70,21 @@ def world(tmp_path_factory):
     truncated = root / "truncated.safetensors"
     truncated.write_bytes(open(paths["DiT"], "rb").read()[:500])
     paths["truncated"] = str(truncated)
+    torch.save({}, root / "DiT-XL-2-256x256.pt")
+    np.savez(root / "no_labels.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    np.savez(root / "other_key.npz", images=np.zeros((2, 8, 8, 3), np.uint8))
+    (root / "not_a_zip.npz").write_text("not a zip")
+    paths.update(official=str(root / "DiT-XL-2-256x256.pt"), **{k: str(root / f"{k}.npz") for k in
+                                                                ("no_labels", "other_key", "not_a_zip")})
     paths["run"] = str(root / "run")
     train_sit.main(["--model", "SiT-Mini/4", "--results-dir", paths["run"], "--data-path", paths["images"], *QUICK])
     AcceleratorState._reset_state(reset_partial_state=True)
     return paths
+
+
+def yaml_file(tmp, text: str) -> str:
+    (tmp / "config.yaml").write_text(text + "\n")
+    return str(tmp / "config.yaml")
 
 
 def train(world, tmp, *extra, model="SiT-Mini/4", data="images"):
@@ -120,12 +138,76 @@ TRAINING = [
      "--eval-samples must be at least 4"),
     ("resume with another seed", lambda w, t: train(w, t, "--results-dir", w["run"], "--resume", "latest",
                                                     "--global-seed", "5"), "--global-seed 5 (the run used 0)"),
+    # issue 22 B: typed configs, results-folder lock, seeds, class counts
+    *[(f"config {text}", lambda w, t, text=text: train(w, t, "--config", yaml_file(t, text)), phrase)
+      for text, phrase in [('random_flip: "false"', 'random_flip = "false" must be true or false; write false'),
+                           ("max_steps: 4.7", "max_steps = 4.7 is not an integer"),
+                           ("max_steps: true", "max_steps = true is not an integer"),
+                           ("max_steps: [1, 2]", "max_steps = [1, 2] is a list"),
+                           ("image_size: 4.0", "image_size = 4.0 is not an integer"),
+                           ("image_size: null", "image_size = null, but it needs an integer"),
+                           ("lr: fast", 'lr = "fast" is not a number'),
+                           ("mode: XDE", 'mode = "XDE" is not one of')]],
+    ("negative seed", lambda w, t: train(w, t, "--global-seed", "-1"), "--global-seed must lie in [0, 4294967295]"),
+    ("seed above 2^64", lambda w, t: train(w, t, "--global-seed", str(2**64 + 1)), "--global-seed must lie in"),
+    ("a hundred billion classes", lambda w, t: train(w, t, "--num-classes", "100000000000"),
+     "--num-classes must be at most 100,000"),
 ]
 
 
 @pytest.mark.parametrize("name, arguments, phrase", TRAINING, ids=[row[0] for row in TRAINING])
 def test_train_sit_bad_input_is_one_line(world, tmp_path, capsys, name, arguments, phrase):
     assert_one_line_error(train_sit.main, arguments(world, tmp_path), phrase, capsys, tmp_path)
+
+
+def test_study_shared_flags_are_checked(tmp_path, capsys):
+    study = tmp_path / "study.yaml"
+    for shared, phrase in [("[1, 2]", "shared must map flag names to values"),
+                           ("{max_steps: 4.7}", "max_steps = 4.7 is not an integer")]:
+        study.write_text(f"models: [SiT-Mini/4]\nseeds: [0]\nreport_dir: {tmp_path}\nshared: {shared}\n")
+        assert_one_line_error(gen.study.main, [study, "--report-only"], phrase, capsys, tmp_path)
+
+
+def test_a_live_run_holds_its_folder_and_a_killed_one_lets_go(world, tmp_path, capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from gen.files import lock_folder; "
+                               "held = lock_folder(sys.argv[1], 'test'); print('locked', flush=True); time.sleep(60)",
+                               str(folder)], stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(__file__) + "/..")
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert_one_line_error(train_sit.main, train(world, tmp_path),
+                              f"--results-dir {folder} is in use by a running process (pid {holder.pid}", capsys,
+                              tmp_path)
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops the lock, the pid stays in the file
+        holder.wait()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert run_command(train_sit.main, train(world, tmp_path)) == str(folder)
+    assert f"taking over {folder / 'run.lock'} from pid {holder.pid}" in capsys.readouterr().out
+    assert (folder / "run.lock").read_text() == ""  # a clean end leaves nothing to take over
+
+
+@pytest.mark.parametrize("checkpoint, error", [
+    (1, OSError(errno.ENOSPC, "No space left on device")),
+    (1, SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")),
+    (2, OSError(errno.ENOSPC, "No space left on device"))], ids=["first OSError", "first SafetensorError", "second"])
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_tmp(world, tmp_path, capsys, monkeypatch, checkpoint,
+                                                                   error):
+    real_save, calls = accelerate.utils.other.safe_save_file, []
+
+    def disk_fills(*args, **kwargs):  # the first file of a checkpoint: accelerate's model.safetensors
+        calls.append(args)
+        if len(calls) == checkpoint:
+            raise error
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(accelerate.utils.other, "safe_save_file", disk_fills)
+    kept = "the last finished checkpoint" if checkpoint > 1 else "no earlier checkpoint exists"
+    line = assert_one_line_error(train_sit.main, train(world, tmp_path), f"checkpoint of step {checkpoint} not "
+                                 f"saved: no space left on the device", capsys, tmp_path)
+    assert kept in line
+    assert sorted(os.listdir(tmp_path / "out" / "ckpt")) == ["losses.jsonl", *(["step-0000001"] * (checkpoint > 1))]
 
 
 def test_train_dit_bad_input_is_one_line(world, tmp_path, capsys):
@@ -140,7 +222,8 @@ def test_train_dit_bad_input_is_one_line(world, tmp_path, capsys):
 
 
 def sample_args(world, tmp, *extra, family="DiT"):
-    return ["--ckpt", world[family], "--vae", "none", "--num-sampling-steps", "2", "--sampler", "ddim",
+    sampler = ["--sampler", "ddim"] if family == "DiT" else []
+    return ["--ckpt", world[family], "--vae", "none", "--num-sampling-steps", "2", *sampler,
             "--output", str(tmp / "grid.png"), "--class-labels", "0", "1", *extra]
 
 
@@ -162,12 +245,35 @@ SAMPLING = [
     ("output is a folder", lambda w, t: sample_args(w, t, "--output", str(t)), "is a folder"),
     ("class label out of range", lambda w, t: sample_args(w, t, "--class-labels", "99"), "must lie in [0, 3)"),
     ("vae offline", lambda w, t: sample_args(w, t, "--vae", "ema"), "cannot load the VAE"),
+    # issue 22 B: seeds, class counts, flags that do not fit the checkpoint
+    ("negative seed", lambda w, t: sample_args(w, t, "--seed", "-1"), "--seed must lie in [0, 4294967295], got -1"),
+    ("seed above 2^64", lambda w, t: sample_args(w, t, "--seed", str(2**64 + 1)), "--seed must lie in"),
+    ("a hundred billion classes", lambda w, t: sample_args(w, t, "--num-classes", "100000000000"),
+     "--num-classes must be at most 100,000"),
+    ("pixels for an official .pt", lambda w, t: sample_args(w, t, "--ckpt", w["official"]),
+     "--vae none does not fit"),
+    ("DiT sampler for SiT", lambda w, t: sample_args(w, t, "--sampler", "ddim", family="SiT"),
+     "--sampler ddim is a DiT flag, but"),
+    ("SiT mode for DiT", lambda w, t: sample_args(w, t, "--mode", "SDE"), "--mode SDE is a SiT flag, but"),
+    ("SiT positional mode for DiT", lambda w, t: ["SDE", *sample_args(w, t)], "--mode SDE is a SiT flag"),
+    ("DiT diffusion flag for SiT", lambda w, t: sample_args(w, t, "--noise-schedule", "cosine", family="SiT"),
+     "--noise-schedule cosine is a DiT flag"),
 ]
 
 
 @pytest.mark.parametrize("name, arguments, phrase", SAMPLING, ids=[row[0] for row in SAMPLING])
 def test_sample_bad_input_is_one_line(world, tmp_path, capsys, name, arguments, phrase):
     assert_one_line_error(sample.main, arguments(world, tmp_path), phrase, capsys, tmp_path)
+
+
+DEMO = [("npz without labels", "no_labels", "lacks ['arr_1']"),
+        ("npz of another key", "other_key", "lacks ['arr_0', 'arr_1'] (it holds ['images'])"),
+        ("not a zip", "not_a_zip", "is not a readable .npz of samples")]
+
+
+@pytest.mark.parametrize("name, key, phrase", DEMO, ids=[row[0] for row in DEMO])
+def test_demo_bad_input_is_one_line(world, tmp_path, capsys, name, key, phrase):
+    assert_one_line_error(gen.demo.main, [world[key]], phrase, capsys, tmp_path)
 
 
 EXTRACTION = [

@@ -198,7 +198,7 @@ def test_config_file_sets_defaults_and_flags_win(tmp_path, capsys):
     config.write_text("ckpt: a\nmode: PDE\n")
     with pytest.raises(SystemExit):
         parse_with_config(parser(), ["--config", str(config)])
-    assert "mode = 'PDE' is not one of" in capsys.readouterr().err
+    assert 'mode = "PDE" is not one of' in capsys.readouterr().err
 
 
 # -- weights that say how to sample them -----------------------------------------------------------------------

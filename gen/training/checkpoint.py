@@ -109,7 +109,8 @@ def resolve_resume(resume: str, results_dir, warn=print) -> str:
             verify_checkpoint(path)
             return path
         except DamagedCheckpoint as error:
-            warn(f"skipping checkpoint {path}: {error}; it is kept as it is")
+            warn(f"skipping checkpoint {path}: {error}; it is kept (renamed {os.path.basename(path)}.damaged "
+                 f"should this run save that step again)")
     detail = f"; {len(found)} found, none intact" if found else ""
     raise CheckpointNotFound(f"--resume latest: no finished checkpoint under {results_dir}/{CHECKPOINTS}{detail}; "
                              f"check --results-dir, or start a new run without --resume in another --results-dir")
@@ -124,25 +125,47 @@ def save_checkpoint(accelerator, results_dir, step: int, ema, training_state: di
     if accelerator.is_main_process and os.path.isdir(temporary):
         shutil.rmtree(temporary)  # the remains of a crash mid-write
     accelerator.wait_for_everyone()
-    accelerator.save_state(temporary)
-    accelerator.wait_for_everyone()  # every process's RNG file is in before the manifest lists them
-    if accelerator.is_main_process:
-        save_pretrained(ema, os.path.join(temporary, CHECKPOINT_WEIGHTS), ema=True, **settings)
-        write_json(os.path.join(temporary, TRAINING_STATE), dict(training_state, step=step))
-        write_manifest(temporary)
-        replace_folder(temporary, final)
+    try:
+        accelerator.save_state(temporary)
+        accelerator.wait_for_everyone()  # every process's RNG file is in before the manifest lists them
+        if accelerator.is_main_process:
+            save_pretrained(ema, os.path.join(temporary, CHECKPOINT_WEIGHTS), ema=True, **settings)
+            write_json(os.path.join(temporary, TRAINING_STATE), dict(training_state, step=step))
+            write_manifest(temporary)
+            replace_folder(temporary, final)
+    except Exception:
+        if accelerator.is_main_process:  # a failed write (a full disk) leaves no half-written folder behind
+            shutil.rmtree(temporary, ignore_errors=True)
+        raise
     accelerator.wait_for_everyone()
     return final
 
 
 def replace_folder(source, target):
-    """Rename `source` to `target`; an existing `target` (the same step saved again) goes only afterwards."""
-    old = target + ".old"
+    """Rename `source` to `target`; an existing `target` (the same step saved again) goes only afterwards, or, when
+    it is damaged (what --resume latest skipped), is kept as `target`.damaged for inspection."""
+    damaged = os.path.isdir(target) and not is_intact(target)
+    old = unused_name(target + ".damaged") if damaged else target + ".old"
     if os.path.isdir(target):
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
     os.replace(source, target)
-    shutil.rmtree(old, ignore_errors=True)
+    if not damaged:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def is_intact(folder) -> bool:
+    try:
+        verify_checkpoint(folder)
+        return True
+    except DamagedCheckpoint:
+        return False
+
+
+def unused_name(path) -> str:
+    """`path`, or `path`-2, -3, ... when it exists (a step damaged twice keeps both)."""
+    candidates = (path if n == 1 else f"{path}-{n}" for n in range(1, 1000))
+    return next(name for name in candidates if not os.path.exists(name))
 
 
 def load_checkpoint(accelerator, path, ema) -> dict:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from .. import checks
@@ -31,6 +33,7 @@ from ..args import check_training_arguments, resume_differences
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
 from ..errors import UserError
 from ..export import load_weights, save_pretrained
+from ..files import FolderInUse, lock_folder, release_folder
 from ..models import create_model, set_vca_kernels
 from ..models.zoo import model_config
 from ..plots import write_curves
@@ -101,11 +104,24 @@ def build_model(args, shape):
     return set_vca_kernels(model, args.vca_kernels)
 
 
-def prepare_results_dir(args, results_dir):
-    """Create the run's folder; a new run never writes into a folder where another run has trained."""
+def prepare_results_dir(args, results_dir, accelerator, warn):
+    """Create the run's folder and lock it on the main process (returns the lock, None elsewhere); a new run never
+    writes into a folder where another run has trained, nor two live runs into one folder."""
     checks.writable_folder(results_dir, "--results-dir")
+    lock, refusal = None, [None]
+    if accelerator.is_main_process:
+        try:
+            lock = lock_folder(results_dir, "--results-dir", warn)
+        except FolderInUse as error:
+            refusal = [str(error)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(refusal)  # every process stops alike
+    if refusal[0] is not None:
+        raise TrainingError(refusal[0])
     if args.resume is not None or not os.path.exists(os.path.join(results_dir, "log.jsonl")):
-        return
+        return lock
+    if lock is not None:
+        release_folder(lock)
     found = list_checkpoints(results_dir)
     way_on = (f"continue it with --resume latest ({len(found)} checkpoints)" if found else
               "it has no checkpoint to resume: delete the folder")
@@ -295,7 +311,8 @@ def save(run, step: int):
                  dataset_size=sampler.dataset_size, global_seed=run.args.global_seed, args=vars(run.args))
     try:
         path = save_checkpoint(run.accelerator, run.results_dir, step, run.ema, state, run.settings)
-    except (OSError, RuntimeError) as error:  # torch's zip writer reports a full disk as a RuntimeError
+    # torch's zip writer reports a full disk as a RuntimeError, safetensors (the first files written) as its own error
+    except (OSError, RuntimeError, SafetensorError) as error:
         raise checkpoint_write_error(run.results_dir, step, error) from error
     run.log.info(f"saved checkpoint {path}")
     draw_curves(run)
@@ -322,7 +339,7 @@ def draw_curves(run):
 def checkpoint_write_error(results_dir, step: int, error) -> TrainingError:
     free = shutil.disk_usage(results_dir).free
     cause = " ".join(str(error).split())[:200]
-    full = getattr(error, "errno", None) == errno.ENOSPC or free < 2**20
+    full = getattr(error, "errno", None) == errno.ENOSPC or "(os error 28)" in str(error) or free < 2**20
     found = list_checkpoints(results_dir)
     kept = f"the last finished checkpoint {found[-1]} is intact" if found else "no earlier checkpoint exists"
     what = "no space left on the device" if full else f"writing failed ({cause})"
@@ -398,9 +415,19 @@ def train(args, *, family: str, loss_fn, sample_fn, process: dict):
     check_evaluation_arguments(args)
     results_dir = args.results_dir or default_results_dir(args.model)
     accelerator = make_accelerator(args, results_dir)
-    prepare_results_dir(args, results_dir)  # on every process, so that all stop alike
-    accelerator.wait_for_everyone()
     log = TrainingLog(accelerator, results_dir)
+    lock = prepare_results_dir(args, results_dir, accelerator, log.warning)  # on every process: all stop alike
+    try:
+        train_in_folder(args, accelerator, log, results_dir, loss_fn=loss_fn, sample_fn=sample_fn, process=process)
+    finally:
+        if lock is not None:
+            release_folder(lock)
+    return results_dir
+
+
+def train_in_folder(args, accelerator, log, results_dir, *, loss_fn, sample_fn, process):
+    """The run itself, in a results folder that this run holds."""
+    accelerator.wait_for_everyone()
     resume_path = resolve_resume(args.resume, results_dir, warn=log.warning) if args.resume else None
     if resume_path:
         check_resume_flags(resume_path, args, log)
@@ -460,4 +487,3 @@ def train(args, *, family: str, loss_fn, sample_fn, process: dict):
     log.info(f"trained {step - start_step} steps in {time.perf_counter() - start:.1f} s")
     finish(run, step)
     accelerator.end_training()
-    return results_dir
