@@ -7,7 +7,9 @@ What a GPU would run, counted where no GPU is: every aten op that does work (vie
 under bf16 autocast, as the torch profiler records it, plus every Triton launch of VCA's fused path (run
 through Triton's interpreter here; each counts as a pass). A "pass" is a launch that reads a tensor of at
 least half the activations' size (B x N x C): its cost grows with the image, while the other launches are
-small, fixed costs. Attention and convolution count as one launch each (their insides differ by device); the
+small, fixed costs. "saved" is the memory autograd keeps from the forward for the backward, each storage
+counted once (q, k and v are views of one qkv output): what sets a step's peak memory. Attention and
+convolution count as one launch each (their insides differ by device); the
 CPU splits a few ops where CUDA does not (a reduction's zero fill), alike for every module. Per attention
 module; a DiT block adds the same MLP and modulation to each.
 """
@@ -97,15 +99,22 @@ def launches(prof, threshold):
 
 
 def count(module, x):
-    """{"forward"|"backward": [(name, big)]} for one forward and backward of `module` under bf16 autocast."""
-    threshold = x.numel() // 2
+    """{"forward"|"backward": [(name, big)], "saved": bytes} for one forward and backward of `module` under bf16
+    autocast; "saved" is what autograd keeps between them (each storage once: views of qkv share one)."""
+    threshold, storages = x.numel() // 2, {}
+
+    def keep(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as forward:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
             out = module(x)
     grad = torch.randn_like(out)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as backward:
         out.backward(grad)
-    return {"forward": launches(forward, threshold), "backward": launches(backward, threshold)}
+    return {"forward": launches(forward, threshold), "backward": launches(backward, threshold),
+            "saved": sum(storages.values())}
 
 
 def main(argv=None):
@@ -125,8 +134,9 @@ def main(argv=None):
     finally:
         vca_fused._KERNELS = kernels
     print(f"C={args.dim}, {args.heads} heads, {args.side}x{args.side} grid, bf16 autocast; torch {torch.__version__}")
-    print_table("Launches per attention module (passes: those touching >= half the activations)",
-                ["module", "fwd launches", "fwd passes", "bwd launches", "bwd passes", "launches", "passes"], rows)
+    print_table("Per attention module: launches, passes (those touching >= half the activations), activations "
+                "saved for the backward", ["module", "fwd launches", "fwd passes", "bwd launches", "bwd passes",
+                                            "launches", "passes", "saved MiB"], rows)
     if args.ops:
         for label, counter in names.items():
             print(f"\n{label}: " + ", ".join(f"{name} x{n}" for name, n in sorted(counter.items())))
@@ -147,7 +157,7 @@ def count_modules(args, x):
         for phase in ("forward", "backward"):
             row += [len(counted[phase]), sum(big for _, big in counted[phase])]
             names[label].update(f"{phase} {name}" for name, _ in counted[phase])
-        rows.append(row + [row[1] + row[3], row[2] + row[4]])
+        rows.append(row + [row[1] + row[3], row[2] + row[4], f"{counted['saved'] / 2**20:.1f}"])
     return rows, names
 
 
