@@ -45,7 +45,7 @@ def add_vae_flags(parser, default="ema"):
 
 def add_vca_kernels_flag(parser):
     parser.add_argument("--vca-kernels", choices=KERNELS, default="auto",
-                        help="VCA's fast path: fused Triton kernels (triton), torch ops (torch), or auto (default): "
+                        help="VCA's fast path: fused Triton kernels (triton), torch ops (torch), or auto: "
                              "triton on CUDA, torch elsewhere")
 
 

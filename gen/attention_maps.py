@@ -138,7 +138,8 @@ def check_block(block: int, blocks: list[int], model_name: str) -> int:
 def attention_figure(result: dict, block: int | None = None, tokens: int = SHOWN_TOKENS) -> Figure:
     """Top row: the sample and the network's input; then a row per head: stage I of `tokens` contrast tokens
     (T+ and T- over the token grid, the token's pooled cell boxed), and stage II (A+ and A- over the pooled grid,
-    averaged over queries and for the centre query, marked x), all over the sample in grey."""
+    averaged over queries and for the centre query, marked x), all over the sample in grey, with a colour bar per
+    head and stage."""
     block = default_block(result) if block is None else check_block(block, sorted(result["maps"]), result["model"])
     stage1, stage2 = result["maps"][block]["stage1"][0], result["maps"][block]["stage2"][0]
     (rows, columns), (pool_rows, pool_columns) = result["grid_size"], result["pool_size"]
@@ -153,7 +154,7 @@ def attention_figure(result: dict, block: int | None = None, tokens: int = SHOWN
     cell = (image.shape[1] / pool_columns, image.shape[0] / pool_rows)
     query_xy = ((columns // 2 + 0.5) * image.shape[1] / columns, (rows // 2 + 0.5) * image.shape[0] / rows)
 
-    _picture(figure.add_subplot(grid[0, 0]), image, f"sample, class {result['class_label']}")
+    _picture(figure.add_subplot(grid[0, 0]), image, f"sample conditioned\non class {result['class_label']}")
     noised = (result["noised_image"].numpy().transpose(1, 2, 0) + 1) / 2
     _picture(figure.add_subplot(grid[0, 1]), noised.clip(0, 1), f"input, t={result['timestep']:g}")
     notes = figure.add_subplot(grid[0, 2:])
@@ -161,20 +162,26 @@ def attention_figure(result: dict, block: int | None = None, tokens: int = SHOWN
     notes.text(0, 0.5, _caption(result, block, heads), va="center", fontsize=9, transform=notes.transAxes)
     for head in range(heads):
         row = [figure.add_subplot(grid[head + 1, i]) for i in range(panels)]
-        for i, token in enumerate(shown):
-            box = ((token % pool_columns) * cell[0], (token // pool_columns) * cell[1])
-            for stream, axes in enumerate(row[2 * i : 2 * i + 2]):
-                values = stage1[head, stream * num_contrast + token].view(rows, columns)
-                _overlay(axes, grey, values, f"I: T{'+-'[stream]} {token}" if head == 0 else None)
-                axes.add_patch(Rectangle(box, *cell, fill=False, edgecolor="cyan", linewidth=1.2))
+        stage1_maps = [stage1[head, stream * num_contrast + token].view(rows, columns) for token in shown
+                       for stream in (0, 1)]
         stage2_panels = (("A+ mean", stage2[head, :, :num_contrast].mean(0)),
                          ("A- mean", stage2[head, :, num_contrast:].mean(0)),
                          ("A+ at x", stage2[head, query, :num_contrast]),
                          ("A- at x", stage2[head, query, num_contrast:]))
+        vmax = _shared_max(stage1_maps)  # one scale per head and stage, so T+ and T- compare
+        for i, (axes, values) in enumerate(zip(row[: 2 * len(shown)], stage1_maps, strict=True)):
+            token, stream = shown[i // 2], i % 2
+            box = ((token % pool_columns) * cell[0], (token // pool_columns) * cell[1])
+            shade = _overlay(axes, grey, values, f"I: T{'+-'[stream]} {token}" if head == 0 else None, vmax)
+            axes.add_patch(Rectangle(box, *cell, fill=False, edgecolor="cyan", linewidth=1.2))
+        figure.colorbar(shade, ax=row[: 2 * len(shown)], shrink=0.8, pad=0.01, label="I weight")
+        vmax = _shared_max([values for _, values in stage2_panels])
         for axes, (name, values) in zip(row[2 * len(shown) :], stage2_panels, strict=True):
-            _overlay(axes, grey, values.view(pool_rows, pool_columns), f"II: {name}" if head == 0 else None)
+            shade = _overlay(axes, grey, values.view(pool_rows, pool_columns), f"II: {name}" if head == 0 else None,
+                             vmax)
             if name.endswith("at x"):
                 axes.plot(*query_xy, marker="x", color="cyan", markersize=7, mew=2)
+        figure.colorbar(shade, ax=row[2 * len(shown) :], shrink=0.8, pad=0.01, label="II weight")
         row[0].set_ylabel(f"head {head}")
     return figure
 
@@ -190,8 +197,9 @@ def _caption(result, block, heads) -> str:
             f"{result['step_fraction']:g} of the way from noise to the sample\n"
             f"I: contrast token k of stream T+ / T- over the {rows}x{columns} token grid (box: its pooled cell)\n"
             f"II: queries' weights on the {pool_rows}x{pool_columns} pooled grid of contrast tokens, mean over "
-            f"queries and at query x\neach map scaled to its own maximum (dark 0, bright max), over the sample "
-            f"in grey")
+            f"queries and at query x\ncolour: attention weight from 0, one scale per head and stage (colour bars), "
+            f"over the sample in grey; the sample was conditioned on class {result['class_label']}, which it may "
+            f"not show")
 
 
 def _picture(axes, image, title):
@@ -201,16 +209,21 @@ def _picture(axes, image, title):
     axes.set_yticks([])
 
 
-def _overlay(axes, grey, values, title):
+def _shared_max(maps) -> float:
+    return max(max(float(values.max()) for values in maps), 1e-12)
+
+
+def _overlay(axes, grey, values, title, vmax):
+    """The map over the sample in grey; returns the map's image (for a colour bar)."""
     extent = (0, grey.shape[1], grey.shape[0], 0)  # the map's cells stretched over the image's pixels
     axes.imshow(grey, cmap="gray", vmin=0, vmax=1, extent=extent, interpolation="nearest")
-    values = values.numpy()
-    axes.imshow(values, cmap=COLORMAP, vmin=0, vmax=max(float(values.max()), 1e-12), alpha=OVERLAY_ALPHA,
-                extent=extent, interpolation="nearest")
+    shade = axes.imshow(values.numpy(), cmap=COLORMAP, vmin=0, vmax=vmax, alpha=OVERLAY_ALPHA, extent=extent,
+                        interpolation="nearest")
     if title:
         axes.set_title(title, fontsize=8)
     axes.set_xticks([])
     axes.set_yticks([])
+    return shade
 
 
 # -- the command line -----------------------------------------------------------------------------------------------

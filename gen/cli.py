@@ -5,6 +5,7 @@
     args = parse_with_config(parser)   # `--config configs/X.yaml`; flags given on the command line win
 """
 import argparse
+import copy
 import errno
 import json
 import os
@@ -17,11 +18,26 @@ from .errors import UserError
 DEBUG_ENV = "VCA_GEN_DEBUG"
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written, and "(default: ...)" after every flag that has a default, help text or not."""
+
+    def add_argument(self, action):
+        optional = action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+        if not action.help and optional and action.default not in (None, argparse.SUPPRESS):
+            action = copy.copy(action)  # argparse shows no line for a flag without help: give it one
+            action.help = "(default: %(default)s)"
+        super().add_argument(action)
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)  # None says nothing
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one line (the usage is one `--help` away), with a `--debug` flag."""
+    """argparse whose errors are one line (the usage is one `--help` away), with a `--debug` flag; `--help` shows
+    every default."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
         self.add_argument("--debug", action="store_true", help=f"show tracebacks (also {DEBUG_ENV}=1)")
 

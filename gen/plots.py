@@ -3,7 +3,7 @@ of a metric over models and seeds.
 
     write_curves("results/run/log.jsonl", "results/run/curves.png")          # loss, and FID once evaluated
     runs = {"DiT-Mini/2": [read_log(p) for p in seed_logs], "DiT-Mini/2-VCA": [...]}
-    plot_metric_by_steps(runs, "fid", "fid.png", "FID against training steps")   # mean line, min-max band
+    plot_metric_by_steps(runs, "fid", "fid.png", "FID by step")   # mean line, min-max band; log axis over decades
     plot_bars({"DiT-Mini/2": [41.2, 40.8], "DiT-Mini/2-VCA": [39.0, 39.5]}, "speed.png", "images/s")
 
 A model and its `-VCA` twin share a colour; the VCA one is dashed (bars: hatched). Every PNG is written through
@@ -22,6 +22,8 @@ from .files import atomic_path
 
 VCA_SUFFIX = "-VCA"
 LOSS_SMOOTHING = 0.9  # weight of the running mean in the loss line (tensorboard's slider); raw points stay visible
+MIN_POINTS_TO_SMOOTH = 50  # the EMA spans ~10 points: with fewer than five spans it lags the curve it summarises
+DECADES_FOR_LOG_AXIS = 1.0  # values spanning more than 10x get a log axis, so one diverged seed hides nothing
 DPI = 120
 
 
@@ -52,7 +54,8 @@ def metric_by_step(log: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray
 
 
 def smooth(values: np.ndarray, weight: float = LOSS_SMOOTHING) -> np.ndarray:
-    """Debiased exponential moving average (tensorboard's smoothing); weight 0 returns the values."""
+    """Debiased exponential moving average (tensorboard's rule: divide by 1 - weight^k after k points), so every
+    smoothed value is a weighted mean of the points so far; weight 0 returns the values."""
     smoothed, running = np.empty_like(values), 0.0
     for index, value in enumerate(values):
         running = weight * running + (1 - weight) * value
@@ -61,16 +64,35 @@ def smooth(values: np.ndarray, weight: float = LOSS_SMOOTHING) -> np.ndarray:
 
 
 # -- one run: curves.png ---------------------------------------------------------------------------------------------
+def metric_label(log: list[dict], metric: str = "fid") -> str:
+    """The metric with the feature network and sample count of its latest evaluation, e.g. "FID (digits, N=100)"."""
+    records = [record for record in log if record.get(metric) is not None]
+    latest = records[-1] if records else {}
+    details = [latest.get("eval_features"), f"N={latest['eval_samples']}" if "eval_samples" in latest else None]
+    details = ", ".join(str(detail) for detail in details if detail)
+    return f"{metric.upper()} ({details})" if details else metric.upper()
+
+
+def spans_decades(*arrays) -> bool:
+    """Whether the positive values span more than DECADES_FOR_LOG_AXIS decades (a log axis then reads better)."""
+    values = np.concatenate([np.ravel(array) for array in arrays]) if arrays else np.empty(0)
+    values = values[np.isfinite(values)]
+    return bool(len(values) and values.min() > 0 and np.log10(values.max() / values.min()) > DECADES_FOR_LOG_AXIS)
+
+
 def curves_figure(log: list[dict]) -> Figure:
-    """Loss against step (raw points and a smoothed line); a second panel with FID against step when any line
-    has `fid`."""
+    """Loss against step (raw points, and a smoothed line when there are enough of them); a second panel with
+    FID against step when any line has `fid`, named with its feature network and sample count."""
     fid_steps, fids = metric_by_step(log, "fid")
     figure = Figure(figsize=(6.4 * (1 + bool(len(fids))), 4.2), dpi=DPI, layout="constrained")
     loss_axes, *rest = figure.subplots(1, 1 + bool(len(fids)), squeeze=False)[0]
     steps, losses = metric_by_step(log, "loss")
     loss_axes.scatter(steps, losses, s=4, alpha=0.3, color="tab:blue", label="logged")
-    if len(losses):
-        loss_axes.plot(steps, smooth(losses), color="tab:blue", label=f"smoothed ({LOSS_SMOOTHING})")
+    if len(losses) >= MIN_POINTS_TO_SMOOTH:
+        loss_axes.plot(steps, smooth(losses), color="tab:blue", label=f"smoothed ({LOSS_SMOOTHING}, debiased)")
+        loss_axes.legend()
+    elif len(losses):  # too few points to smooth honestly: join them instead
+        loss_axes.plot(steps, losses, color="tab:blue", linewidth=0.8, label="logged (too few points to smooth)")
         loss_axes.legend()
     else:
         loss_axes.text(0.5, 0.5, "no loss logged yet", ha="center", va="center", transform=loss_axes.transAxes)
@@ -81,7 +103,10 @@ def curves_figure(log: list[dict]) -> Figure:
         fid_axes.plot(fid_steps, fids, marker="o", color="tab:red")
         for step, fid in zip(fid_steps[-1:], fids[-1:], strict=True):  # the latest value, written out
             fid_axes.annotate(f"{fid:.2f}", (step, fid), textcoords="offset points", xytext=(-4, 6), ha="right")
-        _label(fid_axes, "FID (lower is better)", "FID")
+        if spans_decades(fids):
+            fid_axes.set_yscale("log")
+        name = metric_label(log)
+        _label(fid_axes, f"{name}, lower is better", name)
     return figure
 
 
@@ -127,25 +152,28 @@ def mean_and_spread(logs: list[list[dict]], metric: str, smoothing: float = 0.0)
     table = np.full((len(series), len(steps)), np.nan)
     for row, (seed_steps, values) in enumerate(series):
         if len(values):
-            table[row, np.searchsorted(steps, seed_steps)] = smooth(values, smoothing)
+            weight = smoothing if len(values) >= MIN_POINTS_TO_SMOOTH else 0.0  # too few points: shown as logged
+            table[row, np.searchsorted(steps, seed_steps)] = smooth(values, weight)
     return steps, np.nanmean(table, axis=0), np.nanmin(table, axis=0), np.nanmax(table, axis=0)
 
 
 def metric_by_steps_figure(runs: dict[str, list[list[dict]]], metric: str, title: str, *, smoothing: float = 0.0,
-                           log_y: bool = False) -> Figure:
-    """One mean line per model with its min-max band over seeds; `runs` maps a model name to its seeds' logs."""
+                           log_y: bool | None = None) -> Figure:
+    """One mean line per model with its min-max band over seeds; `runs` maps a model name to its seeds' logs.
+    log_y None: a log axis when the values span decades."""
     figure = Figure(figsize=(7.0, 4.5), dpi=DPI, layout="constrained")
     axes = figure.subplots()
-    styles = model_styles(runs)
+    styles, drawn = model_styles(runs), []
     for name, logs in runs.items():
         steps, mean, low, high = mean_and_spread(logs, metric, smoothing)
+        drawn += [low, high]
         if not len(steps):
             continue
         style = styles[name]
         axes.plot(steps, mean, color=style["color"], linestyle=style["linestyle"], marker="o" if len(steps) < 30
                   else None, markersize=3, label=f"{name} ({len(logs)} seed{'s' * (len(logs) != 1)})")
         axes.fill_between(steps, low, high, color=style["color"], alpha=0.15, linewidth=0)
-    if log_y:
+    if log_y or (log_y is None and spans_decades(*drawn)):
         axes.set_yscale("log")
     _label(axes, title, metric)
     if axes.lines:
@@ -154,24 +182,25 @@ def metric_by_steps_figure(runs: dict[str, list[list[dict]]], metric: str, title
 
 
 def plot_metric_by_steps(runs: dict[str, list[list[dict]]], metric: str, out_png, title: str, *,
-                         smoothing: float = 0.0, log_y: bool = False) -> str:
+                         smoothing: float = 0.0, log_y: bool | None = None) -> str:
     """The PNG of metric_by_steps_figure (for the loss: smoothing=LOSS_SMOOTHING, log_y=True)."""
     return save_figure(metric_by_steps_figure(runs, metric, title, smoothing=smoothing, log_y=log_y), out_png)
 
 
-def bars_figure(values_by_model: dict, ylabel: str, title: str | None = None) -> Figure:
-    """A bar per model: the value, or the mean of a list (one per seed) with a min-max whisker."""
+def bars_figure(values_by_model: dict, ylabel: str, title: str | None = None, *, whiskers: bool = True) -> Figure:
+    """A bar per model: the value, or the mean of a list (one per seed) with a min-max whisker (whiskers=False:
+    none, for a quantity whose spread was not measured)."""
     figure = Figure(figsize=(max(4.0, 1.3 * len(values_by_model) + 1.5), 4.2), dpi=DPI, layout="constrained")
     axes = figure.subplots()
     styles = model_styles(values_by_model)
     for position, (name, values) in enumerate(values_by_model.items()):
         values = np.atleast_1d(np.asarray(values, dtype=np.float64))
         mean = values.mean()
-        whisker = [[mean - values.min()], [values.max() - mean]] if len(values) > 1 else None
+        whisker = [[mean - values.min()], [values.max() - mean]] if whiskers and len(values) > 1 else None
         axes.bar(position, mean, yerr=whisker, capsize=4, color=styles[name]["color"], hatch=styles[name]["hatch"],
                  edgecolor="black", linewidth=0.5)
-        axes.annotate(f"{mean:.3g}", (position, values.max()), textcoords="offset points", xytext=(0, 3),
-                      ha="center", fontsize="small")
+        axes.annotate(f"{mean:.3g}", (position, values.max() if whisker else mean), textcoords="offset points",
+                      xytext=(0, 3), ha="center", fontsize="small")
     axes.set_xticks(range(len(values_by_model)), list(values_by_model), rotation=20, ha="right")
     axes.set_ylabel(ylabel)
     axes.set_title(title or ylabel)
@@ -179,6 +208,6 @@ def bars_figure(values_by_model: dict, ylabel: str, title: str | None = None) ->
     return figure
 
 
-def plot_bars(values_by_model: dict, out_png, ylabel: str, title: str | None = None) -> str:
+def plot_bars(values_by_model: dict, out_png, ylabel: str, title: str | None = None, *, whiskers: bool = True) -> str:
     """The PNG of bars_figure: images/s, parameter counts, ... per model."""
-    return save_figure(bars_figure(values_by_model, ylabel, title), out_png)
+    return save_figure(bars_figure(values_by_model, ylabel, title, whiskers=whiskers), out_png)

@@ -24,7 +24,7 @@ from .cli import ArgumentParser, check_config, run_command
 from .errors import UserError
 from .files import atomic_open
 from .models.zoo import model_config
-from .plots import plot_bars, plot_metric_by_steps, read_log
+from .plots import metric_label, plot_bars, plot_metric_by_steps, read_log
 from .training.checkpoint import list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,12 +181,15 @@ def twin_differences(study, summary, metric="fid") -> dict:
 def write_plots(study, summary) -> dict[str, str]:
     """FID and loss against steps (mean and spread over seeds), images/s and parameters per model."""
     folder, runs = study["report_dir"], {m: [run["log"] for run in summary[m]["seeds"].values()] for m in summary}
+    fid_name = metric_label([record for logs in runs.values() for log in logs for record in log])
     pictures = {
-        "fid": plot_metric_by_steps(runs, "fid", os.path.join(folder, "fid.png"), "FID during training"),
+        "fid": plot_metric_by_steps(runs, "fid", os.path.join(folder, "fid.png"), f"{fid_name} during training"),
         "loss": plot_metric_by_steps(runs, "loss", os.path.join(folder, "loss.png"), "training loss",
                                      smoothing=0.9, log_y=True),
+        # no whiskers: the seeds' speeds differ by what else ran on the machine, not by the model
         "speed": plot_bars({m: [r["images_per_sec"] for r in summary[m]["seeds"].values() if r["images_per_sec"]]
-                            for m in summary}, os.path.join(folder, "images_per_sec.png"), "training images/s"),
+                            for m in summary}, os.path.join(folder, "images_per_sec.png"),
+                           "training images/s (median of the log lines, mean over seeds)", whiskers=False),
         "parameters": plot_bars({m: summary[m]["parameters"] or 0 for m in summary},
                                 os.path.join(folder, "parameters.png"), "parameters"),
     }

@@ -7,7 +7,7 @@ from tiny import perturbed
 
 from gen import save_pretrained
 from gen.args import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS, recorded_process
-from gen.attention_maps import attention_maps, main, noised_input, vca_blocks
+from gen.attention_maps import attention_figure, attention_maps, main, noised_input, vca_blocks
 from gen.cli import run_command
 from gen.errors import UserError
 
@@ -81,3 +81,18 @@ def test_an_mhsa_model_fails_in_one_line_with_status_2(tmp_path, exports, capsys
     assert not (tmp_path / "maps.png").exists()
     with pytest.raises(UserError, match="no Visual-Contrast Attention"):
         vca_blocks(perturbed("SiT-Mini/2"))
+
+
+def test_the_picture_has_a_colour_bar_per_head_and_stage_and_says_conditioned_on():
+    heads, contrast, tokens = 2, 8, 16  # a 4x4 token grid pooled to 2x2: 4 contrast tokens per stream
+    maps = {1: {"stage1": torch.rand(1, heads, contrast, tokens).softmax(-1),
+                "stage2": torch.rand(1, heads, tokens, contrast).softmax(-1)}}
+    result = {"image": torch.zeros(3, 8, 8), "noised_image": torch.zeros(3, 8, 8), "maps": maps, "timestep": 0.5,
+              "class_label": 3, "step_fraction": 0.5, "grid_size": (4, 4), "pool_size": (2, 2), "model": "tiny"}
+    figure = attention_figure(result)
+    bars = [axes for axes in figure.axes if axes.get_label() == "<colorbar>"]
+    assert len(bars) == 2 * heads
+    panels = 2 * 4 + 4
+    assert len(figure.axes) == 3 + heads * panels + len(bars)  # sample, input, caption; maps; bars
+    titles = [axes.get_title() for axes in figure.axes]
+    assert "sample conditioned\non class 3" in titles and not any(title.startswith("sample, class") for title in titles)

@@ -3,6 +3,7 @@ leaves no half-written file. Each row: the command, its arguments, and a phrase 
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -464,3 +465,22 @@ def is_library_chatter(line: str) -> bool:
     """Progress bars and warnings that libraries print on stderr before the error."""
     progress = any(unit in line for unit in ("it/s]", "shard/s]", "img/s]"))
     return progress or line.startswith(("warning", "Warning")) or "UserWarning" in line
+
+
+@pytest.mark.parametrize("command, argv, shown", [
+    (train_dit.main, ["--help"], r"--lr LR\s+\(default: 0.0001\)"),  # a flag without help text shows it too
+    (train_sit.main, ["--help"], r"--ema-decay EMA_DECAY\s+\(default: 0.9999\)"),
+    (sample.main, ["--help"], r"--per-proc-batch-size \S+\s+[^\n]*\(default: \d+\)"),
+    (extract_latents.main, ["--help"], r"\(default: "),
+    (fid.cli.main, ["calc", "--help"], r"--batch-size \S+\s+[^\n]*\(default: 200\)"),
+    (gen.study.main, ["--help"], r"--debug\s+show tracebacks.*\(default: False\)"),
+    (gen.demo.main, ["--help"], r"samples\s+\(default: results/demo/samples.npz\)"),
+])
+def test_every_help_shows_the_defaults(monkeypatch, capsys, command, argv, shown):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per flag, whatever the terminal
+    with pytest.raises(SystemExit) as exit_info:
+        command(argv)
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert re.search(shown, text), text
+    assert "(default: None)" not in text

@@ -4,17 +4,22 @@ import json
 
 import numpy as np
 import pytest
+from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
 from gen.errors import UserError
 from gen.plots import (
+    MIN_POINTS_TO_SMOOTH,
+    bars_figure,
     curves_figure,
     metric_by_step,
     metric_by_steps_figure,
+    metric_label,
     model_styles,
     plot_bars,
     plot_metric_by_steps,
     read_log,
+    smooth,
     write_curves,
 )
 from gen.sampling import save_grid
@@ -112,3 +117,48 @@ def test_labelled_rows_widen_the_grid_by_a_left_margin_holding_the_labels(tmp_pa
         assert (labelled[row * row_height : (row + 1) * row_height, :margin] < 128).any()
     with pytest.raises(UserError, match="one label per row"):
         save_grid(images, 3, tmp_path / "bad.png", row_labels=["only one"])
+
+
+# -- honest pictures ----------------------------------------------------------------------------------------------
+def test_the_smoothed_loss_is_a_weighted_mean_of_the_points_so_far():
+    losses = np.random.default_rng(0).uniform(0.1, 1.0, 300) * np.linspace(3, 1, 300)
+    smoothed = smooth(losses)
+    prefix_max, prefix_min = np.maximum.accumulate(losses), np.minimum.accumulate(losses)
+    assert (smoothed <= prefix_max + 1e-12).all() and (smoothed >= prefix_min - 1e-12).all()  # debiased
+    assert smoothed[0] == losses[0]
+
+
+@pytest.mark.parametrize("points", [20, 200])
+def test_the_loss_is_smoothed_only_with_enough_points(points):
+    steps = range(100, 100 * (points + 1), 100)
+    log = [{"step": step, "loss": 0.5 * 0.9 ** (i / points * 15) + 0.1} for i, step in enumerate(steps)]
+    line = curves_figure(log).axes[0].lines[0]
+    logged = metric_by_step(log, "loss")[1]
+    if points < MIN_POINTS_TO_SMOOTH:  # make demo logs 20 points: the line goes through them, not above
+        np.testing.assert_allclose(line.get_ydata(), logged)
+    else:
+        assert "smoothed" in line.get_label()
+        assert line.get_ydata().max() <= logged.max()
+
+
+def test_the_fid_panel_names_its_network_and_sample_count():
+    figure = curves_figure(training_log(fid_every=50) + [{"step": 200, "fid": 3.1, "eval_features": "digits",
+                                                          "eval_samples": 100}])
+    assert figure.axes[1].get_ylabel() == "FID (digits, N=100)"
+    assert metric_label([{"step": 1, "fid": 2.0}]) == "FID"  # an older log without the record
+
+
+def test_a_metric_spanning_decades_gets_a_log_axis():
+    runs = {"DiT-Mini/2": [training_log(seed=0, fid_every=40), training_log(seed=1, fid_every=40)]}
+    assert metric_by_steps_figure(runs, "fid", "FID").axes[0].get_yscale() == "linear"
+    runs["DiT-Mini/2"][1].append({"step": 120, "fid": 1785.0})  # one seed diverges
+    assert metric_by_steps_figure(runs, "fid", "FID").axes[0].get_yscale() == "log"
+
+
+def test_bars_without_whiskers_draw_no_error_bars():
+    speeds = {"DiT-Mini/2": [139.0, 76.0], "DiT-Mini/2-VCA": [249.0, 212.0]}
+    def error_bars(figure):
+        return [c for c in figure.axes[0].containers if isinstance(c, ErrorbarContainer)]
+
+    assert len(error_bars(bars_figure(speeds, "images/s"))) == 2  # seeds of a measured quantity: min-max
+    assert error_bars(bars_figure(speeds, "images/s", whiskers=False)) == []

@@ -2,6 +2,7 @@
 checkpoint retention, tensorboard and a progress bar."""
 import glob
 import os
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -93,7 +94,8 @@ def test_checkpoints_total_limit_keeps_the_newest(image_folder, tmp_path):
 
 
 def test_tensorboard_logs_the_run(image_folder, tmp_path):
-    run(image_folder, tmp_path, "--max-steps", "2", "--ckpt-every", "2", "--log-with", "tensorboard")
+    run(image_folder, tmp_path, "--max-steps", "2", "--ckpt-every", "2", "--log-with", "tensorboard",
+        "--sample-every", "1", "--lr", "3e-4")
     events = glob.glob(str(tmp_path / "**" / "events.out.tfevents.*"), recursive=True)
     assert events and os.path.getsize(events[0]) > 0
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -102,10 +104,15 @@ def test_tensorboard_logs_the_run(image_folder, tmp_path):
     accumulator.Reload()
     assert "loss" in accumulator.Tags()["scalars"]
     assert [event.step for event in accumulator.Scalars("loss")] == [1, 2]
+    assert [event.value for event in accumulator.Scalars("lr")] == pytest.approx([3e-4, 3e-4])
+    grids = accumulator.Images("samples")  # each step's grid (--sample-every 1) and the final one
+    assert [event.step for event in grids] == [1, 2, 2] and grids[0].width > grids[0].height > 0
 
 
 def test_progress_bar_on_request(image_folder, tmp_path, capsys):
     run(image_folder, tmp_path / "quiet", "--max-steps", "2", "--ckpt-every", "2")
     assert "training" not in capsys.readouterr().err  # not a terminal: no bar unless asked
     run(image_folder, tmp_path / "bar", "--max-steps", "2", "--ckpt-every", "2", "--progress-bar")
-    assert "training: 100%" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "training: 100%" in captured.err
+    assert "step 0000001 loss=" in captured.out and re.search(r"\r {20,}\r", captured.err)  # bar cleared for it

@@ -1,12 +1,15 @@
-"""What a training run reports: lines on stdout and in `log.txt`, metrics in `log.jsonl` and in
-Accelerate's trackers (tensorboard when installed)."""
+"""What a training run reports: lines on stdout (above the progress bar) and in `log.txt`, metrics in `log.jsonl`
+and in Accelerate's trackers (tensorboard when installed), and sample grids in tensorboard's image panel."""
 import json
 import os
 import resource
 import sys
 import time
 
+import numpy as np
 import torch
+from PIL import Image
+from tqdm.auto import tqdm
 
 
 class TrainingLog:
@@ -22,7 +25,7 @@ class TrainingLog:
         if not self.is_main:
             return
         line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}"
-        print(line, flush=True)
+        write_line(line, sys.stdout)
         with open(self.text_path, "a") as file:
             file.write(line + "\n")
 
@@ -30,7 +33,7 @@ class TrainingLog:
         if self.is_main:
             self.info(f"warning: {message}")
         else:
-            print(f"[process {self.accelerator.process_index}] warning: {message}", file=sys.stderr, flush=True)
+            write_line(f"[process {self.accelerator.process_index}] warning: {message}", sys.stderr)
 
     def metrics(self, step: int, values: dict):
         """One line of `values` for humans, one JSON object per line for programs, and the trackers."""
@@ -41,6 +44,22 @@ class TrainingLog:
         with open(self.jsonl_path, "a") as file:
             file.write(json.dumps({"step": step, **values}) + "\n")
         self.accelerator.log({k: v for k, v in values.items() if isinstance(v, (int, float))}, step=step)
+
+    def image(self, step: int, tag: str, png_path):
+        """A PNG to the trackers that show images (tensorboard); the others keep their metrics only."""
+        if not self.is_main:
+            return
+        for tracker in self.accelerator.trackers:
+            if tracker.name == "tensorboard":
+                with Image.open(png_path) as image:
+                    pixels = np.asarray(image.convert("RGB"))
+                tracker.log_images({tag: pixels[None]}, step=step, dataformats="NHWC")
+
+
+def write_line(line: str, file):
+    """`line` above any tqdm bar (printing through a bar garbles both), flushed at once."""
+    tqdm.write(line, file=file)
+    file.flush()
 
 
 def format_value(value) -> str:

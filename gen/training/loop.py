@@ -209,7 +209,7 @@ def shows_progress(args) -> bool:
     return sys.stderr.isatty() if args.progress_bar is None else args.progress_bar
 
 
-def log_window(accelerator, log, window, step, *, grad_norm, skipped_total, device):
+def log_window(accelerator, log, window, step, *, grad_norm, lr, skipped_total, device):
     totals = accelerator.reduce(torch.stack([window.loss_sum.float(), torch.tensor(float(window.images), device=device),
                                              torch.tensor(float(window.skipped), device=device)]), reduction="sum")
     per_process = accelerator.gather(torch.tensor([window.batch_size], device=device)).tolist()
@@ -220,6 +220,7 @@ def log_window(accelerator, log, window, step, *, grad_norm, skipped_total, devi
         "steps_per_sec": window.steps / seconds,
         "images_per_sec": totals[1].item() / seconds,
         "grad_norm": float(grad_norm),
+        "lr": lr,
         "peak_memory_gb": peak_memory_gb(device),
         "batch_per_process": per_process,
         "skipped_images": skipped_total + int(totals[2].item()),
@@ -264,7 +265,8 @@ def train_steps(run, start_step: int, max_steps: int):
             if log_now:
                 check_finite(accelerator, window, step, run.results_dir, last_checked)
                 skipped_total, shown = log_window(accelerator, log, window, step, grad_norm=grad_norm,
-                                                  skipped_total=skipped_total, device=device)
+                                                  lr=optimizer.param_groups[0]["lr"], skipped_total=skipped_total,
+                                                  device=device)
                 bar.set_postfix(loss=f"{shown:.4f}", refresh=False)
                 last_checked, window = step, Window(device)
             if step % args.ckpt_every == 0 or step == max_steps:
@@ -272,7 +274,7 @@ def train_steps(run, start_step: int, max_steps: int):
                 save(run, step)
                 unrated = step
             if args.sample_every and step % args.sample_every == 0:
-                grid(run, os.path.join(run.results_dir, "samples", f"step-{step:07d}.png"))
+                grid(run, os.path.join(run.results_dir, "samples", f"step-{step:07d}.png"), step)
             if run.evaluator is not None and run.evaluator.due(step):
                 evaluate(run, step)
             if step >= max_steps:
@@ -347,8 +349,8 @@ def checkpoint_write_error(results_dir, step: int, error) -> TrainingError:
                          f"{results_dir}); {kept}. Free some space, then continue with --resume latest")
 
 
-def grid(run, path):
-    """An EMA sample grid on the main process (a row per class); the others wait."""
+def grid(run, path, step: int):
+    """An EMA sample grid on the main process (a row per class), also to tensorboard; the others wait."""
     accelerator, args = run.accelerator, run.args
     if accelerator.is_main_process:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -356,6 +358,7 @@ def grid(run, path):
         write_grid(run.ema, run.vae, run.sample_fn, path, classes=classes, columns=args.grid_columns,
                    latent_shape=run.shape, cfg_scale=args.cfg_scale, device=accelerator.device,
                    seed=args.global_seed)
+        run.log.image(step, "samples", path)
         run.log.info(f"saved sample grid {path}")
     accelerator.wait_for_everyone()
 
@@ -396,7 +399,7 @@ def finish(run, step: int):
     if accelerator.is_main_process:
         path = save_pretrained(run.ema, os.path.join(results_dir, "model.safetensors"), ema=True, **run.settings)
         log.info(f"exported the EMA weights of step {step} to {path}")
-    grid(run, os.path.join(results_dir, "grid.png"))
+    grid(run, os.path.join(results_dir, "grid.png"), step)
     if args.final_samples and accelerator.is_main_process:
         start = time.perf_counter()
         path = os.path.join(results_dir, "samples.npz")
