@@ -148,3 +148,15 @@ def test_custom_ops_pass_opcheck(local_term):
     weight = torch.randn(h * d, 1, 3, 3, device=DEVICE, requires_grad=True) if local_term else None
     bias = torch.randn(h * d, device=DEVICE, requires_grad=True) if local_term else None
     torch.library.opcheck(vca_fused.norm_merge_local, (o, v, gain, weight, bias, 3, 4, 0.7, 1e-5))
+
+
+def test_a_failing_triton_build_says_how_to_go_back(monkeypatch):
+    class Broken:  # what Triton raises on a machine without a C compiler for its launcher, say
+        def __getattr__(self, name):
+            raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.")
+
+    monkeypatch.setattr(vca_fused, "_KERNELS", Broken())
+    vca = VisualContrastAttention(32, 4, (6, 6), kernels="triton").to(DEVICE)
+    with pytest.raises(RuntimeError, match=r"contrast_values_forward failed \(RuntimeError: Failed to find C "
+                                           r"compiler.*\); run with --vca-kernels torch"):
+        vca(torch.randn(1, 36, 32, device=DEVICE))

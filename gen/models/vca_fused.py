@@ -49,9 +49,17 @@ def _alignment(*tensors: Tensor) -> int:
     return next(align for align in (8, 4, 2, 1) if all(stride % align == 0 for stride in strides))
 
 
-def _on_device(t: Tensor):
-    """Triton launches on the current CUDA device: make it the tensors' one."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+def _launch(name: str, grid: tuple, *args, **meta):
+    """Kernel `name` of vca_kernels on the first tensor's device (Triton uses the current one); a Triton failure
+    (no C compiler for its launcher, a GPU it does not support) says how to go back to the torch path."""
+    device = args[0].device
+    try:
+        with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+            getattr(_kernels(), name)[grid](*args, **meta)
+    except Exception as error:
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        raise RuntimeError(f"VCA's fused Triton kernel {name} failed ({type(error).__name__}: {first_line}); "
+                           "run with --vca-kernels torch (or kernels='torch') to use torch ops") from error
 
 
 def _sm_count(t: Tensor) -> int:
@@ -80,8 +88,7 @@ def contrast_values(u: Tensor, gain: Tensor, lambda_vectors: list[Tensor], lambd
     values = u.new_empty(B, n2, h, d).transpose(1, 2)  # the layout flash attention reads without a copy
     rstd = u.new_empty(B, h, n, dtype=torch.float32)
     rows, block_r = B * h * n, 32
-    with _on_device(u):
-        _kernels().contrast_values_forward[(_cdiv(rows, block_r),)](
+    _launch("contrast_values_forward", (_cdiv(rows, block_r),),
             u, values, rstd, gain, *lambda_vectors, rows, h, n, d, *u.stride(), *values.stride(), lambda_init,
             scale, eps, ALIGN=_alignment(u, values), BLOCK_R=block_r, BLOCK_D=_block_d(d),
             num_warps=_warps(block_r * _block_d(d)))
@@ -105,14 +112,12 @@ def contrast_values_backward(grad: Tensor, u: Tensor, rstd: Tensor, gain: Tensor
     programs = _cdiv(rows, block_r)
     partial = torch.empty(programs, d + 2, device=u.device, dtype=torch.float32)
     small = torch.empty(9, d, device=u.device, dtype=torch.float32)
-    kernels = _kernels()
-    with _on_device(u):
-        kernels.contrast_values_backward[(programs,)](
+    _launch("contrast_values_backward", (programs,),
             grad, u, rstd, gain, grad_u, partial, *lambda_vectors, rows, h, n, d,
             *grad.stride(), *u.stride(), *grad_u.stride(), lambda_init, scale, ALIGN=_alignment(grad, u, grad_u),
             BLOCK_R=block_r, BLOCK_D=_block_d(d), num_warps=_warps(block_r * _block_d(d)))
-        total = partial.sum(0)  # torch's reduction spreads over the GPU; the finishing kernel is one program
-        kernels.contrast_values_finish[(1,)](total, *lambda_vectors, small, d, BLOCK_D=_block_d(d))
+    total = partial.sum(0)  # torch's reduction spreads over the GPU; the finishing kernel is one program
+    _launch("contrast_values_finish", (1,), total, *lambda_vectors, small, d, BLOCK_D=_block_d(d))
     return grad_u, small
 
 
@@ -155,8 +160,7 @@ def norm_merge_local(o: Tensor, v: Tensor, gain: Tensor, conv_weight: Tensor | N
     rstd = o.new_empty(B, h, N, dtype=torch.float32)
     block_t = 64 if _block_d(d) <= 64 else 32
     has_local = conv_weight is not None
-    with _on_device(o):
-        _kernels().norm_merge_local_forward[(_cdiv(N, block_t), h, B)](
+    _launch("norm_merge_local_forward", (_cdiv(N, block_t), h, B),
             o, v, gain, conv_weight if has_local else gain, conv_bias if has_local else gain, out, rstd,
             N, grid_height, grid_width, h, d, *o.stride(), *v.stride(), scale, eps, HAS_LOCAL=has_local,
             ALIGN=_alignment(o, v), BLOCK_T=block_t, BLOCK_D=_block_d(d), num_warps=_warps(block_t * _block_d(d)))
@@ -184,8 +188,7 @@ def norm_merge_local_backward(grad: Tensor, o: Tensor, v: Tensor, rstd: Tensor, 
         tokens //= 2
     groups, block_t = _cdiv(N, tokens), min(16, tokens)
     partial = torch.empty(B * groups, 11 * C if has_local else C, device=o.device, dtype=torch.float32)
-    with _on_device(o):
-        _kernels().norm_merge_local_backward[(groups, h, B)](
+    _launch("norm_merge_local_backward", (groups, h, B),
             grad, o, v, rstd, gain, conv_weight if has_local else gain, grad_o, grad_v if has_local else grad_o,
             partial, N, grid_height, grid_width, h, d, groups, *grad.stride(), *o.stride(), *v.stride(),
             *grad_o.stride(), scale, HAS_LOCAL=has_local, ALIGN=_alignment(grad, o, v, grad_o), TOKENS=tokens,
