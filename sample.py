@@ -1,7 +1,8 @@
 """Sample a DiT or SiT checkpoint: a PNG grid (as DiT's and SiT's sample.py), or with --num-fid-samples N
 the images and `samples.npz` of an FID run (as sample_ddp.py), on any number of `accelerate launch`
 processes, resumable. The weights file says which VAE and which diffusion or transport settings it was trained
-with, so `--ckpt FILE` alone is enough; a flag that contradicts the file fails. See docs/sampling.md.
+with, and which sampler, steps and guidance its training sampled with, so `--ckpt FILE` alone is enough; a flag
+that contradicts the file fails. See docs/sampling.md.
 
     python sample.py --ckpt results/demo/model.safetensors
     python sample.py --ckpt DiT-XL-2-256x256.pt --sampler ddim --num-sampling-steps 50
@@ -22,6 +23,7 @@ from gen.args import (
     add_transport_flags,
     add_vae_flags,
     add_vca_kernels_flag,
+    family_keys,
     recorded_process,
     sampler_from_args,
     use_family_flags,
@@ -51,8 +53,9 @@ def build_parser():
     add_vca_kernels_flag(model)
     add_diffusion_flags(parser, from_file=True)
     add_transport_flags(parser, from_file=True)
-    add_sampler_flags(parser)
-    add_guidance_flags(parser, default=None, help="guidance scale (1: none); default 4.0 for grids, 1.5 for FID")
+    add_sampler_flags(parser, default_steps=None)
+    add_guidance_flags(parser, default=None, help="guidance scale (1: none); default: the weights file's record, "
+                       "else 4.0 for grids, 1.5 for FID")
     parser.add_argument("--seed", "--global-seed", dest="seed", type=int, default=0)
     grid = parser.add_argument_group("grid mode (without --num-fid-samples)")
     grid.add_argument("--class-labels", type=int, nargs="+", default=None,
@@ -71,8 +74,8 @@ def build_parser():
 
 # -- what the weights file says, and the flags that may not contradict it ----------------------------------------
 def resolve_vae(args, recorded, official=False):
-    """The VAE: the flag, else the file's, else DiT's. Pixels and latents cannot be swapped; two SD-VAEs can
-    (their encoders are the same; DiT samples with either decoder)."""
+    """The VAE: the flag, else the file's (read_settings: "none" for an unrecorded RGB model), else DiT's. Pixels
+    and latents cannot be swapped; two SD-VAEs can (their encoders are the same; DiT samples with either decoder)."""
     if args.vae is None:
         return recorded or DEFAULT_VAE
     if official and args.vae == "none":
@@ -117,7 +120,8 @@ def load_model_and_vae(args, device):
                         f"{image_size // factor}x{image_size // factor}; check --vae (none for pixel models) and "
                         f"--image-size")
     process = resolve_process(args, model, settings.get("process"))
-    return model, vae, (channels, config.input_size), dict(vae=vae_name, **process)
+    args.model, args.vae, args.image_size, args.num_classes = model.name, vae_name, image_size, config.num_classes
+    return model, vae, (channels, config.input_size), dict(vae=vae_name, **process), settings.get("sampler")
 
 
 def default_labels(num_classes: int) -> list[int]:
@@ -142,7 +146,9 @@ def run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings):
     os.makedirs(args.sample_dir, exist_ok=True)
     skip = {"num_fid_samples", "per_proc_batch_size", "sample_dir", "config", "class_labels", "nrow", "output",
             "debug", "positional_mode", "label_rows"}
-    recorded = {"model": model.name, **settings, **{k: v for k, v in sorted(vars(args).items()) if k not in skip}}
+    other_family = family_keys("SiT" if model.config.family == "DiT" else "DiT")
+    recorded = {k: v for k, v in sorted(vars(args).items()) if k not in skip and k not in other_family}
+    recorded.update(settings)  # the process as used: the file's, where the flags left it None
     sampling.check_settings(args.sample_dir, recorded, accelerator.is_main_process)
     stats = {}
     start = time.perf_counter()
@@ -191,13 +197,15 @@ def main(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     accelerator = Accelerator()
     grid_mode = args.num_fid_samples is None
-    if args.cfg_scale is None:
-        args.cfg_scale = 4.0 if grid_mode else 1.5
     if grid_mode and not accelerator.is_main_process:
         return
-    model, vae, latent_shape, settings = load_model_and_vae(args, accelerator.device)
+    model, vae, latent_shape, settings, recorded_sampler = load_model_and_vae(args, accelerator.device)
     process = {k: v for k, v in settings.items() if k != "vae"}
-    use_family_flags(args, model.config.family, args.ckpt)
+    use_family_flags(args, model.config.family, args.ckpt, recorded_sampler)
+    if args.num_sampling_steps is None:
+        args.num_sampling_steps = 250  # DiT's and SiT's
+    if args.cfg_scale is None:
+        args.cfg_scale = 4.0 if grid_mode else 1.5  # DiT's for pictures and for FID
     sample_fn = sampler_from_args(args, model.config.family, process)
     num_classes = model.config.num_classes
     if grid_mode:

@@ -71,24 +71,17 @@ def inception_score(logits, split_rule="adm"):
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def kernel_inception_distance(features1, features2, subsets=100, subset_size=1000, seed=0, device="cpu"):
-    """Mean and std of the unbiased MMD^2 with the cubic polynomial kernel over random subsets."""
-    x_all = torch.as_tensor(np.asarray(features1), dtype=torch.float64, device=device)
-    y_all = torch.as_tensor(np.asarray(features2), dtype=torch.float64, device=device)
+def kernel_inception_distance(features1, features2, subsets=100, subset_size=1000, seed=0):
+    """Mean and std of the unbiased MMD^2 with the cubic polynomial kernel over random subsets: torch-fidelity's
+    KID (its defaults and its subset draws), in float64, with subsets no larger than the smaller set."""
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+    x_all, y_all = (torch.as_tensor(np.asarray(f), dtype=torch.float64) for f in (features1, features2))
     m = min(subset_size, len(x_all), len(y_all))
     if m < 2:
         return float("nan"), float("nan")
-    dim = x_all.shape[1]
-    rng = np.random.default_rng(seed)
-    mmds = []
-    for _ in range(subsets):
-        x = x_all[torch.as_tensor(rng.choice(len(x_all), m, replace=False), device=device)]
-        y = y_all[torch.as_tensor(rng.choice(len(y_all), m, replace=False), device=device)]
-        k_xx, k_yy, k_xy = ((a @ b.T / dim + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
-        # Unbiased: the diagonals (a point with itself) are left out of the within-set terms.
-        within = (k_xx.sum() - k_xx.trace() + k_yy.sum() - k_yy.trace()) / (m * (m - 1))
-        mmds.append(float(within - 2 * k_xy.mean()))
-    return float(np.mean(mmds)), float(np.std(mmds))
+    kid = kid_features_to_metric(x_all, y_all, kid_subsets=subsets, kid_subset_size=m, rng_seed=seed, verbose=False)
+    return kid[KEY_METRIC_KID_MEAN], kid[KEY_METRIC_KID_STD]
 
 
 def class_accuracy(logits, labels):

@@ -189,7 +189,7 @@ def scores(features, labels, reference, ref_features, extractor, kid, is_split_r
         result["precision"], result["recall"] = precision_recall(ref_pool, pool, NEAREST_NEIGHBOURS, device,
                                                                  distance_precision)
         if kid:
-            result["kid"], result["kid_std"] = kernel_inception_distance(ref_pool, pool, device=device)
+            result["kid"], result["kid_std"] = kernel_inception_distance(ref_pool, pool)
     accuracy = (None, None) if labels is None else class_accuracy(features["logits"], labels)
     result["class_accuracy"], result["class_accuracy_per_class"] = accuracy
     return result

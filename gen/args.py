@@ -30,6 +30,9 @@ DIFFUSION_DEFAULTS = dict(noise_schedule="linear", use_kl=False, sigma_small=Fal
                           learn_sigma=True, rescale_learned_sigmas=False, diffusion_steps=1000)
 TRANSPORT_DEFAULTS = dict(path_type="Linear", prediction="velocity", loss_weight=None, train_eps=None,
                           sample_eps=None)
+DEFAULT_IMAGE_SIZE = 256  # DiT's and SiT's ImageNet size
+DIGITS_IMAGE_SIZE = 16  # the 8x8 digits twice enlarged: what the demo, the study and the digits FID network use
+DEFAULT_WORKERS = 4
 
 
 def _defaults(values: dict, from_file: bool) -> dict:
@@ -107,9 +110,11 @@ SIT_SAMPLER_DEFAULTS = dict(mode="ODE", sampling_method=None, atol=1e-6, rtol=1e
 
 def add_sampler_flags(parser, family=None, default_steps=250):
     """DiT's samplers (family "DiT" or None) and SiT's ODE and SDE (family "SiT" or None). With both (None: sample.py,
-    which learns the family from the weights) the defaults are None, so that use_family_flags sees what was given."""
+    which learns the family from the weights) the defaults are None, so that use_family_flags sees what was given
+    and fills in the file's record; `default_steps` None: the steps too (sample.py)."""
     group = parser.add_argument_group("sampler")
-    group.add_argument("--num-sampling-steps", type=int, default=default_steps)
+    group.add_argument("--num-sampling-steps", type=int, default=default_steps,
+                       help="(default: the weights file's record, else 250)" if default_steps is None else None)
     defaults = {**DIT_SAMPLER_DEFAULTS, **SIT_SAMPLER_DEFAULTS}
     d = dict.fromkeys(defaults) if family is None else defaults
     if family in ("DiT", None):
@@ -130,21 +135,40 @@ def add_sampler_flags(parser, family=None, default_steps=250):
         group.add_argument("--last-step-size", type=float, default=d["last_step_size"], help="(0.04)")
 
 
-def use_family_flags(args, family: str, ckpt):
-    """sample.py: a sampler or process flag of the other family, given by the user, is refused; then the defaults of
-    the flags not given are filled in."""
+def family_keys(family: str) -> tuple[str, ...]:
+    """The sampler and process flags that belong to `family` alone."""
     if family == "DiT":
-        other, other_family, usage = {**SIT_SAMPLER_DEFAULTS, **TRANSPORT_DEFAULTS}, "SiT", "--sampler ddpm|ddim"
-    else:
-        other, other_family, usage = {**DIT_SAMPLER_DEFAULTS, **DIFFUSION_DEFAULTS}, "DiT", "--mode ODE|SDE"
-    for key in other:
+        return (*DIT_SAMPLER_DEFAULTS, *DIFFUSION_DEFAULTS)
+    return (*SIT_SAMPLER_DEFAULTS, *TRANSPORT_DEFAULTS)
+
+
+def sampler_record(args, family: str) -> dict:
+    """The sampler flags, steps and guidance that training sampled with: what exports record and sample.py takes
+    as its defaults for them."""
+    keys = DIT_SAMPLER_DEFAULTS if family == "DiT" else SIT_SAMPLER_DEFAULTS
+    return {"num_sampling_steps": args.num_sampling_steps, "cfg_scale": args.cfg_scale,
+            **{key: getattr(args, key) for key in keys}}
+
+
+def use_family_flags(args, family: str, ckpt, recorded: dict | None = None):
+    """sample.py: a sampler or process flag of the other family, given by the user, is refused; then the flags not
+    given take the weights file's `recorded` sampler (sampler_record; its options only while the user keeps its
+    sampler or mode), else the family's defaults. Steps and guidance left None mean "no record"."""
+    other_family, usage = ("SiT", "--sampler ddpm|ddim") if family == "DiT" else ("DiT", "--mode ODE|SDE")
+    for key in family_keys(other_family):
         value = getattr(args, key, None)
         if value is not None:
             raise UserError(f"{checks.flag(key)} {value} is a {other_family} flag, but {ckpt} holds a {family} model; "
                             f"drop it ({family} samples with {usage})")
+    recorded = recorded or {}
+    kind = "sampler" if family == "DiT" else "mode"
+    same_sampler = getattr(args, kind) in (None, recorded.get(kind))
     for key, default in {**DIT_SAMPLER_DEFAULTS, **SIT_SAMPLER_DEFAULTS}.items():
         if getattr(args, key) is None:
-            setattr(args, key, default)
+            setattr(args, key, recorded[key] if same_sampler and key in recorded else default)
+    for key in ("num_sampling_steps", "cfg_scale"):
+        if getattr(args, key) is None:
+            setattr(args, key, recorded.get(key))
 
 
 def add_guidance_flags(parser, default=4.0, help="classifier-free guidance scale (1: none)"):
@@ -170,13 +194,16 @@ def add_training_flags(parser, family: str):
                       help="ImageFolder (ImageNet's train layout: root/<class>/<image>); without it and without "
                            "--latents, the built-in scikit-learn digits")
     data.add_argument("--latents", default=None, help="a folder made by extract_latents.py; replaces --data-path")
-    data.add_argument("--image-size", type=int, default=256)
+    data.add_argument("--image-size", type=int, default=None,
+                      help=f"pixels (default: {DIGITS_IMAGE_SIZE} for the built-in digits, else {DEFAULT_IMAGE_SIZE})")
     data.add_argument("--num-classes", type=int, default=1000)
     add_vae_flags(data)
     data.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=True,
                       help="horizontal flips (DiT's augmentation); off for data that mirroring changes, e.g. digits")
     data.add_argument("--strict", action="store_true", help="stop at an unreadable image instead of skipping it")
-    data.add_argument("--num-workers", type=int, default=4)
+    data.add_argument("--num-workers", type=int, default=None,
+                      help=f"data loading processes, at most the CPU count (default: 0 for the built-in digits, which "
+                           f"are in memory, else {DEFAULT_WORKERS})")
 
     model = parser.add_argument_group("model and optimisation")
     model.add_argument("--model", default=default_model, help="e.g. DiT-S/2-VCA, SiT-XL/2, SiT-Mini/4-VCA")
@@ -237,6 +264,29 @@ def add_evaluation_flags(parser):
     group.add_argument("--eval-features", choices=["auto", "inception", "digits"], default="auto",
                        help="feature network (auto: digits for the built-in digits, else inception)")
     group.add_argument("--eval-batch-size", type=int, default=250, help="images per sampling batch")
+
+
+def fill_data_defaults(args) -> list[str]:
+    """--image-size and --num-workers left unset take the data's defaults; more workers than CPUs are capped (torch
+    warns about them, and they only wait for each other). Returns what to tell the user."""
+    digits = args.data_path is None and args.latents is None
+    if args.image_size is None:
+        args.image_size = DIGITS_IMAGE_SIZE if digits else DEFAULT_IMAGE_SIZE
+    cpus = available_cpus()
+    if args.num_workers is None:
+        args.num_workers = 0 if digits else min(DEFAULT_WORKERS, cpus)
+    elif args.num_workers > cpus:
+        note = f"--num-workers {args.num_workers} capped at the {cpus} CPUs this process may use"
+        args.num_workers = cpus
+        return [note]
+    return []
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (what torch's DataLoader compares its workers with)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def check_training_arguments(args, family: str):

@@ -260,7 +260,7 @@ def main(argv=None):
     settings = read_settings(args.ckpt)
     process = recorded_process(model, settings.get("process"))
     vae = load_vae(settings.get("vae") or DEFAULT_VAE, args.device)  # files without a record are latent models
-    use_family_flags(args, model.config.family, args.ckpt)  # as sample.py: the other family's flags refused
+    use_family_flags(args, model.config.family, args.ckpt, settings.get("sampler"))  # as sample.py
     sample_fn = sampler_from_args(args, model.config.family, process)
     result = sample_attention_maps(model, vae, process, sample_fn, args.class_label, seed=args.seed,
                                    cfg_scale=args.cfg_scale, step_fraction=args.step_fraction, device=args.device)

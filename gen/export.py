@@ -1,10 +1,12 @@
 """Weights that describe themselves: safetensors whose metadata hold the model config, the VAE that made its
-latents ("none": pixels) and the diffusion or transport settings it was trained with (EDM2's habit: the encoder
-is saved with every snapshot), and the loader for them.
+latents ("none": pixels), the diffusion or transport settings it was trained with (EDM2's habit: the encoder
+is saved with every snapshot) and the sampler, steps and guidance of training's final samples, and the loader
+for them.
 
-    save_pretrained(ema_model, "DiT-S-2.safetensors", vae="ema", process=diffusion_settings)
+    save_pretrained(ema_model, "DiT-S-2.safetensors", vae="ema", process=diffusion_settings,
+                    sampler=dict(sampler="ddim", ddim_eta=0.0, num_sampling_steps=50, cfg_scale=1.5))
     model = load_pretrained("DiT-S-2.safetensors")               # built, loaded, in eval mode
-    read_settings("DiT-S-2.safetensors")                         # {"vae": "ema", "process": {...}}
+    read_settings("DiT-S-2.safetensors")                         # {"vae": "ema", "process": {...}, "sampler": {...}}
 
 `load_pretrained` also reads a training checkpoint folder (its `ema.safetensors`) and the official DiT/SiT
 `.pt` files (name and image size from the arguments or the official file name; they record no settings).
@@ -41,11 +43,12 @@ def _version() -> str:
 
 # -- export ----------------------------------------------------------------------------------------------------
 def save_pretrained(model, path, ema: bool = True, dtype: torch.dtype | None = None, vae: str | None = None,
-                    process: dict | None = None) -> str:
+                    process: dict | None = None, sampler: dict | None = None) -> str:
     """Write `model`'s weights (optionally cast to `dtype`) and config to `path` (.safetensors) atomically.
 
     `ema` records whether these are EMA weights (pass the EMA module for sampling exports); `vae` the VAE of
-    the latents ("none": pixels) and `process` the diffusion or transport settings, when known.
+    the latents ("none": pixels), `process` the diffusion or transport settings and `sampler` the sampler flags,
+    steps and guidance that training sampled with (sample.py's defaults for this file), when known.
     """
     from safetensors.torch import save_file
 
@@ -61,6 +64,7 @@ def save_pretrained(model, path, ema: bool = True, dtype: torch.dtype | None = N
         FORMAT_KEY: json.dumps(model.config.to_dict()),
         "vae": json.dumps(vae),
         "process": json.dumps(process),
+        "sampler": json.dumps(sampler),
         "ema": json.dumps(bool(ema)),
         "dtype": str(dtype or next(iter(tensors.values())).dtype).removeprefix("torch."),
         "gen_version": _version(),
@@ -111,20 +115,25 @@ def read_export_info(path) -> dict:
     if FORMAT_KEY not in info or "model_name" not in info:
         raise CheckpointError(f"{path} has no model config in its metadata, so it is not a gen export; "
                               f"export it with gen.save_pretrained, or load its tensors with read_state_dict")
-    for key, default in ((FORMAT_KEY, "{}"), ("ema", "true"), ("vae", "null"), ("process", "null")):
+    for key, default in ((FORMAT_KEY, "{}"), ("ema", "true"), ("vae", "null"), ("process", "null"),
+                         ("sampler", "null")):
         info[key] = json.loads(info.get(key, default))
     return info
 
 
 def read_settings(path) -> dict:
-    """{"vae": ..., "process": ...} as recorded by save_pretrained (None where unknown); {} for official files."""
+    """{"vae": ..., "process": ..., "sampler": ...} as recorded by save_pretrained (None where unknown); {} for
+    official files."""
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, CHECKPOINT_WEIGHTS)
     if not path.endswith(".safetensors"):
         return {}
     info = read_export_info(path)
-    return {"vae": info["vae"], "process": info["process"]}
+    vae = info["vae"]
+    if vae is None and info[FORMAT_KEY].get("in_channels") == 3:
+        vae = "none"  # no VAE recorded (exported from Python), RGB inputs: a pixel model, not an SD-VAE latent one
+    return {"vae": vae, "process": info["process"], "sampler": info["sampler"]}
 
 
 def build_from_config(config: dict):

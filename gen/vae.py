@@ -4,6 +4,8 @@
 trains in pixel space (the demo's choice: no VAE to download, and 16-pixel digits need none).
 """
 import os
+import socket
+from urllib.parse import urlparse
 
 import torch
 
@@ -12,6 +14,7 @@ from .errors import InvalidValue, UserError
 LATENT_SCALE = 0.18215  # scales SD-VAE latents to about unit variance, as DiT and SiT do
 HUB_NAMES = {"ema": "stabilityai/sd-vae-ft-ema", "mse": "stabilityai/sd-vae-ft-mse"}
 DEFAULT_VAE = "ema"  # DiT's and SiT's: what weights files that record no VAE (official ones) were trained with
+HUB_PROBE_SECONDS = 3.0  # huggingface_hub retries an unreachable hub for about 30 s; one quick connection says it
 
 
 class VAEUnavailableError(UserError, RuntimeError):
@@ -26,15 +29,47 @@ def load_vae(name: str, device="cpu", dtype=torch.float32):
 
     repo = HUB_NAMES.get(name, name)
     try:
-        vae = AutoencoderKL.from_pretrained(repo)
+        if os.path.isdir(repo):
+            vae = AutoencoderKL.from_pretrained(repo)
+        else:
+            vae = _from_hub(AutoencoderKL, repo)
     except (OSError, ValueError) as error:
         local_hint = "" if not os.path.isdir(repo) else f" ({repo} exists but holds no AutoencoderKL: {error})"
-        raise VAEUnavailableError(
-            f"cannot load the VAE {repo!r}{local_hint}; offline, download it where there is a network with "
-            f"`huggingface-cli download {HUB_NAMES.get(name, 'stabilityai/sd-vae-ft-ema')} --local-dir vae`, "
-            f"copy the folder here and pass --vae ./vae"
-        ) from None
+        raise VAEUnavailableError(f"cannot load the VAE {repo!r}{local_hint}; {_offline_fix(name)}") from None
     return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def _from_hub(model_class, repo):
+    """The hub cache first (no network); else, only when the hub answers, a download."""
+    try:
+        return model_class.from_pretrained(repo, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise VAEUnavailableError(f"cannot load the VAE {repo!r}: it is not in the hub cache and HF_HUB_OFFLINE is "
+                                  f"set; {_offline_fix(repo)}")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if not hub_reachable(endpoint):
+        raise VAEUnavailableError(f"cannot load the VAE {repo!r}: it is not in the hub cache and {endpoint} does not "
+                                  f"answer (no network?); {_offline_fix(repo)}")
+    return model_class.from_pretrained(repo)
+
+
+def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether a TCP connection to the hub's host opens within `timeout` seconds."""
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _offline_fix(name: str) -> str:
+    hub_name = HUB_NAMES.get(name, name if "/" in name else HUB_NAMES[DEFAULT_VAE])
+    return (f"offline, download it where there is a network with `huggingface-cli download {hub_name} --local-dir "
+            f"vae`, copy the folder here and pass --vae ./vae")
 
 
 def latent_shape(vae, image_size: int) -> tuple[int, int]:
@@ -58,7 +93,8 @@ def encode(vae, images: torch.Tensor, generator=None) -> torch.Tensor:
 
 @torch.no_grad()
 def decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents -> images in [-1, 1] (not clamped)."""
+    """Scaled latents -> images of about [-1, 1], not clamped: an SD-VAE overshoots a little (-1.12..1.23 seen);
+    to_uint8 and the image writers clamp, as DiT's save_image does."""
     if vae is None:
         return latents
     return vae.decode((latents / LATENT_SCALE).to(vae.dtype)).sample.float()

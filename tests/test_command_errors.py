@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import accelerate.utils.other
 import numpy as np
@@ -146,7 +147,7 @@ TRAINING = [
                            ("max_steps: true", "max_steps = true is not an integer"),
                            ("max_steps: [1, 2]", "max_steps = [1, 2] is a list"),
                            ("image_size: 4.0", "image_size = 4.0 is not an integer"),
-                           ("image_size: null", "image_size = null, but it needs an integer"),
+                           ("global_batch_size: null", "global_batch_size = null, but it needs an integer"),
                            ("lr: fast", 'lr = "fast" is not a number'),
                            ("mode: XDE", 'mode = "XDE" is not one of')]],
     ("negative seed", lambda w, t: train(w, t, "--global-seed", "-1"), "--global-seed must lie in [0, 4294967295]"),
@@ -245,7 +246,9 @@ SAMPLING = [
      "cannot create the folder of --output"),
     ("output is a folder", lambda w, t: sample_args(w, t, "--output", str(t)), "is a folder"),
     ("class label out of range", lambda w, t: sample_args(w, t, "--class-labels", "99"), "must lie in [0, 3)"),
-    ("vae offline", lambda w, t: sample_args(w, t, "--vae", "ema"), "cannot load the VAE"),
+    ("vae offline", lambda w, t: sample_args(w, t, "--vae", "ema", "--ckpt", w["official"]), "cannot load the VAE"),
+    ("SD-VAE for an RGB model without a VAE record", lambda w, t: sample_args(w, t, "--vae", "ema"),
+     "trained with --vae none"),
     # issue 22 B: seeds, class counts, flags that do not fit the checkpoint
     ("negative seed", lambda w, t: sample_args(w, t, "--seed", "-1"), "--seed must lie in [0, 4294967295], got -1"),
     ("seed above 2^64", lambda w, t: sample_args(w, t, "--seed", str(2**64 + 1)), "--seed must lie in"),
@@ -440,6 +443,19 @@ def test_fid_calc_says_when_sample_and_reference_sizes_differ(tmp_path, capsys, 
         fid.cli.main(["calc", str(tmp_path / "samples.npz"), "--ref", str(tmp_path / "ref.npz"), "--device", "cpu"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fid: warning: ") and "64x64 images but reference" in lines[0]
+
+
+@pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "no network"])
+def test_a_hub_vae_without_network_fails_at_once(world, tmp_path, capsys, monkeypatch, offline):
+    if offline == "no network":
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: the hub does not answer
+    start = time.perf_counter()
+    line = assert_one_line_error(train_sit.main, train(world, tmp_path, "--vae", "ema"), "cannot load the VAE",
+                                 capsys, tmp_path)
+    assert time.perf_counter() - start < 10  # huggingface_hub alone retries for about 30 s
+    assert ("HF_HUB_OFFLINE is set" if offline == "HF_HUB_OFFLINE" else "does not answer") in line
+    assert "--vae ./vae" in line
 
 
 def test_debug_shows_the_traceback(world, tmp_path):

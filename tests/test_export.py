@@ -77,7 +77,7 @@ def test_training_checkpoint_folder_loads(tmp_path):
     model = perturbed("SiT-Mini/2-VCA")
     save_pretrained(model, tmp_path / "ema.safetensors", vae="none", process={"path_type": "GVP"})
     assert torch.equal(outputs(load_pretrained(tmp_path)), outputs(model))
-    assert read_settings(tmp_path) == {"vae": "none", "process": {"path_type": "GVP"}}
+    assert read_settings(tmp_path) == {"vae": "none", "process": {"path_type": "GVP"}, "sampler": None}
     (tmp_path / "ema.safetensors").unlink()
     with pytest.raises(CheckpointError, match="ema.safetensors is missing"):
         load_pretrained(tmp_path)
@@ -98,10 +98,19 @@ def test_a_network_built_directly_exports_and_rebuilds(tmp_path):
 def test_settings_travel_with_the_weights(tmp_path):
     process = {"noise_schedule": "cosine", "predict_xstart": True, "learn_sigma": True, "use_kl": False,
                "sigma_small": False, "rescale_learned_sigmas": False, "diffusion_steps": 1000}
-    path = save_pretrained(perturbed("DiT-Mini/2"), tmp_path / "m.safetensors", vae="ema", process=process)
-    assert read_settings(path) == {"vae": "ema", "process": process}
+    sampler = {"num_sampling_steps": 25, "cfg_scale": 1.4, "sampler": "ddim", "ddim_eta": 0.0}
+    path = save_pretrained(perturbed("DiT-Mini/2"), tmp_path / "m.safetensors", vae="ema", process=process,
+                           sampler=sampler)
+    assert read_settings(path) == {"vae": "ema", "process": process, "sampler": sampler}
     assert read_settings(save_pretrained(perturbed("DiT-Mini/2"), tmp_path / "bare.safetensors")) == \
-        {"vae": None, "process": None}
+        {"vae": None, "process": None, "sampler": None}
+
+
+def test_an_rgb_model_without_a_vae_record_is_a_pixel_model(tmp_path):
+    pixels = save_pretrained(perturbed("SiT-Mini/2", in_channels=3), tmp_path / "pixels.safetensors")
+    latents = save_pretrained(perturbed("SiT-Mini/2", in_channels=4), tmp_path / "latents.safetensors")
+    assert read_settings(pixels)["vae"] == "none"
+    assert read_settings(latents)["vae"] is None  # sample.py: DiT's SD-VAE
 
 
 @pytest.mark.parametrize("family", ["dit", "sit"])

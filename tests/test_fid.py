@@ -115,6 +115,22 @@ def test_kid_is_the_unbiased_cubic_kernel_mmd():
     assert abs(same) < expected / 5
 
 
+def test_kid_from_torch_fidelity_equals_the_written_out_estimator():
+    """torch-fidelity computes KID; over the same subsets (its draws: RandomState(seed)) it equals the estimator
+    written out here, which this module computed by hand before."""
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((80, 16)), rng.standard_normal((70, 16)) * 1.1 + 0.2
+    draws, mmds = np.random.RandomState(7), []
+    for _ in range(5):
+        a, b = x[draws.choice(80, 40, replace=False)], y[draws.choice(70, 40, replace=False)]
+        k_xx, k_yy, k_xy = ((p @ q.T / 16 + 1) ** 3 for p, q in ((a, a), (b, b), (a, b)))
+        within = (k_xx.sum() - k_xx.trace() + k_yy.sum() - k_yy.trace()) / (40 * 39)
+        mmds.append(within - 2 * k_xy.mean())
+    mean, std = kernel_inception_distance(x, y, subsets=5, subset_size=40, seed=7)
+    assert (mean, std) == pytest.approx((np.mean(mmds), np.std(mmds)), rel=1e-12, abs=1e-15)
+    assert kernel_inception_distance(x[:1], y) == (pytest.approx(float("nan"), nan_ok=True),) * 2
+
+
 def test_precision_recall_follows_adm_manifold_semantics():
     # k=1: each reference radius reaches its nearest other point; a sample counts if inside any ball (<=).
     ref = np.array([[0.0], [1.0], [2.0], [3.0]])

@@ -1,5 +1,6 @@
 """Sampling: guidance, samplers, grids, and N-sample runs that do not depend on processes, batches or resuming."""
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -230,3 +231,51 @@ def test_dit_diffusion_settings_come_from_the_file(tmp_path):
     np.testing.assert_array_equal(from_file, flags)  # agreeing flags change nothing
     with pytest.raises(UserError, match="--predict-xstart False contradicts"):
         run(*common, "--sample-dir", tmp_path / "bad", "--no-predict-xstart")
+
+
+def read_sample_settings(folder) -> dict:
+    with open(Path(folder) / "sample_settings.json") as handle:
+        return json.load(handle)
+
+
+@pytest.mark.parametrize("family, record, other_family_keys", [
+    ("SiT", dict(mode="ODE", sampling_method="euler", atol=1e-6, rtol=1e-3, reverse=False, diffusion_form="sigma",
+                 diffusion_norm=1.0, last_step="Mean", last_step_size=0.04), ["sampler", "ddim_eta", "noise_schedule"]),
+    ("DiT", dict(sampler="ddim", ddim_eta=0.0), ["mode", "sampling_method", "path_type", "atol"]),
+])
+def test_sample_defaults_to_the_sampler_training_recorded(tmp_path, monkeypatch, family, record, other_family_keys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    record = dict(record, num_sampling_steps=3, cfg_scale=1.4)
+    process = TRANSPORT_DEFAULTS if family == "SiT" else dict(DIFFUSION_DEFAULTS, learn_sigma=True)
+    path = save_pretrained(perturbed(f"{family}-Mini/2", in_channels=3), tmp_path / "m.safetensors", vae="none",
+                           process=process, sampler=record)
+    common = ["--ckpt", path, "--num-fid-samples", 3, "--class-order", "balanced"]
+    run(*common, "--sample-dir", tmp_path / "recorded")
+    used = read_sample_settings(tmp_path / "recorded")
+    assert {key: used[key] for key in record} == record  # not dopri5 / ddpm, 250 steps, guidance 1.5
+    assert used["model"] == f"{family}-Mini/2" and used["vae"] == "none" and used["num_classes"] == NUM_CLASSES
+    assert not set(other_family_keys) & set(used)
+    flags = [f"--{key.replace('_', '-')}" for key in ("num_sampling_steps", "cfg_scale")]
+    kind = ["--mode", "ODE", "--sampling-method", "euler"] if family == "SiT" else ["--sampler", "ddim"]
+    run(*common, "--sample-dir", tmp_path / "flags", flags[0], 3, flags[1], 1.4, *kind)
+    np.testing.assert_array_equal(load_npz(tmp_path / "recorded")["arr_0"], load_npz(tmp_path / "flags")["arr_0"])
+    run(*common, "--sample-dir", tmp_path / "given", "--num-sampling-steps", 2, "--cfg-scale", 1.0)
+    assert (read_sample_settings(tmp_path / "given")["num_sampling_steps"],
+            read_sample_settings(tmp_path / "given")["cfg_scale"]) == (2, 1.0)  # flags win over the record
+
+
+def test_another_sampler_than_the_recorded_one_keeps_its_own_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    record = dict(mode="ODE", sampling_method="euler", num_sampling_steps=3, cfg_scale=1.4)
+    path = save_pretrained(perturbed("SiT-Mini/2", in_channels=3), tmp_path / "m.safetensors", vae="none",
+                           process=TRANSPORT_DEFAULTS, sampler=record)
+    run("SDE", "--ckpt", path, "--num-fid-samples", 2, "--sample-dir", tmp_path / "sde")
+    used = read_sample_settings(tmp_path / "sde")
+    assert (used["mode"], used["sampling_method"], used["num_sampling_steps"]) == ("SDE", None, 3)
+
+
+def test_an_rgb_export_without_a_vae_record_samples_offline(tmp_path, exports, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt of the SD-VAE would fail
+    run("--ckpt", exports["DiT"], "--sampler", "ddim", "--num-sampling-steps", 2, "--class-labels", 0, 1,
+        "--output", tmp_path / "pixels.png")
+    assert (tmp_path / "pixels.png").is_file()

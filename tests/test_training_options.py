@@ -1,6 +1,7 @@
 """The habits DiT, SiT, fast-DiT and diffusers users bring: gradient accumulation, starting from weights,
 checkpoint retention, tensorboard and a progress bar."""
 import glob
+import json
 import os
 import re
 from types import SimpleNamespace
@@ -12,8 +13,9 @@ from safetensors.torch import load_file
 from tiny import perturbed
 
 import train_sit
+from gen import args as gen_args
 from gen import save_pretrained
-from gen.export import CheckpointError
+from gen.export import CheckpointError, load_pretrained, read_settings
 from gen.training.checkpoint import list_checkpoints
 from gen.training.loop import forward_backward
 
@@ -116,3 +118,33 @@ def test_progress_bar_on_request(image_folder, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "training: 100%" in captured.err
     assert "step 0000001 loss=" in captured.out and re.search(r"\r {20,}\r", captured.err)  # bar cleared for it
+
+
+def test_the_digits_train_at_their_own_size_with_no_workers(tmp_path):
+    train_sit.main(["--model", "SiT-Mini/4", "--vae", "none", "--num-classes", "10", "--global-batch-size", "4",
+                    "--max-steps", "1", "--ckpt-every", "1", "--sample-every", "0", "--num-sampling-steps", "2",
+                    "--sampling-method", "euler", "--cfg-scale", "1.5", "--log-with", "none",
+                    "--results-dir", str(tmp_path)])
+    with open(tmp_path / "args.json") as handle:
+        args = json.load(handle)
+    assert (args["image_size"], args["num_workers"]) == (gen_args.DIGITS_IMAGE_SIZE, 0)  # not 256 px, 4 workers
+    export = tmp_path / "model.safetensors"
+    assert load_pretrained(export).config.input_size == gen_args.DIGITS_IMAGE_SIZE  # pixels: no VAE
+    assert read_settings(export)["sampler"] == dict(num_sampling_steps=2, cfg_scale=1.5, mode="ODE",
+                                                    sampling_method="euler", atol=1e-6, rtol=1e-3, reverse=False,
+                                                    diffusion_form="sigma", diffusion_norm=1.0, last_step="Mean",
+                                                    last_step_size=0.04)
+
+
+@pytest.mark.parametrize("data_path, given, expected", [
+    (None, None, (16, 0)),             # the built-in digits: their size, in memory
+    ("images", None, (256, 2)),        # an image folder: DiT's size, workers up to the CPUs
+    ("images", 1, (256, 1)),
+    ("images", 8, (256, 2)),           # more than the CPUs: capped
+])
+def test_data_defaults_and_workers_capped_at_the_cpus(monkeypatch, data_path, given, expected):
+    monkeypatch.setattr(gen_args, "available_cpus", lambda: 2)
+    args = SimpleNamespace(data_path=data_path, latents=None, image_size=None, num_workers=given)
+    notes = gen_args.fill_data_defaults(args)
+    assert (args.image_size, args.num_workers) == expected
+    assert bool(notes) == (given == 8)

@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from .. import checks
-from ..args import check_training_arguments, resume_differences
+from ..args import check_training_arguments, fill_data_defaults, resume_differences, sampler_record
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
 from ..errors import UserError
 from ..export import load_weights, save_pretrained
@@ -162,7 +162,7 @@ class TrainingRun:
     sample_fn: Callable
     results_dir: str
     shape: tuple[int, int]
-    settings: dict  # what exports record besides the config: the VAE and the diffusion/transport settings
+    settings: dict  # what exports record besides the config: the VAE, the diffusion/transport and sampler settings
     evaluator: Evaluator | None = None
 
 
@@ -414,21 +414,25 @@ def train(args, *, family: str, loss_fn, sample_fn, process: dict):
     """Train `args.model` with per-sample `loss_fn(model, x, y)`; grids and samples come from `sample_fn`
     (gen.sampling.make_sampler); `process` (the diffusion or transport settings) is recorded with the weights.
     Returns the results folder."""
+    notes = fill_data_defaults(args)
     check_training_arguments(args, family)
     check_evaluation_arguments(args)
     results_dir = args.results_dir or default_results_dir(args.model)
     accelerator = make_accelerator(args, results_dir)
     log = TrainingLog(accelerator, results_dir)
     lock = prepare_results_dir(args, results_dir, accelerator, log.warning)  # on every process: all stop alike
+    for note in notes:
+        log.info(note)
     try:
-        train_in_folder(args, accelerator, log, results_dir, loss_fn=loss_fn, sample_fn=sample_fn, process=process)
+        train_in_folder(args, accelerator, log, results_dir, family=family, loss_fn=loss_fn, sample_fn=sample_fn,
+                        process=process)
     finally:
         if lock is not None:
             release_folder(lock)
     return results_dir
 
 
-def train_in_folder(args, accelerator, log, results_dir, *, loss_fn, sample_fn, process):
+def train_in_folder(args, accelerator, log, results_dir, *, family, loss_fn, sample_fn, process):
     """The run itself, in a results folder that this run holds."""
     accelerator.wait_for_everyone()
     resume_path = resolve_resume(args.resume, results_dir, warn=log.warning) if args.resume else None
@@ -470,7 +474,8 @@ def train_in_folder(args, accelerator, log, results_dir, *, loss_fn, sample_fn, 
     if args.epochs is not None:
         max_steps = min(max_steps, args.epochs * sampler.steps_per_epoch)
     run = TrainingRun(accelerator, args, log, model, raw_model, ema, optimizer, sampler, loader, vae, from_latents,
-                      loss_fn, sample_fn, results_dir, shape, settings=dict(vae=args.vae, process=process))
+                      loss_fn, sample_fn, results_dir, shape, settings=dict(vae=args.vae, process=process,
+                                                                            sampler=sampler_record(args, family)))
     start_step = resume(run, resume_path) if resume_path else 0
 
     source = args.latents or args.data_path or "the built-in scikit-learn digits"
