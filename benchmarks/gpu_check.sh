@@ -4,7 +4,7 @@
 # is made, so a run cut short keeps what it did. Run from the repository root on the GPU machine:
 #     bash benchmarks/gpu_check.sh                # writes $OUT (default ./gpu_check/)
 #     bash benchmarks/gpu_check.sh --dry-run      # the same plan on the CPU at tiny sizes (Triton interpreted)
-# Missing packages (diffusers, torch-fidelity; GPU.md) are installed from wheels in .whl/ when that folder exists.
+# Missing packages (diffusers, torch-fidelity on a machine without network) install from wheels in .whl/ if present.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_check}"
