@@ -109,6 +109,7 @@ def test_kernels_option_chooses_the_path():
     vca = VisualContrastAttention(32, 4, (6, 6))
     x = torch.randn(1, 36, 32)
     assert vca.kernels == "auto" and vca._uses_fused_kernels(x) == x.is_cuda
+    assert not vca._uses_fused_kernels(x.double())  # the kernels compute in float32: float64 keeps torch ops
     set_vca_kernels(torch.nn.Sequential(vca), "triton")
     assert vca.kernels == "triton" and vca._uses_fused_kernels(x)
     with pytest.raises(ValueError, match="VCA kernels must be one of auto, torch, triton, got 'cuda'"):

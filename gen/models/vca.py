@@ -187,7 +187,9 @@ class VisualContrastAttention(nn.Module):
         if self.kernels == "triton" and not triton_available():
             raise RuntimeError("VCA kernels='triton' needs Triton (it ships with torch's CUDA builds); "
                                "use kernels='torch' or install triton")
-        return self.kernels == "triton" or (self.kernels == "auto" and x.is_cuda and triton_available())
+        # auto: not for float64, which the kernels would compute in float32
+        auto = x.is_cuda and x.dtype != torch.float64 and triton_available()
+        return self.kernels == "triton" or (self.kernels == "auto" and auto)
 
     def _check_tokens(self, x):
         if x.shape[1] != self.grid_size[0] * self.grid_size[1]:
