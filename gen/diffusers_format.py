@@ -1,17 +1,29 @@
 """MHSA DiT models in diffusers' layout (`DiTTransformer2DModel`), so that diffusers' `DiTPipeline` runs them,
 and back.
 
-    save_diffusers(model, "out/transformer")          # config.json + diffusion_pytorch_model.safetensors
-    model = load_diffusers("out/transformer")          # our DiT again
+    save_diffusers_pipeline(model, "vae-folder", "out/pipe")  # model_index.json, transformer/, vae/, scheduler/
+    pipe = DiTPipeline.from_pretrained("out/pipe")             # diffusers runs it (the VAE: a folder or an object)
+    save_diffusers(model, "out/transformer")                   # the transformer alone: the folder is `folder`
+                                                               # itself (config.json + diffusion_pytorch_model...)
+    model = load_diffusers("out/pipe")                         # our DiT again, from a pipeline or transformer folder
+
+The pipeline's scheduler is DDIM on DiT's schedule (1000 linear betas, 1e-4 to 0.02); `id2label` ({class: "name,
+other name"}) goes into model_index.json, so `pipe.get_label_ids(["name"])` works. DiTPipeline's null class is
+1000, so guidance (`guidance_scale > 1`) needs an ImageNet-class model. VCA models and SiT have no DiTPipeline
+counterpart: a one-line error.
 
 diffusers keeps a copy of the timestep and class embedders in every block (the shared ones are copied in) and
 splits the qkv projection. One convention differs and is not ours to change: diffusers' timestep frequencies
 divide by (half - 1) where DiT divides by half (`downscale_freq_shift=1`), so its outputs differ slightly from
 DiT's; with the shift set to 0 they agree to float rounding (tests/test_diffusers_format.py).
 """
+import json
+import os
+
 import torch
 
-from .errors import InvalidValue
+from .errors import InvalidValue, MissingInput
+from .files import atomic_folder
 from .models import create_model
 from .models.config import SIZES
 
@@ -85,15 +97,64 @@ def to_diffusers(model):
 
 
 def save_diffusers(model, folder) -> str:
-    to_diffusers(model).save_pretrained(folder)
+    """The transformer alone: `folder` itself gets config.json and the weights (not a pipeline; see below)."""
+    with atomic_folder(folder) as temporary:
+        to_diffusers(model).save_pretrained(temporary)
     return str(folder)
 
 
+def dit_scheduler():
+    """DDIM on DiT's schedule, as diffusers' DiT pipelines carry it."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                         clip_sample=False, prediction_type="epsilon")
+
+
+def save_diffusers_pipeline(model, vae, folder, id2label=None) -> str:
+    """A DiTPipeline folder (model_index.json, transformer/, vae/, scheduler/) of an MHSA DiT model; `vae`: a
+    diffusers AutoencoderKL or its local folder; `id2label`: {class index: "name, other name"} or None."""
+    from diffusers import AutoencoderKL, DiTPipeline
+
+    transformer = to_diffusers(model)
+    if not isinstance(vae, AutoencoderKL):
+        vae = AutoencoderKL.from_pretrained(vae)
+    if vae.config.latent_channels != model.config.in_channels:
+        raise InvalidValue(f"the VAE makes {vae.config.latent_channels}-channel latents but {model.config.name} "
+                           f"takes {model.config.in_channels} channels; pass the VAE the model was trained with")
+    pipeline = DiTPipeline(transformer=transformer, vae=vae, scheduler=dit_scheduler())
+    with atomic_folder(folder) as temporary:
+        pipeline.save_pretrained(temporary)
+        if id2label:
+            index_path = os.path.join(temporary, "model_index.json")
+            with open(index_path) as file:
+                index = json.load(file)
+            index["id2label"] = {str(key): value for key, value in id2label.items()}
+            with open(index_path, "w") as file:
+                json.dump(index, file, indent=2)
+    return str(folder)
+
+
+def transformer_folder(folder) -> str:
+    """The transformer folder of a pipeline root or of a transformer folder; anything else: a one-line error."""
+    if os.path.isfile(os.path.join(folder, "model_index.json")):
+        folder = os.path.join(folder, "transformer")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise MissingInput(f"{folder} is neither a diffusers pipeline folder (model_index.json and transformer/) nor "
+                           f"a transformer folder (config.json and diffusion_pytorch_model.safetensors)")
+    return folder
+
+
 def load_diffusers(source):
-    """Our DiT from a DiTTransformer2DModel or its folder."""
+    """Our DiT from a DiTTransformer2DModel, a DiTPipeline folder or a transformer folder (a name that is not a
+    local folder goes to diffusers as a hub name of a transformer)."""
     from diffusers import DiTTransformer2DModel
 
-    transformer = source if isinstance(source, DiTTransformer2DModel) else DiTTransformer2DModel.from_pretrained(source)
+    if isinstance(source, DiTTransformer2DModel):
+        transformer = source
+    else:
+        local = os.path.isdir(source)
+        transformer = DiTTransformer2DModel.from_pretrained(transformer_folder(source) if local else source)
     c = transformer.config
     hidden_size = c.num_attention_heads * c.attention_head_dim
     architecture = dict(depth=c.num_layers, hidden_size=hidden_size, num_heads=c.num_attention_heads)

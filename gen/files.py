@@ -4,6 +4,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 
 import numpy as np
 
@@ -81,3 +82,21 @@ def release_folder(handle):
     handle.flush()
     fcntl.flock(handle, fcntl.LOCK_UN)
     handle.close()
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """A temporary folder beside `path` for the block to fill; it replaces `path` (a folder or nothing) when the
+    block finishes without an error and is removed when it does not, so `path` is never half-written."""
+    path = os.fspath(path).rstrip(os.sep)
+    temporary, previous = f"{path}.tmp-{os.getpid()}", f"{path}.old-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    os.makedirs(temporary)
+    try:
+        yield temporary
+        if os.path.isdir(path):
+            os.replace(path, previous)
+        os.replace(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+        shutil.rmtree(previous, ignore_errors=True)

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from gen.files import atomic_open, atomic_path
+from gen.files import atomic_folder, atomic_open, atomic_path
 
 
 def test_a_finished_write_replaces_the_file(tmp_path):
@@ -35,3 +35,17 @@ def test_path_writers_get_a_temporary_name_of_their_own(tmp_path):
         assert temporary != str(path) and str(os.getpid()) in temporary
         open(temporary, "wb").write(b"x")
     assert path.read_bytes() == b"x"
+
+
+def test_a_folder_appears_whole_or_the_old_one_stays(tmp_path):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_folder(folder) as temporary:
+        (tmp_path / temporary / "half.txt").write_text("half")
+        raise RuntimeError("crash")
+    assert os.listdir(tmp_path) == ["export"] and os.listdir(folder) == ["old.txt"]
+    with atomic_folder(folder) as temporary:
+        (tmp_path / temporary / "new.txt").write_text("new")
+        assert os.listdir(folder) == ["old.txt"]  # nothing changes under the real name until the block ends
+    assert os.listdir(tmp_path) == ["export"] and os.listdir(folder) == ["new.txt"]
