@@ -66,6 +66,13 @@ def _sm_count(t: Tensor) -> int:
     return torch.cuda.get_device_properties(t.device).multi_processor_count if t.is_cuda else 132
 
 
+def _heads_layout(like: Tensor) -> Tensor:
+    """An empty [B, h, S, d] tensor shaped like `like`, stored [B, S, h, d]: the layout flash attention keeps
+    and reads without a copy."""
+    B, h, S, d = like.shape
+    return like.new_empty(B, S, h, d).transpose(1, 2)
+
+
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -85,7 +92,7 @@ def contrast_values(u: Tensor, gain: Tensor, lambda_vectors: list[Tensor], lambd
     """
     B, h, n2, d = u.shape
     n = n2 // 2
-    values = u.new_empty(B, n2, h, d).transpose(1, 2)  # the layout flash attention reads without a copy
+    values = _heads_layout(u)
     rstd = u.new_empty(B, h, n, dtype=torch.float32)
     rows, block_r = B * h * n, 32
     _launch("contrast_values_forward", (_cdiv(rows, block_r),),
@@ -98,7 +105,7 @@ def contrast_values(u: Tensor, gain: Tensor, lambda_vectors: list[Tensor], lambd
 @contrast_values.register_fake
 def _(u, gain, lambda_vectors, lambda_init, scale, eps):
     B, h, n2, d = u.shape
-    return u.new_empty(B, n2, h, d).transpose(1, 2), u.new_empty(B, h, n2 // 2, dtype=torch.float32)
+    return _heads_layout(u), u.new_empty(B, h, n2 // 2, dtype=torch.float32)
 
 
 @torch.library.custom_op("vca::contrast_values_backward", mutates_args=())
@@ -107,7 +114,7 @@ def contrast_values_backward(grad: Tensor, u: Tensor, rstd: Tensor, gain: Tensor
     """dU, and [9, d] float32: the gain's gradient, then those of the 8 lambda vectors."""
     B, h, n2, d = u.shape
     n = n2 // 2
-    grad_u = u.new_empty(B, n2, h, d).transpose(1, 2)
+    grad_u = _heads_layout(u)
     rows, block_r = B * h * n, 32
     programs = _cdiv(rows, block_r)
     partial = torch.empty(programs, d + 2, device=u.device, dtype=torch.float32)
@@ -123,8 +130,7 @@ def contrast_values_backward(grad: Tensor, u: Tensor, rstd: Tensor, gain: Tensor
 
 @contrast_values_backward.register_fake
 def _(grad, u, rstd, gain, lambda_vectors, lambda_init, scale):
-    B, h, n2, d = u.shape
-    return u.new_empty(B, n2, h, d).transpose(1, 2), u.new_empty(9, d, dtype=torch.float32)
+    return _heads_layout(u), u.new_empty(9, u.shape[-1], dtype=torch.float32)
 
 
 def _contrast_values_setup(ctx, inputs, output):
@@ -180,9 +186,9 @@ def norm_merge_local_backward(grad: Tensor, o: Tensor, v: Tensor, rstd: Tensor, 
     """do, dv (empty without the local term), and float32 [dgain by channel (C), dbias (C), dweight (C*9)]."""
     B, h, N, d = o.shape
     C = h * d
-    grad_o = o.new_empty(B, N, h, d).transpose(1, 2)
+    grad_o = _heads_layout(o)
     has_local = conv_weight is not None
-    grad_v = o.new_empty(B, N, h, d).transpose(1, 2) if has_local else o.new_empty(0)
+    grad_v = _heads_layout(o) if has_local else o.new_empty(0)
     tokens = min(256, _block_d(N))  # per program, walked in tiles: few partial rows to sum ...
     while tokens > 64 and _cdiv(N, tokens) * h * B < 4 * _sm_count(o):  # ... but programs enough for every SM
         tokens //= 2
@@ -198,10 +204,10 @@ def norm_merge_local_backward(grad: Tensor, o: Tensor, v: Tensor, rstd: Tensor, 
 
 @norm_merge_local_backward.register_fake
 def _(grad, o, v, rstd, gain, conv_weight, grid_height, grid_width, scale):
-    B, h, N, d = o.shape
+    _, h, _, d = o.shape
     has_local = conv_weight is not None
-    return (o.new_empty(B, N, h, d).transpose(1, 2),
-            o.new_empty(B, N, h, d).transpose(1, 2) if has_local else o.new_empty(0),
+    return (_heads_layout(o),
+            _heads_layout(o) if has_local else o.new_empty(0),
             o.new_empty((11 if has_local else 1) * h * d, dtype=torch.float32))
 
 

@@ -26,6 +26,27 @@ def differential_lambda(q1_ptr, k1_ptr, q2_ptr, k2_ptr, lambda_init, d, BLOCK_D:
 
 
 @triton.jit
+def _contrast_rows(program, rows, heads, n, d, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One program's BLOCK_R rows of the B*h*n (b, head, i) and its columns, with their masks."""
+    row = program * BLOCK_R + tl.arange(0, BLOCK_R)
+    col = tl.arange(0, BLOCK_D)
+    row_ok, col_ok = row < rows, col < d
+    return row, col, row_ok, col_ok, row_ok[:, None] & col_ok[None, :], row // (n * heads), (row // n) % heads, row % n
+
+
+@triton.jit
+def _plus_rows(ptr, b, head, i, s_b, s_h, s_i, s_j, col, ALIGN: tl.constexpr):
+    """Pointers to the plus rows i of a [B, h, 2n, d] tensor; its minus rows lie n * s_i further."""
+    return ptr + tl.multiple_of(b * s_b + head * s_h + i * s_i, ALIGN)[:, None] + col[None, :] * s_j
+
+
+@triton.jit
+def _load_halves(plus_rows, minus_offset, mask):
+    return (tl.load(plus_rows, mask=mask, other=0.0).to(tl.float32),
+            tl.load(plus_rows + minus_offset, mask=mask, other=0.0).to(tl.float32))
+
+
+@triton.jit
 def contrast_values_forward(
     u_ptr, values_ptr, rstd_ptr, gain_ptr,
     s1q1, s1k1, s1q2, s1k2, s2q1, s2k1, s2q2, s2k2,
@@ -39,14 +60,8 @@ def contrast_values_forward(
     u and values are [B, h, 2n, d] (plus rows first); one program holds BLOCK_R of the B*h*n rows. The two
     lambdas are computed here from their vectors (s1*: stage I, s2*: stage II), saving a dozen tiny launches.
     """
-    row = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    col = tl.arange(0, BLOCK_D)
-    row_ok, col_ok = row < rows, col < d
-    mask = row_ok[:, None] & col_ok[None, :]
-    i, b, head = row % n, row // (n * heads), (row // n) % heads
-    u_plus = u_ptr + tl.multiple_of(b * su_b + head * su_h + i * su_i, ALIGN)[:, None] + col[None, :] * su_j
-    plus = tl.load(u_plus, mask=mask, other=0.0).to(tl.float32)
-    minus = tl.load(u_plus + n * su_i, mask=mask, other=0.0).to(tl.float32)
+    row, col, row_ok, col_ok, mask, b, head, i = _contrast_rows(tl.program_id(0), rows, heads, n, d, BLOCK_R, BLOCK_D)
+    plus, minus = _load_halves(_plus_rows(u_ptr, b, head, i, su_b, su_h, su_i, su_j, col, ALIGN), n * su_i, mask)
     lambda1 = differential_lambda(s1q1, s1k1, s1q2, s1k2, lambda_init, d, BLOCK_D)
     lambda2 = differential_lambda(s2q1, s2k1, s2q2, s2k2, lambda_init, d, BLOCK_D)
 
@@ -55,7 +70,7 @@ def contrast_values_forward(
     gain = tl.load(gain_ptr + col, mask=col_ok, other=0.0).to(tl.float32) * scale
     contrast_values = diff * rstd[:, None] * gain[None, :]
 
-    out_plus = values_ptr + tl.multiple_of(b * sv_b + head * sv_h + i * sv_i, ALIGN)[:, None] + col[None, :] * sv_j
+    out_plus = _plus_rows(values_ptr, b, head, i, sv_b, sv_h, sv_i, sv_j, col, ALIGN)
     tl.store(out_plus, contrast_values.to(values_ptr.dtype.element_ty), mask=mask)
     tl.store(out_plus + n * sv_i, (-lambda2 * contrast_values).to(values_ptr.dtype.element_ty), mask=mask)
     tl.store(rstd_ptr + row, rstd, mask=row_ok)
@@ -72,17 +87,10 @@ def contrast_values_backward(
 ):
     """Gradients of `contrast_values_forward`: dU written, and per program a partial row [dgain (d), dl1, dl2]."""
     program = tl.program_id(0)
-    row = program * BLOCK_R + tl.arange(0, BLOCK_R)
-    col = tl.arange(0, BLOCK_D)
-    row_ok, col_ok = row < rows, col < d
-    mask = row_ok[:, None] & col_ok[None, :]
-    i, b, head = row % n, row // (n * heads), (row // n) % heads
-    u_plus = u_ptr + tl.multiple_of(b * su_b + head * su_h + i * su_i, ALIGN)[:, None] + col[None, :] * su_j
-    plus = tl.load(u_plus, mask=mask, other=0.0).to(tl.float32)
-    minus = tl.load(u_plus + n * su_i, mask=mask, other=0.0).to(tl.float32)
-    grad_plus_ptr = grad_ptr + tl.multiple_of(b * sg_b + head * sg_h + i * sg_i, ALIGN)[:, None] + col[None, :] * sg_j
-    grad_plus = tl.load(grad_plus_ptr, mask=mask, other=0.0).to(tl.float32)
-    grad_minus = tl.load(grad_plus_ptr + n * sg_i, mask=mask, other=0.0).to(tl.float32)
+    row, col, row_ok, col_ok, mask, b, head, i = _contrast_rows(program, rows, heads, n, d, BLOCK_R, BLOCK_D)
+    plus, minus = _load_halves(_plus_rows(u_ptr, b, head, i, su_b, su_h, su_i, su_j, col, ALIGN), n * su_i, mask)
+    grad_plus, grad_minus = _load_halves(_plus_rows(grad_ptr, b, head, i, sg_b, sg_h, sg_i, sg_j, col, ALIGN),
+                                         n * sg_i, mask)
     lambda1 = differential_lambda(s1q1, s1k1, s1q2, s1k2, lambda_init, d, BLOCK_D)
     lambda2 = differential_lambda(s2q1, s2k1, s2q2, s2k2, lambda_init, d, BLOCK_D)
     rstd = tl.load(rstd_ptr + row, mask=row_ok, other=0.0)
@@ -96,7 +104,7 @@ def contrast_values_backward(
     grad_diff = rstd[:, None] * (grad_scaled - normed * (tl.sum(grad_scaled * normed, axis=1) / d)[:, None])
     grad_lambda1 = -tl.sum(tl.sum(grad_diff * minus, axis=1), axis=0)
 
-    grad_u = grad_u_ptr + tl.multiple_of(b * sd_b + head * sd_h + i * sd_i, ALIGN)[:, None] + col[None, :] * sd_j
+    grad_u = _plus_rows(grad_u_ptr, b, head, i, sd_b, sd_h, sd_i, sd_j, col, ALIGN)
     tl.store(grad_u, grad_diff.to(grad_u_ptr.dtype.element_ty), mask=mask)
     tl.store(grad_u + n * sd_i, (-lambda1 * grad_diff).to(grad_u_ptr.dtype.element_ty), mask=mask)
     partial = partial_ptr + program * (d + 2)
