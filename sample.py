@@ -19,6 +19,7 @@ from gen import checks, load_pretrained, sampling
 from gen.args import (
     add_diffusion_flags,
     add_guidance_flags,
+    add_precision_flag,
     add_sampler_flags,
     add_transport_flags,
     add_vae_flags,
@@ -32,6 +33,7 @@ from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.errors import UserError
 from gen.export import read_settings
 from gen.models import set_vca_kernels
+from gen.sampling.timing import stage_summary
 from gen.vae import DEFAULT_VAE, load_vae
 
 DIT_GRID_LABELS = [207, 360, 387, 974, 88, 979, 417, 279]  # DiT's sample.py classes, for ImageNet models
@@ -49,7 +51,9 @@ def build_parser():
     model.add_argument("--image-size", type=int, default=None, help="pixels (default: what the model makes)")
     model.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's (1000)")
     add_vae_flags(model, default=None)
-    model.add_argument("--tf32", action="store_true", help="TF32 matmuls on GPUs (faster, slightly different)")
+    add_precision_flag(model)
+    model.add_argument("--compile", action="store_true",
+                       help="torch.compile the network once for the sampling shape (pays for long runs on GPUs)")
     add_vca_kernels_flag(model)
     add_diffusion_flags(parser, from_file=True)
     add_transport_flags(parser, from_file=True)
@@ -104,10 +108,12 @@ def load_model_and_vae(args, device):
     """(model, VAE, latent (channels, side), process settings), checked against each other and the flags."""
     settings = read_settings(args.ckpt)
     vae_name = resolve_vae(args, settings.get("vae"), official=not settings)  # {}: an official .pt
-    vae = load_vae(vae_name, device)
+    vae = load_vae(vae_name, device, dtype=sampling.vae_dtype(args.precision))
     options = {} if args.num_classes is None else {"num_classes": args.num_classes}
     model = load_pretrained(args.ckpt, device, expected_name=args.model, image_size=args.image_size, **options)
     set_vca_kernels(model, args.vca_kernels)
+    if args.compile:  # the instance's forward, so that forward_with_cfg's call is compiled too
+        model.forward = torch.compile(model.forward)
     config = model.config
     if args.num_classes is not None and config.num_classes != args.num_classes:
         raise UserError(f"{args.ckpt} has {config.num_classes} classes, not --num-classes {args.num_classes}")
@@ -134,7 +140,7 @@ def run_grid(args, model, vae, latent_shape, sample_fn, device):
     start = time.perf_counter()
     images = sampling.sample_grid(model, vae, args.class_labels, sample_fn, latent_shape=latent_shape,
                                   seed=args.seed, cfg_scale=args.cfg_scale, device=device, stats=stats,
-                                  progress=True)
+                                  progress=True, precision=args.precision)
     rows = [args.class_labels[start : start + args.nrow] for start in range(0, len(args.class_labels), args.nrow)]
     sampling.save_grid(images, args.nrow, args.output,
                        row_labels=[" ".join(map(str, row)) for row in rows] if args.label_rows else None)
@@ -145,7 +151,7 @@ def run_grid(args, model, vae, latent_shape, sample_fn, device):
 def run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings):
     os.makedirs(args.sample_dir, exist_ok=True)
     skip = {"num_fid_samples", "per_proc_batch_size", "sample_dir", "config", "class_labels", "nrow", "output",
-            "debug", "positional_mode", "label_rows"}
+            "debug", "positional_mode", "label_rows", "compile"}
     other_family = family_keys("SiT" if model.config.family == "DiT" else "DiT")
     recorded = {k: v for k, v in sorted(vars(args).items()) if k not in skip and k not in other_family}
     recorded.update(settings)  # the process as used: the file's, where the flags left it None
@@ -155,16 +161,20 @@ def run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings):
     made = sampling.sample_to_folder(accelerator, model, vae, sample_fn, sample_dir=args.sample_dir,
                                      num_samples=args.num_fid_samples, batch_size=args.per_proc_batch_size,
                                      latent_shape=latent_shape, seed=args.seed, cfg_scale=args.cfg_scale,
-                                     class_order=args.class_order, stats=stats)
+                                     class_order=args.class_order, precision=args.precision, stats=stats)
+    own_seconds = time.perf_counter() - start  # the stages below are this process's
     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - start
     batches = max(stats.get("batches", 0), 1)
     accelerator.print(f"made {made} images in {seconds:.1f}s ({made / seconds:.2f} images/s on "
-                      f"{accelerator.num_processes} processes; {stats.get('model_evaluations', 0) / batches:.0f} "
-                      f"model evaluations per batch)")
+                      f"{accelerator.num_processes} processes, {args.precision}; "
+                      f"{stats.get('model_evaluations', 0) / batches:.0f} model evaluations per batch)")
+    accelerator.print(f"time per stage (main process): {stage_summary(stats.get('seconds', {}), own_seconds)}")
     if accelerator.is_main_process:
+        start = time.perf_counter()
         labels = sampling.image_labels(args.seed, args.num_fid_samples, model.config.num_classes, args.class_order)
-        print(f"wrote {sampling.pack_npz(args.sample_dir, args.num_fid_samples, labels)}")
+        path = sampling.pack_npz(args.sample_dir, args.num_fid_samples, labels)
+        print(f"wrote {path} in {time.perf_counter() - start:.1f}s")
     accelerator.wait_for_everyone()
 
 
@@ -194,8 +204,8 @@ def check_arguments(args):
 def main(argv=None):
     args = parse_with_config(build_parser(), argv)
     check_arguments(args)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     accelerator = Accelerator()
+    args.precision = sampling.resolve_precision(args.precision, accelerator.device)  # recorded resolved
     grid_mode = args.num_fid_samples is None
     if grid_mode and not accelerator.is_main_process:
         return

@@ -16,7 +16,7 @@ from .cli import none_or_str
 from .errors import UserError
 from .models.vca import KERNELS
 from .models.zoo import model_config
-from .sampling import DIT_SAMPLERS, SIT_MODES, make_sampler
+from .sampling import DEFAULT_PRECISION, DIT_SAMPLERS, PRECISIONS, SIT_MODES, make_sampler
 
 # Flags that decide what a checkpoint's weights, optimiser state and data position mean: a resumed run must
 # keep them. Optimiser settings (lr, weight decay, EMA decay, clipping) may change and are applied.
@@ -50,6 +50,15 @@ def add_vca_kernels_flag(parser):
     parser.add_argument("--vca-kernels", choices=KERNELS, default="auto",
                         help="VCA's fast path: fused Triton kernels (triton), torch ops (torch), or auto: "
                              "triton on CUDA, torch elsewhere")
+
+
+def add_precision_flag(parser):
+    """The arithmetic of sampling and evaluation (gen.sampling.precision); DiT's --tf32 is an alias."""
+    parser.add_argument("--precision", choices=["auto", *PRECISIONS], default=DEFAULT_PRECISION,
+                        help="sampling's network and VAE decode: fp32, tf32 (TF32 matmuls on GPUs), bf16 autocast, "
+                             "or auto: bf16 on GPUs, fp32 on the CPU")
+    parser.add_argument("--tf32", dest="precision", action="store_const", const="tf32",
+                        help="the same as --precision tf32 (DiT's sample_ddp.py flag)")
 
 
 def add_diffusion_flags(parser, from_file=False):
@@ -249,6 +258,7 @@ def add_training_flags(parser, family: str):
     run.add_argument("--final-samples", type=int, default=0,
                      help="after training, this many EMA samples (balanced over classes) into samples.npz")
     add_guidance_flags(run, help="guidance of grids, final samples and evaluations (1: none)")
+    add_precision_flag(run)
     add_sampler_flags(parser, family)
     add_evaluation_flags(parser)
     return parser

@@ -2,6 +2,7 @@
 `samples.npz` (ADM's format) for the FID pipeline."""
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ from ..files import atomic_open, save_samples_npz
 from ..vae import to_uint8
 from .guidance import generate_images
 from .seeding import draw_batch
+from .timing import stage
+
+IO_THREADS = min(16, os.cpu_count() or 1)  # PNG encoding and decoding run in zlib, which releases the GIL
 
 
 def png_path(sample_dir, index: int) -> str:
@@ -40,25 +44,38 @@ def check_settings(sample_dir, settings: dict, is_main: bool):
 
 
 def sample_to_folder(accelerator, model, vae, sample_fn, *, sample_dir, num_samples, batch_size, latent_shape,
-                     seed=0, cfg_scale=1.5, class_order="random", stats=None) -> int:
+                     seed=0, cfg_scale=1.5, class_order="random", precision="fp32", stats=None) -> int:
     """Write images 0..num_samples-1 not yet in `sample_dir` as PNGs, split over the processes; returns how
-    many all processes made. Every process must call it (it synchronises before starting)."""
+    many all processes made. Every process must call it (it synchronises before starting). PNGs are written
+    by threads while the next batch samples; `stats` gathers seconds per stage (gen.sampling.timing)."""
     pending = [i for i in range(num_samples) if not os.path.exists(png_path(sample_dir, i))]
     accelerator.wait_for_everyone()  # all processes list the same pending images before anyone writes
     mine = pending[accelerator.process_index :: accelerator.num_processes]
     num_classes = model.config.num_classes
     bar = tqdm(total=len(pending), unit="img", disable=not accelerator.is_main_process, dynamic_ncols=True)
-    for start in range(0, len(mine), batch_size):
-        indices = mine[start : start + batch_size]
-        labels, noise, noise_sampler = draw_batch(seed, indices, latent_shape, num_classes, class_order)
-        device = accelerator.device
-        images = generate_images(model, vae, labels.to(device), noise.to(device), sample_fn, cfg_scale,
-                                 noise_sampler, stats)
-        for index, image in zip(indices, to_uint8(images).numpy(), strict=True):
-            write_png(image, png_path(sample_dir, index))
-        bar.update(min(len(indices) * accelerator.num_processes, bar.total - bar.n))  # main's share stands for all
+    with ThreadPoolExecutor(IO_THREADS) as writers:
+        writing = []
+        for start in range(0, len(mine), batch_size):
+            indices = mine[start : start + batch_size]
+            labels, noise, noise_sampler = draw_batch(seed, indices, latent_shape, num_classes, class_order)
+            device = accelerator.device
+            images = generate_images(model, vae, labels.to(device), noise.to(device), sample_fn, cfg_scale,
+                                     noise_sampler, stats, precision=precision)
+            with stage(stats, "PNG writing"):  # what the sampling waits for: the previous batch's PNGs
+                finish(writing)
+                writing = [writers.submit(write_png, image, png_path(sample_dir, index))
+                           for index, image in zip(indices, to_uint8(images).numpy(), strict=True)]
+            bar.update(min(len(indices) * accelerator.num_processes, bar.total - bar.n))  # main's share for all
+        with stage(stats, "PNG writing"):
+            finish(writing)
     bar.close()
     return len(pending)
+
+
+def finish(futures):
+    """Wait for the writes; the first failure (a full disk, say) is raised here, not lost in a thread."""
+    for future in futures:
+        future.result()
 
 
 def read_png(path, shape=None) -> np.ndarray:
@@ -83,8 +100,13 @@ def pack_npz(sample_dir, num_samples: int, labels: np.ndarray) -> str:
                         f"rerun the same command to make them")
     first = read_png(png_path(sample_dir, 0))
     images = np.empty((num_samples, *first.shape), dtype=np.uint8)
-    for i in tqdm(range(num_samples), desc="packing samples.npz", unit="img", dynamic_ncols=True):
+
+    def read_into(i):
         images[i] = read_png(png_path(sample_dir, i), first.shape)
+
+    with ThreadPoolExecutor(IO_THREADS) as readers:  # map re-raises a damaged PNG's error here
+        list(tqdm(readers.map(read_into, range(num_samples)), total=num_samples, desc="packing samples.npz",
+                  unit="img", dynamic_ncols=True))
     path = os.path.join(sample_dir, "samples.npz")
     save_samples_npz(path, images, labels)
     return path
@@ -92,7 +114,7 @@ def pack_npz(sample_dir, num_samples: int, labels: np.ndarray) -> str:
 
 @torch.no_grad()
 def samples_in_memory(model, vae, sample_fn, *, latent_shape, cfg_scale, device, count=None, indices=None, seed=0,
-                      batch_size=250, class_order="balanced", progress=False):
+                      batch_size=250, class_order="balanced", precision="fp32", progress=False):
     """(uint8 images [N, H, W, 3], labels [N]) of images `indices` (default 0..count-1), drawn exactly as
     sample_to_folder draws them: what training's final samples and evaluations use, so their images equal
     sample.py's."""
@@ -104,7 +126,7 @@ def samples_in_memory(model, vae, sample_fn, *, latent_shape, cfg_scale, device,
         batch_labels, noise, noise_sampler = draw_batch(seed, batch, latent_shape, model.config.num_classes,
                                                         class_order)
         generated = generate_images(model, vae, batch_labels.to(device), noise.to(device), sample_fn, cfg_scale,
-                                    noise_sampler)
+                                    noise_sampler, precision=precision)
         images.append(to_uint8(generated).numpy())
         labels.append(batch_labels.numpy())
     return np.concatenate(images), np.concatenate(labels)

@@ -25,12 +25,12 @@ def grid_classes(num_classes: int, chosen=None) -> list[int]:
 
 @torch.no_grad()
 def sample_grid(model, vae, labels, sample_fn, *, latent_shape, seed=0, cfg_scale=4.0, device="cpu", stats=None,
-                progress=False):
+                progress=False, precision="fp32"):
     """Images [N, 3, H, W] in [-1, 1] for class `labels`; grid image i draws its noise as image i of seed."""
     labels, noise, noise_sampler = draw_batch(seed, range(len(labels)), latent_shape, model.config.num_classes,
                                               labels=labels)
     return generate_images(model, vae, labels.to(device), noise.to(device), sample_fn, cfg_scale, noise_sampler,
-                           stats, progress)
+                           stats, progress, precision)
 
 
 def save_grid(images, columns: int, path: str, row_labels=None):

@@ -98,7 +98,8 @@ class Evaluator:
             return None
         return samples_in_memory(run.ema, run.vae, run.sample_fn, indices=mine, latent_shape=run.shape,
                                            cfg_scale=args.cfg_scale, device=run.accelerator.device,
-                                           seed=args.global_seed, batch_size=args.eval_batch_size)
+                                           seed=args.global_seed, batch_size=args.eval_batch_size,
+                                           precision=args.precision)
 
     def score(self, images, labels) -> dict:
         from fid.pipeline import compute_metrics

@@ -37,7 +37,7 @@ from ..files import FolderInUse, lock_folder, release_folder
 from ..models import create_model, set_vca_kernels
 from ..models.zoo import model_config
 from ..plots import write_curves
-from ..sampling import grid_classes
+from ..sampling import grid_classes, resolve_precision
 from ..vae import encode, latent_shape, load_vae
 from .checkpoint import (
     CHECKPOINTS,
@@ -80,6 +80,7 @@ def make_accelerator(args, results_dir) -> Accelerator:
     if accelerator.device.type == "cuda":  # TF32 matmuls: DiT's setting, several times faster on A100/H100
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    args.precision = resolve_precision(args.precision, accelerator.device)  # of grids, samples and evaluations
     return accelerator
 
 
@@ -357,7 +358,7 @@ def grid(run, path, step: int):
         classes = grid_classes(args.num_classes, args.grid_classes)
         write_grid(run.ema, run.vae, run.sample_fn, path, classes=classes, columns=args.grid_columns,
                    latent_shape=run.shape, cfg_scale=args.cfg_scale, device=accelerator.device,
-                   seed=args.global_seed)
+                   seed=args.global_seed, precision=args.precision)
         run.log.image(step, "samples", path)
         run.log.info(f"saved sample grid {path}")
     accelerator.wait_for_everyone()
@@ -405,7 +406,7 @@ def finish(run, step: int):
         path = os.path.join(results_dir, "samples.npz")
         write_samples_npz(run.ema, run.vae, run.sample_fn, path, count=args.final_samples,
                           latent_shape=run.shape, cfg_scale=args.cfg_scale, device=accelerator.device,
-                          seed=args.global_seed, progress=shows_progress(args))
+                          seed=args.global_seed, precision=args.precision, progress=shows_progress(args))
         log.info(f"wrote {args.final_samples} samples to {path} in {time.perf_counter() - start:.1f} s")
     accelerator.wait_for_everyone()
 
