@@ -6,15 +6,16 @@ guidance, per-image seeding, grids, and deterministic, distributed, resumable N-
     latents = generate_latents(model, labels, noise, sample_fn, cfg_scale=4.0, noise_sampler=noise_sampler)
 
     samplers.py  the samplers and make_sampler      guidance.py  guided model_fn, latents, images
-    seeding.py   per-image generators               grid.py      class grids       folder.py  N-sample runs
+    seeding.py   per-image generators, step noise   grid.py      class grids       folder.py  N-sample runs
+    counter_normal.py  normals as a hash of (seed, image, step, element), computed on the device
 """
 from .folder import check_settings, pack_npz, sample_to_folder, samples_in_memory
 from .grid import grid_classes, sample_grid, save_grid
 from .guidance import generate_images, generate_latents, guided
 from .samplers import DIT_SAMPLERS, SIT_MODES, check_sit_sampler, make_sampler
-from .seeding import CLASS_ORDERS, SEED_STRIDE, PerImageNoise, draw_batch, image_labels
+from .seeding import CLASS_ORDERS, SEED_STRIDE, StepNoise, draw_batch, image_labels
 
-__all__ = ["CLASS_ORDERS", "DIT_SAMPLERS", "SEED_STRIDE", "SIT_MODES", "PerImageNoise", "check_settings",
+__all__ = ["CLASS_ORDERS", "DIT_SAMPLERS", "SEED_STRIDE", "SIT_MODES", "StepNoise", "check_settings",
            "check_sit_sampler", "draw_batch", "generate_images", "generate_latents", "grid_classes", "guided",
            "image_labels", "make_sampler", "pack_npz", "sample_grid", "sample_to_folder", "samples_in_memory",
            "save_grid"]
