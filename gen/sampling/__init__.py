@@ -6,7 +6,8 @@ guidance, per-image seeding, grids, and deterministic, distributed, resumable N-
     latents = generate_latents(model, labels, noise, sample_fn, cfg_scale=4.0, noise_sampler=noise_sampler)
 
     samplers.py  the samplers and make_sampler      guidance.py  guided model_fn, latents, images
-    seeding.py   per-image generators               grid.py      class grids       folder.py  N-sample runs
+    seeding.py   per-image generators, step noise   grid.py      class grids       folder.py  N-sample runs
+    counter_normal.py  normals as a hash of (seed, image, step, element), computed on the device
     precision.py --precision (fp32, tf32, bf16)     timing.py    seconds per stage
 """
 from .folder import check_settings, pack_npz, sample_to_folder, samples_in_memory
@@ -14,10 +15,10 @@ from .grid import grid_classes, sample_grid, save_grid
 from .guidance import generate_images, generate_latents, guided
 from .precision import DEFAULT_PRECISION, PRECISIONS, check_precision, resolve_precision, sampling_precision, vae_dtype
 from .samplers import DIT_SAMPLERS, SIT_MODES, check_sit_sampler, make_sampler
-from .seeding import CLASS_ORDERS, SEED_STRIDE, PerImageNoise, draw_batch, image_labels
+from .seeding import CLASS_ORDERS, SEED_STRIDE, StepNoise, draw_batch, image_labels
 
 __all__ = ["CLASS_ORDERS", "DEFAULT_PRECISION", "DIT_SAMPLERS", "PRECISIONS", "SEED_STRIDE", "SIT_MODES",
-           "PerImageNoise", "check_precision", "check_settings", "check_sit_sampler", "draw_batch", "generate_images",
+           "StepNoise", "check_precision", "check_settings", "check_sit_sampler", "draw_batch", "generate_images",
            "generate_latents", "grid_classes", "guided", "image_labels", "make_sampler", "pack_npz",
            "resolve_precision", "sample_grid", "sample_to_folder", "samples_in_memory", "sampling_precision",
            "save_grid", "vae_dtype"]

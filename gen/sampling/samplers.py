@@ -3,9 +3,10 @@
     sample_fn(model_fn, noise, *, noise_sampler=None, progress=False) -> x at the data end
 
 `model_fn(x, t)` is the network with its conditioning and guidance bound (gen.sampling.guidance.guided);
-`noise_sampler(x)` draws the noise of a stochastic step, one row per image (gen.sampling.seeding.PerImageNoise),
-so that a stochastic sampler gives image i the same result in any batch. `make_sampler` binds a sampler's
-settings: DiT's DDPM, DDIM and DPM-Solver++ over ADM's diffusion, SiT's ODE and SDE over its transport.
+`noise_sampler(x)` draws the noise of a stochastic step, one row per image (gen.sampling.seeding.StepNoise: a
+function of the image and the step), so that a stochastic sampler gives image i the same result in any batch.
+`make_sampler` binds a sampler's settings: DiT's DDPM, DDIM and DPM-Solver++ over ADM's diffusion, SiT's ODE and
+SDE over its transport.
 """
 import functools
 
