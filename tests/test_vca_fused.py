@@ -4,12 +4,14 @@ On a machine without CUDA the Triton kernels run through Triton's interpreter (T
 before the kernels are defined); on a GPU they run compiled. Shapes are small and cover a non-square grid, a
 pooled grid that does not divide it, head widths that are not powers of 2, and every option of the module.
 """
+import contextlib
 import copy
 import os
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gen.models import VisualContrastAttention, create_model, set_vca_kernels, vca_fused
 from gen.models.vca_fused import pooling_bins
@@ -55,6 +57,13 @@ def relative_errors(actual: dict, expected: dict) -> dict:
             for name in expected}
 
 
+def same_attention_arithmetic(enabled: bool):
+    """Both paths on SDPA's math backend. The lambdas' float32 gradients are sums with much cancellation
+    (errors of 1e-4 relative on learned tokens): which SDPA kernel a path gets (CPU flash 5e-7, math 1.3e-4;
+    CUDA's memory-efficient or math, chosen by the tensors' layout) would decide them, not the Triton kernels."""
+    return sdpa_kernel([SDPBackend.MATH]) if enabled else contextlib.nullcontext()
+
+
 CASES = {  # (dim, heads, grid, pool, options)
     "default": (48, 4, (8, 8), 4, {}),
     "non-square, pool not dividing, d=12": (36, 3, (6, 10), 4, {}),
@@ -85,8 +94,9 @@ def test_fused_equals_reference(case, precision):
     errors = {}
     for kernels in ("triton", "torch"):
         vca.kernels = kernels
-        errors[kernels] = relative_errors(outputs_and_gradients(vca.forward, vca, x, grad_out, autocast_dtype),
-                                          reference)
+        with same_attention_arithmetic(autocast_dtype is None):
+            errors[kernels] = relative_errors(outputs_and_gradients(vca.forward, vca, x, grad_out, autocast_dtype),
+                                              reference)
     assert len(errors["triton"]) == 2 + len(list(vca.parameters()))
     for name, error in errors["triton"].items():
         allowed = max(factor * errors["torch"][name], lambda_floor if "lambda" in name else floor)
