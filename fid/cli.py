@@ -16,7 +16,7 @@ from .metrics import IS_SPLIT_RULES
 from .networks import FEATURE_NETWORKS
 from .pipeline import compute_metrics
 from .reference import make_reference
-from .report import format_table, write_report
+from .report import format_table, format_timings_line, write_report
 from .weights import WEIGHTS_ENV, WEIGHTS_FILENAME
 
 
@@ -78,8 +78,9 @@ def run_calc(args):
                              features=args.features)
     out_dir = args.out_dir or os.path.dirname(os.path.abspath(os.path.normpath(args.samples)))
     json_path, md_path = write_report(result, out_dir)
-    print(format_table(result))
+    print(format_table(result, stages=False))
     print(f"wrote {json_path} and {md_path}")
+    print(format_timings_line(result))
 
 
 def run_ref(args):

@@ -226,6 +226,5 @@ class DigitsFeatures(FeatureNetwork):
 
     @torch.no_grad()
     def batch(self, images):
-        """Features of one uint8 batch [B, H, W, 3]: (pool, logits, spatial) float32 CPU tensors."""
-        images = torch.as_tensor(np.asarray(images)).to(self.device, non_blocking=True)
-        return tuple(output.float().cpu() for output in self.network(network_input(images)))
+        """Features of one uint8 batch [B, H, W, 3]: (pool, logits, spatial) float32 tensors on the device."""
+        return tuple(output.float() for output in self.network(network_input(self.device_images(images))))

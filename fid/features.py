@@ -59,7 +59,8 @@ class FeatureNetwork:
 
     A subclass sets `name` (its `--features` value), `feature_dims` ({"pool", "spatial"} sizes), `num_classes`
     (None unless its logits are the samples' class ids) and `device`, `weights_path`, `weights_sha256`, and
-    gives `batch(images)` -> (pool, logits, spatial) and `description()`.
+    gives `batch(images)` -> (pool, logits, spatial) on its device (no copy to the host: no sync per batch) and
+    `description()`.
     """
 
     def __call__(self, source, batch_size=200, num_workers=0, progress=True, desc="features", keep=None):
@@ -67,25 +68,45 @@ class FeatureNetwork:
 
         `keep`: sorted indices of images to return as well (under "images"), e.g. the reference subset.
         """
-        pools, logits, spatials, kept = [], [], [], []
+        on_device, on_host, kept = [], [], []
         keep = None if keep is None else np.asarray(keep)
         start = 0
         with tqdm(total=len(source), unit="img", desc=desc, disable=not progress) as bar:
             for images in source.batches(batch_size, num_workers):
-                pool, logit, spatial = self.batch(images)
-                pools.append(pool)
-                logits.append(logit)
-                spatials.append(spatial)
+                on_device.append(self.batch(images))
                 if keep is not None:
                     chosen = keep[(keep >= start) & (keep < start + len(images))] - start
                     kept.append(np.array(images[chosen]))
                 start += len(images)
                 bar.update(len(images))
-        features = {name: torch.cat(parts).numpy() for name, parts in
-                    (("pool", pools), ("logits", logits), ("spatial", spatials))}
+                if len(on_device) * batch_size >= HOST_COPY_IMAGES:
+                    on_host.append(to_host(on_device))
+                    on_device = []
+        if on_device:
+            on_host.append(to_host(on_device))
+        features = {name: torch.cat([part[index] for part in on_host]).numpy()
+                    for index, name in enumerate(("pool", "logits", "spatial"))}
         if keep is not None:
             features["images"] = np.concatenate(kept)
         return features
+
+    def device_images(self, images):
+        """A uint8 batch as a tensor on the device; from pinned memory on a GPU, so the copy does not wait for
+        the batches before it and the next batch is read while this one runs."""
+        images = torch.as_tensor(np.asarray(images))
+        if self.device.type == "cuda":
+            images = images.pin_memory()
+        return images.to(self.device, non_blocking=True)
+
+
+# Batch outputs stay on the device for this many images, then go to the host in one copy: a copy per batch
+# would make the host wait for every batch (a sync), and all on the device would hold 1 GB for 50K images.
+HOST_COPY_IMAGES = 10000
+
+
+def to_host(outputs):
+    """[(pool, logits, spatial) per batch] on the device -> (pool, logits, spatial) float32 CPU tensors."""
+    return tuple(torch.cat(parts).float().cpu() for parts in zip(*outputs, strict=True))
 
 
 class InceptionFeatures(FeatureNetwork):
@@ -116,7 +137,6 @@ class InceptionFeatures(FeatureNetwork):
 
     @torch.no_grad()
     def batch(self, images):
-        """Features of one uint8 batch [B, H, W, 3]: (pool, logits, spatial) float32 CPU tensors."""
-        images = torch.as_tensor(np.asarray(images)).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        pool, logits = self.network(images)
-        return pool.float().cpu(), logits.float().cpu(), self.spatial.cpu()
+        """Features of one uint8 batch [B, H, W, 3]: (pool, logits, spatial) float32 tensors on the device."""
+        pool, logits = self.network(self.device_images(images).permute(0, 3, 1, 2))
+        return pool.float(), logits.float(), self.spatial

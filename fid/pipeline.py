@@ -1,8 +1,10 @@
 """`compute_metrics`: samples + reference -> every metric, for the command line and for library callers."""
 
+import contextlib
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy
@@ -108,14 +110,17 @@ def compute_metrics(samples, ref, inception_weights=None, device=None, batch_siz
     check_sizes(samples_name, source, reference)
     labels = sample_labels(samples_name, source, labels, network.num_classes)
     extractor = extractor or build_extractor(features, inception_weights, device, cache_dir)
-    sample_features = extractor(source, batch_size, num_workers, progress, desc="samples")
+    timings = {}
+    with stage_timer(timings, "features_samples"):
+        sample_features = extractor(source, batch_size, num_workers, progress, desc="samples")
     ref_features = reference_image_features(reference, extractor, cache_dir or default_cache_dir(), batch_size,
-                                            num_workers, progress)
+                                            num_workers, progress, timings)
     try:
         result = scores(sample_features, labels, reference, ref_features, extractor, kid, is_split_rule,
-                        distance_precision)
+                        distance_precision, timings)
     except ValueError as error:  # broken statistics for a metric: one line, not a traceback
         raise FIDError(f"cannot score {samples_name} against {reference.path}: {error}") from None
+    timings["total"] = round(time.perf_counter() - started, 3)
     result.update(
         samples=samples_name, reference=reference.path, reference_sha256=reference.sha256,
         reference_num_images=0 if reference.images is None else len(reference.images),
@@ -123,8 +128,19 @@ def compute_metrics(samples, ref, inception_weights=None, device=None, batch_siz
         feature_extractor=extractor.description(), feature_weights=os.path.abspath(extractor.weights_path),
         feature_weights_sha256=extractor.weights_sha256, device=str(extractor.device),
         **tf32_settings(extractor.device), versions=library_versions(),
-        seconds=round(time.perf_counter() - started, 2))
+        seconds=round(timings["total"], 2), timings=timings)
     return result
+
+
+@contextlib.contextmanager
+def stage_timer(timings, name):
+    """Sets timings[name] to the seconds the block takes. The stages are fid.report's TIMING_ROWS; FID and sFID
+    run concurrently, so stage times can overlap and need not add up to the total."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.perf_counter() - started, 3)
 
 
 def library_versions():
@@ -152,15 +168,21 @@ def sample_labels(samples_name, source, labels, num_classes):
     return labels
 
 
-def reference_image_features(reference, extractor, cache_dir, batch_size, num_workers, progress):
-    """Pool and spatial features of the reference images: from memory, the disk cache, or one network pass."""
+def reference_image_features(reference, extractor, cache_dir, batch_size, num_workers, progress, timings=None):
+    """Pool and spatial features of the reference images: from memory, the disk cache, or one network pass.
+
+    `timings["features_reference"]`: the seconds of the network pass, "cached" without one, None without images.
+    """
+    timings = {} if timings is None else timings
+    timings["features_reference"] = None if reference.images is None else "cached"
     if reference.images is None:
         return None
     if extractor.weights_sha256 not in reference.image_features:
         path = cache_path(cache_dir, reference.sha256, extractor.name, extractor.weights_sha256)
         features = read_cached_features(path, len(reference.images), extractor.feature_dims)
         if features is None:
-            features = extractor(reference.images, batch_size, num_workers, progress, desc="reference images")
+            with stage_timer(timings, "features_reference"):
+                features = extractor(reference.images, batch_size, num_workers, progress, desc="reference images")
             write_cached_features(path, features)
         reference.image_features[extractor.weights_sha256] = features
     return reference.image_features[extractor.weights_sha256]
@@ -173,23 +195,61 @@ def reference_statistics(reference, ref_features):
     return (*feature_statistics(ref_features["pool"]), *feature_statistics(ref_features["spatial"]))
 
 
-def scores(features, labels, reference, ref_features, extractor, kid, is_split_rule, distance_precision):
-    """Every metric of the sample features (and labels) against the reference; None where data are lacking."""
+def scores(features, labels, reference, ref_features, extractor, kid, is_split_rule, distance_precision,
+           timings=None):
+    """Every metric of the sample features (and labels) against the reference; None where data are lacking.
+    Puts the seconds of each stage in `timings` (None: a stage that did not run)."""
+    timings = {} if timings is None else timings
     num_samples, device = len(features["pool"]), extractor.device
-    mu_ref, sigma_ref, mu_s_ref, sigma_s_ref = reference_statistics(reference, ref_features)
-    result = {"fid_label": fid_label(num_samples, extractor.name), "num_samples": num_samples,
-              "fid": frechet_distance(*feature_statistics(features["pool"]), mu_ref, sigma_ref), "sfid": None}
-    if mu_s_ref is not None:
-        result["sfid"] = frechet_distance(*feature_statistics(features["spatial"]), mu_s_ref, sigma_s_ref)
-    result["inception_score"], result["inception_score_std"] = inception_score(features["logits"], is_split_rule)
+    with stage_timer(timings, "statistics"):
+        mu_ref, sigma_ref, mu_s_ref, sigma_s_ref = reference_statistics(reference, ref_features)
+        pool_statistics = feature_statistics(features["pool"])
+        spatial_statistics = None if mu_s_ref is None else feature_statistics(features["spatial"])
+    result = {"fid_label": fid_label(num_samples, extractor.name), "num_samples": num_samples}
+    result["fid"], result["sfid"] = frechet_distances(pool_statistics, (mu_ref, sigma_ref), spatial_statistics,
+                                                      (mu_s_ref, sigma_s_ref), timings)
+    with stage_timer(timings, "inception_score"):
+        result["inception_score"], result["inception_score_std"] = inception_score(features["logits"], is_split_rule)
     result.update(inception_score_split_rule=IS_SPLIT_RULES[is_split_rule], precision=None, recall=None,
                   precision_recall_distances=DISTANCE_PRECISIONS[distance_precision], kid=None, kid_std=None)
+    timings.update(precision_recall=None, kid=None, class_accuracy=None)
     if ref_features is not None:
         ref_pool, pool = ref_features["pool"], features["pool"]
-        result["precision"], result["recall"] = precision_recall(ref_pool, pool, NEAREST_NEIGHBOURS, device,
-                                                                 distance_precision)
+        with stage_timer(timings, "precision_recall"):
+            result["precision"], result["recall"] = precision_recall(ref_pool, pool, NEAREST_NEIGHBOURS, device,
+                                                                     distance_precision)
         if kid:
-            result["kid"], result["kid_std"] = kernel_inception_distance(ref_pool, pool)
-    accuracy = (None, None) if labels is None else class_accuracy(features["logits"], labels)
-    result["class_accuracy"], result["class_accuracy_per_class"] = accuracy
+            with stage_timer(timings, "kid"):
+                result["kid"], result["kid_std"] = kernel_inception_distance(ref_pool, pool)
+    result["class_accuracy"], result["class_accuracy_per_class"] = None, None
+    if labels is not None:
+        with stage_timer(timings, "class_accuracy"):
+            result["class_accuracy"], result["class_accuracy_per_class"] = class_accuracy(features["logits"], labels)
     return result
+
+
+# FID's and sFID's matrix square roots run in two threads from this many CPU cores: scipy's sqrtm releases the
+# GIL and its Schur step uses many cores poorly, but on 2 cores BLAS already keeps both busy and threads slow it.
+CONCURRENT_SQRTM_CORES = 4
+
+
+def frechet_distances(pool_statistics, ref_statistics, spatial_statistics, ref_spatial_statistics, timings):
+    """(FID, sFID or None); each thread computes exactly what it would alone, so the numbers do not change."""
+    def timed(name, statistics, ref):
+        with stage_timer(timings, name):
+            return frechet_distance(*statistics, *ref)
+
+    timings.update(fid=None, sfid=None)  # this order in the report, whichever thread ends first
+    if spatial_statistics is None:
+        return timed("fid", pool_statistics, ref_statistics), None
+    if available_cores() < CONCURRENT_SQRTM_CORES:
+        return timed("fid", pool_statistics, ref_statistics), timed("sfid", spatial_statistics, ref_spatial_statistics)
+    with ThreadPoolExecutor(2) as pool:
+        fid = pool.submit(timed, "fid", pool_statistics, ref_statistics)
+        sfid = pool.submit(timed, "sfid", spatial_statistics, ref_spatial_statistics)
+        return fid.result(), sfid.result()
+
+
+def available_cores():
+    """CPU cores this process may run on (its affinity where the platform says, else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -18,6 +18,11 @@ PROVENANCE_ROWS = (
     ("device", "device"), ("tf32_convolutions", "TF32 convolutions"), ("tf32_matmul", "TF32 matmuls"),
     ("versions", "versions"), ("seconds", "time (s)"))
 
+TIMING_ROWS = (  # result["timings"] keys in the order the stages run; values in seconds
+    ("features_samples", "features: samples"), ("features_reference", "features: reference"),
+    ("statistics", "statistics (mean, cov)"), ("fid", "Frechet distance: FID"), ("sfid", "Frechet distance: sFID"),
+    ("inception_score", "Inception Score"), ("precision_recall", "precision/recall"), ("kid", "KID"),
+    ("class_accuracy", "class accuracy"), ("total", "total"))
 
 NOT_AVAILABLE = {  # why a metric is None
     "sfid": "n/a (reference has no mu_s/sigma_s)",
@@ -48,15 +53,39 @@ def format_provenance(value):
     return "on" if value is True else "off" if value is False else str(value)
 
 
-def format_table(result):
+def format_seconds(value):
+    """A stage's time: seconds, or why there are none ("cached": features read back, "-": stage not run)."""
+    return "-" if value is None else value if isinstance(value, str) else f"{value:.2f}"
+
+
+def timing_rows(result):
+    """(stage label, time) per stage of `result["timings"]`; none for results made before stages were timed."""
+    timings = result.get("timings") or {}
+    return [(label, format_seconds(timings[key])) for key, label in TIMING_ROWS if key in timings]
+
+
+def format_timings_line(result):
+    """The stage times in one line, e.g. for the end of `fid calc`'s output."""
+    return "time per stage (s): " + ", ".join(f"{label} {value}" for label, value in timing_rows(result))
+
+
+def format_table(result, stages=True):
+    """The printed report: metrics and provenance, then (with `stages`) a small table of time per stage."""
     rows = report_rows(result)
     width = max(len(label) for label, _ in rows)
-    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    stage_rows = timing_rows(result) if stages else []
+    if stage_rows:
+        lines += ["", "time per stage (s)"] + [f"  {label:<{width - 2}}  {value}" for label, value in stage_rows]
+    return "\n".join(lines)
 
 
 def format_markdown(result):
     lines = [f"# {result['fid_label']}: {result['fid']:.2f}", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {label} | {value} |" for label, value in report_rows(result)]
+    if timing_rows(result):
+        lines += ["", "| stage | seconds |", "| --- | --- |"]
+        lines += [f"| {label} | {value} |" for label, value in timing_rows(result)]
     return "\n".join(lines + ["", "Computed with `python -m fid calc`."]) + "\n"
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -23,7 +24,7 @@ from fid.manifold import DISTANCE_PRECISIONS, distance_block, precision_recall, 
 from fid.metrics import IS_SPLIT_RULES, feature_statistics, frechet_distance, inception_score, kernel_inception_distance
 from fid.pipeline import fid_label, reference_image_features
 from fid.reference import load_reference
-from fid.report import format_table, write_report
+from fid.report import TIMING_ROWS, format_markdown, format_table, format_timings_line, write_report
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -73,6 +74,29 @@ def test_frechet_distance_falls_back_to_an_eps_offset_when_the_square_root_is_no
     expected = (mu1 - mu2) @ (mu1 - mu2) + np.trace(sigma1) + np.trace(sigma2) \
         - 2 * np.trace(real_sqrtm((sigma1 + offset) @ (sigma2 + offset)).real)
     assert distance == pytest.approx(expected, rel=1e-12)
+
+
+def test_fid_and_sfid_in_two_threads_equal_them_one_after_the_other(monkeypatch):
+    rng = np.random.default_rng(3)
+    pool, ref_pool, spatial, ref_spatial = (feature_statistics(rng.standard_normal((60, dim)) + shift)
+                                            for dim, shift in ((24, 0), (24, 1), (20, 0), (20, 0.5)))
+    alone = frechet_distance(*pool, *ref_pool), frechet_distance(*spatial, *ref_spatial)
+    timings = {}
+    assert fid.pipeline.frechet_distances(pool, ref_pool, None, (None, None), timings) == (alone[0], None)
+    assert timings["fid"] >= 0 and timings["sfid"] is None
+    threads, real_distance, both_started = set(), fid.pipeline.frechet_distance, threading.Barrier(2, timeout=10)
+
+    def recording_distance(*statistics):
+        threads.add(threading.current_thread().name)
+        both_started.wait()  # raises BrokenBarrierError unless FID and sFID run at the same time
+        return real_distance(*statistics)
+
+    monkeypatch.setattr(fid.pipeline, "frechet_distance", recording_distance)
+    monkeypatch.setattr(fid.pipeline, "CONCURRENT_SQRTM_CORES", 1)  # threads even on a 2-core machine
+    timings = {}
+    assert fid.pipeline.frechet_distances(pool, ref_pool, spatial, ref_spatial, timings) == alone  # bit for bit
+    assert len(threads) == 2 and threading.current_thread().name not in threads
+    assert timings["fid"] >= 0 and timings["sfid"] >= 0
 
 
 # Inception Score, KID, precision/recall --------------------------------------------------------------------
@@ -407,7 +431,10 @@ def test_report_files_hold_every_metric_and_leave_no_temporary_files(tmp_path):
               "class_accuracy": None, "class_accuracy_per_class": None, "device": "cuda",
               "tf32_convolutions": True, "tf32_matmul": False,
               "versions": {"torch": "2.15.0", "torch-fidelity": "0.3.0", "scipy": "1.17.0", "numpy": "2.3.0"},
-              "seconds": 12.5}
+              "seconds": 12.5, "timings": {
+                  "features_samples": 3.25, "features_reference": "cached", "statistics": 0.5, "fid": 8.1,
+                  "sfid": 7.9, "inception_score": 0.01, "precision_recall": 0.3, "kid": 1.2, "class_accuracy": None,
+                  "total": 12.5}}
     json_path, md_path = write_report(result, str(tmp_path / "out"))
     with open(json_path) as file:
         assert json.load(file) == result
@@ -425,6 +452,35 @@ def test_report_files_hold_every_metric_and_leave_no_temporary_files(tmp_path):
                 "| versions | torch 2.15.0, torch-fidelity 0.3.0, scipy 1.17.0, numpy 2.3.0 |"):
         assert row in markdown
     assert sorted(os.listdir(tmp_path / "out")) == ["report.json", "report.md"]
+
+
+def test_report_shows_the_time_of_every_stage(tmp_path):
+    timings = {"features_samples": 3.25, "features_reference": "cached", "statistics": 0.5, "fid": 8.1, "sfid": 7.9,
+               "inception_score": 0.01, "precision_recall": 0.3, "kid": 1.2, "class_accuracy": None, "total": 12.5}
+    result = {"fid_label": "FID (N=8)", "fid": 2.0, **{key: None for key, _ in (
+        ("sfid", 0), ("inception_score", 0), ("precision", 0), ("recall", 0), ("kid", 0), ("class_accuracy", 0))},
+        "num_samples": 8, "samples": "s.npz", "reference": "r.npz", "reference_sha256": "0", "reference_num_images": 0,
+        "reference_statistics": "mu/sigma in the file", "inception_score_split_rule": "adm",
+        "precision_recall_distances": "float32", "feature_network": "inception", "feature_extractor": "x",
+        "feature_weights": "w.pth", "feature_weights_sha256": "1", "device": "cpu", "tf32_convolutions": False,
+        "tf32_matmul": False, "versions": {}, "seconds": 12.5, "timings": timings}
+    assert [key for key, _ in TIMING_ROWS] == list(timings)  # every stage the pipeline times has a row
+    markdown = format_markdown(result)
+    for row in ("| stage | seconds |", "| features: samples | 3.25 |", "| features: reference | cached |",
+                "| Frechet distance: FID | 8.10 |", "| Frechet distance: sFID | 7.90 |", "| KID | 1.20 |",
+                "| class accuracy | - |", "| total | 12.50 |"):
+        assert row in markdown
+    table = format_table(result)
+    assert "time per stage (s)" in table and ["Frechet", "distance:", "FID", "8.10"] in [
+        line.split() for line in table.splitlines()]
+    assert "time per stage" not in format_table(result, stages=False)
+    assert format_timings_line(result) == (
+        "time per stage (s): features: samples 3.25, features: reference cached, statistics (mean, cov) 0.50, "
+        "Frechet distance: FID 8.10, Frechet distance: sFID 7.90, Inception Score 0.01, precision/recall 0.30, "
+        "KID 1.20, class accuracy -, total 12.50")
+    # A report.json from before the stages were timed still prints, without the stage table.
+    older = {key: value for key, value in result.items() if key != "timings"}
+    assert "| stage |" not in format_markdown(older) and "time per stage" not in format_table(older)
 
 
 def test_public_api():

@@ -30,7 +30,9 @@ REPORT_KEYS = {"fid_label", "num_samples", "fid", "sfid", "inception_score", "in
                "class_accuracy", "class_accuracy_per_class", "samples", "reference", "reference_sha256",
                "reference_num_images", "reference_statistics", "feature_network", "feature_extractor",
                "feature_weights", "feature_weights_sha256", "device", "tf32_convolutions", "tf32_matmul", "versions",
-               "seconds"}
+               "seconds", "timings"}
+STAGES = ["features_samples", "features_reference", "statistics", "fid", "sfid", "inception_score",
+          "precision_recall", "kid", "class_accuracy", "total"]
 
 
 def smooth_image(rng, height, width):
@@ -144,6 +146,21 @@ def test_fid_calc_reports_every_metric_and_its_provenance(pipeline):
     assert not [name for name in os.listdir(root) if ".tmp" in name]
 
 
+def test_fid_calc_reports_the_time_of_every_stage(pipeline):
+    root, _, report = pipeline
+    timings = report["timings"]
+    assert list(timings) == STAGES and timings["class_accuracy"] is None  # Inception: no class accuracy
+    # The first calc runs the network on the reference images (the next ones read the cache).
+    seconds = {stage: value for stage, value in timings.items() if stage != "class_accuracy"}
+    assert all(isinstance(value, float) and value >= 0 for value in seconds.values()), seconds
+    assert timings["features_samples"] > 0 and timings["features_reference"] > 0
+    assert timings["features_samples"] + timings["features_reference"] + timings["statistics"] <= timings["total"]
+    assert report["seconds"] == round(timings["total"], 2)
+    with open(root / "report.md") as file:
+        markdown = file.read()
+    assert "| stage | seconds |" in markdown and f"| total | {timings['total']:.2f} |" in markdown
+
+
 def test_a_set_against_its_own_reference_scores_as_identical(pipeline):
     root, _, report = pipeline
     reference = load_reference(root / "ref.npz")
@@ -180,9 +197,10 @@ def test_spatial_features_are_mixed_6d_first_7_channels_channels_last(pipeline):
     assert spatial.shape == (1, 2023) and np.array_equal(spatial[0].numpy(), expected.numpy())
 
 
-def test_a_second_calc_against_the_same_reference_runs_one_inception_pass(pipeline, monkeypatch):
+def test_a_second_calc_against_the_same_reference_runs_one_inception_pass(pipeline, monkeypatch, capsys):
     root, weights, report = pipeline
     passes = count_passes(monkeypatch)
+    capsys.readouterr()
     assert main(["calc", str(root / "samples.npz"), "--ref", str(root / "ref.npz"), "--out-dir",
                  str(root / "second"), *common_flags(weights)]) == 0
     assert passes == ["samples"]  # the reference images' features come from the cache the first calc wrote
@@ -190,6 +208,10 @@ def test_a_second_calc_against_the_same_reference_runs_one_inception_pass(pipeli
         second = json.load(file)
     for key in ("fid", "sfid", "inception_score", "precision", "recall", "kid"):
         assert second[key] == report[key]
+    assert second["timings"]["features_reference"] == "cached"
+    last_line = capsys.readouterr().out.splitlines()[-1]
+    assert last_line.startswith("time per stage (s): features: samples ")
+    assert "features: reference cached" in last_line and last_line.endswith(f"total {second['timings']['total']:.2f}")
 
 
 def test_a_corrupt_cache_is_recomputed_with_one_warning_line(pipeline, feature_cache, monkeypatch, capsys):
