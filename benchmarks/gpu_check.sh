@@ -30,8 +30,8 @@ fi
 timeout 180 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_vca_fused.py > "$OUT/test_vca_fused.txt" 2>&1
 echo "test_vca_fused: exit $? (see $OUT/test_vca_fused.txt)"
 
-# 2. End to end (at most 6 min): images -> latents -> DiT-S/2-VCA and SiT-S/2-VCA trained in bf16 with an evaluation,
-#    stopped and resumed -> 1,000 samples -> FID; one table, a log per stage in $OUT/gpu_e2e_logs/. The work folder
+# 2. End to end (at most 6 min): images -> latents -> DiT-S/2-VCA trained in bf16 with an evaluation, stopped and
+#    resumed -> 1,000 samples -> FID, then SiT-S/2-VCA; one table, a log per stage in $OUT/gpu_e2e_logs/. The work folder
 #    (images, VAE, checkpoints) is temporary. E2E_SAMPLE_ARGS is appended to sample.py's command.
 timeout 420 "$PYTHON" benchmarks/gpu_e2e.py --out "$OUT/gpu_e2e.md" --budget-s 360 \
     --extra-sample-args "${E2E_SAMPLE_ARGS:-}" "${DRY_RUN[@]}" > /dev/null 2> "$OUT/gpu_e2e.stderr"

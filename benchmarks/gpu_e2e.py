@@ -11,15 +11,16 @@ initialised AutoencoderKL of the SD-VAE's shape (the --vae folder), random Incep
 the images (`python -m fid ref`), their latents (extract_latents.py), DiT-S/2-VCA trained in bf16 through
 `accelerate launch` with one evaluation, then resumed from its checkpoint for more steps, 1,000 DDIM-50 samples
 at guidance 1.5 (sample.py; --extra-sample-args is appended to its command), their FID against the reference
-(`python -m fid calc`, or the images made so far if sampling ran out of time), and last SiT-S/2-VCA trained and
-resumed the same way.
+(`python -m fid calc`, or the images made so far if sampling ran out of time), and last SiT-S/2-VCA trained in
+one launch (its final grid samples with its ODE). From the stage times of an H200 run (docs/benchmarks.md),
+about 5.5 minutes there.
 
 Each stage is a subprocess under its own timeout (and the whole run's --budget-s); its stdout and stderr go to
 <out>_logs/<stage>.log. A stage whose inputs are missing (an earlier stage failed) is skipped and says which;
 the others still run. Every row is appended to --out as soon as it is measured, so a run cut short keeps what
 it did. --dry-run runs the same plan on the CPU at tiny sizes (16 images of 32 px, a VAE with tiny blocks,
-DiT-Mini/2-VCA and SiT-Mini/2-VCA, a few steps, 8 samples of 2 steps). Without a GPU and without --dry-run it
-stops with one line and exit status 2.
+DiT-Mini/2-VCA and SiT-Mini/2-VCA, a few steps, 8 samples of 2 steps, FID on the digits network). Without a
+GPU and without --dry-run it stops with one line and exit status 2.
 """
 import argparse
 import datetime
@@ -50,8 +51,8 @@ class Sizes:
     vae_norm_groups: int
     model_size: str  # e.g. "S/2" -> DiT-S/2-VCA, SiT-S/2-VCA
     batch: int
-    first_steps: int  # the first launch stops (and checkpoints, and evaluates) here
-    total_steps: int  # the resumed launch goes on to here
+    first_steps: int  # DiT's first launch stops (and checkpoints, and evaluates) here
+    total_steps: int  # DiT's resumed launch goes on to here, SiT's one launch too (< 2 x first_steps)
     log_every: int
     eval_samples: int
     samples: int
@@ -64,9 +65,10 @@ class Sizes:
         return self.classes * self.images_per_class
 
 
-# ~2,300 images/s at batch 256 on an H100/H200 (docs: /work/shared/GPU.md): 100 steps take ~11 s after start-up
+# Measured on an H200: ~2,450 images/s at batch 256 (100 steps in ~11 s), but each training launch spends
+# ~40 s starting and ending, and an evaluation ~22 s (mostly the FID's matrix square roots on the CPU)
 GPU = Sizes(classes=10, images_per_class=100, image_size=256, vae_blocks=(128, 256, 512, 512), vae_layers_per_block=2,
-            vae_norm_groups=32, model_size="S/2", batch=256, first_steps=100, total_steps=200, log_every=25,
+            vae_norm_groups=32, model_size="S/2", batch=256, first_steps=120, total_steps=200, log_every=25,
             eval_samples=100, samples=1000, sampling_steps=50, sample_batch=50, workers=4)
 TINY = Sizes(classes=2, images_per_class=8, image_size=32, vae_blocks=(8, 16, 16), vae_layers_per_block=1,
              vae_norm_groups=4, model_size="Mini/2", batch=4, first_steps=2, total_steps=3, log_every=1,
@@ -156,36 +158,48 @@ def plan(paths: Paths, sizes: Sizes, dry_run: bool, extra_sample_args: str) -> l
               str(sizes.workers)], 60, [paths.images, paths.vae],
               lambda s: per_second(count_images(paths.images), s)),
     ]
-    for family in ("DiT", "SiT"):
-        stages += training_stages(family, paths, sizes, dry_run)
-        if family == "DiT":  # DiT's chain to an FID first, SiT after it: a short budget cuts SiT, not the FID
-            stages += sampling_stages(paths, sizes, device, extra_sample_args)
-    return stages
+    # DiT's chain to an FID first, SiT after it: a short budget cuts SiT, not the FID
+    return [*stages, *training_stages("DiT", paths, sizes, dry_run),
+            *sampling_stages(paths, sizes, device, extra_sample_args), *training_stages("SiT", paths, sizes, dry_run)]
 
 
 def training_stages(family: str, paths: Paths, sizes: Sizes, dry_run: bool) -> list[Stage]:
-    """Train with one evaluation and a checkpoint at `first_steps`; then resume from it to `total_steps`."""
-    results = paths.run(family)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-              "--dynamo_backend", "no", "--mixed_precision", "bf16", *(["--cpu"] if dry_run else [])]
-    sampler = ["--sampler", "ddim"] if family == "DiT" else ["--mode", "ODE", "--sampling-method", "euler"]
-    train = [*launch, f"train_{family.lower()}.py", "--model", f"{family}-{sizes.model_size}-VCA", "--latents",
-             paths.latents, "--vae", paths.vae, "--image-size", str(sizes.image_size), "--num-classes",
-             str(sizes.classes), "--global-batch-size", str(sizes.batch), "--num-workers", str(sizes.workers),
-             "--results-dir", results, "--ckpt-every", str(sizes.first_steps), "--log-every", str(sizes.log_every),
-             "--sample-every", "0", "--log-with", "none", "--no-progress-bar", "--eval-every", str(sizes.first_steps),
-             "--eval-samples", str(sizes.eval_samples), "--eval-batch-size", str(sizes.eval_samples), "--eval-ref",
-             paths.reference, *features_flag(dry_run, "--eval-features"), *sampler, "--num-sampling-steps",
-             str(sizes.sampling_steps), "--cfg-scale", "1.5"]
-    inputs = [paths.latents, paths.vae, paths.reference, paths.inception]
+    """DiT: one evaluation and a checkpoint at `first_steps`, then resumed from it to `total_steps` (below
+    2 x `first_steps`, so the resumed launch does not evaluate again). SiT: one launch of `total_steps`, its final
+    grid drawn with its ODE; a second evaluation and resume (~70 s on the GPU, mostly start-up) would not fit."""
+    results, model = paths.run(family), f"{family}-{sizes.model_size}-VCA"
+    train, inputs = train_command(family, paths, sizes, dry_run), [paths.latents, paths.vae]
+    if family == "SiT":
+        return [Stage(f"train {model}, {sizes.total_steps} steps", lambda: [*train, "--max-steps",
+                      str(sizes.total_steps)], 100, inputs, lambda s: training_rate(results, 0, s))]
+    train += evaluation_flags(paths, sizes, dry_run)
+    inputs += [paths.reference, paths.inception]
     return [
-        Stage(f"train {family}-{sizes.model_size}-VCA, {sizes.first_steps} steps + evaluation",
+        Stage(f"train {model}, {sizes.first_steps} steps + evaluation",
               lambda: [*train, "--max-steps", str(sizes.first_steps)], 120, inputs,
               lambda s: training_rate(results, 0, s)),
-        Stage(f"resume {family}-{sizes.model_size}-VCA to {sizes.total_steps} steps",
+        Stage(f"resume {model} to {sizes.total_steps} steps",
               lambda: [*train, "--max-steps", str(sizes.total_steps), "--resume", "latest"], 90,
               [*inputs, os.path.join(results, "ckpt")], lambda s: training_rate(results, sizes.first_steps, s)),
     ]
+
+
+def train_command(family: str, paths: Paths, sizes: Sizes, dry_run: bool) -> list[str]:
+    """accelerate launch train_dit.py / train_sit.py on the latents in bf16, a checkpoint every `first_steps`."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+              "--dynamo_backend", "no", "--mixed_precision", "bf16", *(["--cpu"] if dry_run else [])]
+    sampler = ["--sampler", "ddim"] if family == "DiT" else ["--mode", "ODE", "--sampling-method", "euler"]
+    return [*launch, f"train_{family.lower()}.py", "--model", f"{family}-{sizes.model_size}-VCA", "--latents",
+            paths.latents, "--vae", paths.vae, "--image-size", str(sizes.image_size), "--num-classes",
+            str(sizes.classes), "--global-batch-size", str(sizes.batch), "--num-workers", str(sizes.workers),
+            "--results-dir", paths.run(family), "--ckpt-every", str(sizes.first_steps), "--log-every",
+            str(sizes.log_every), "--sample-every", "0", "--log-with", "none", "--no-progress-bar", *sampler,
+            "--num-sampling-steps", str(sizes.sampling_steps), "--cfg-scale", "1.5"]
+
+
+def evaluation_flags(paths: Paths, sizes: Sizes, dry_run: bool) -> list[str]:
+    return ["--eval-every", str(sizes.first_steps), "--eval-samples", str(sizes.eval_samples), "--eval-batch-size",
+            str(sizes.eval_samples), "--eval-ref", paths.reference, *features_flag(dry_run, "--eval-features")]
 
 
 def sampling_stages(paths: Paths, sizes: Sizes, device: list[str], extra_sample_args: str) -> list[Stage]:
@@ -198,7 +212,7 @@ def sampling_stages(paths: Paths, sizes: Sizes, device: list[str], extra_sample_
     score = lambda: [python, "-m", "fid", "calc", samples_to_score(paths.samples), "--ref", paths.reference,  # noqa: E731
                      "--out-dir", paths.fid, "--no-progress", "--cache-dir", paths.fid_cache, *device]
     return [
-        # ~14 images/s in float32 today (GPU.md): 1,000 images in ~80 s; a timeout keeps what was made
+        # 14-26 images/s in float32 today (GPU.md; an H200): 1,000 images in 40-80 s; a timeout keeps what was made
         Stage(f"sample {sizes.samples:,} images, DDIM {sizes.sampling_steps}, guidance 1.5", lambda: sample, 100,
               [model], lambda s: per_second(count_images(paths.samples), s)),
         Stage("fid calc", score, 60, [paths.samples, paths.reference, paths.inception],
