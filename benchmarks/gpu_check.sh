@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One short GPU session, most important first (docs/benchmarks.md, "On a GPU"): the fused VCA kernels compiled
-# for the GPU and compared with the reference path, then the whole GPU report. Every result lands in $OUT as it
+# for the GPU and compared with the reference path, the end-to-end check (data to FID), then the whole GPU report. Every result lands in $OUT as it
 # is made, so a run cut short keeps what it did. Run from the repository root on the GPU machine:
 #     bash benchmarks/gpu_check.sh                # writes $OUT (default ./gpu_check/)
 #     bash benchmarks/gpu_check.sh --dry-run      # the same plan on the CPU at tiny sizes (Triton interpreted)
@@ -30,11 +30,18 @@ fi
 timeout 180 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_vca_fused.py > "$OUT/test_vca_fused.txt" 2>&1
 echo "test_vca_fused: exit $? (see $OUT/test_vca_fused.txt)"
 
-# 2. Registers and spills of the kernels as this machine's Triton compiles them (~30 s).
+# 2. End to end (at most 6 min): images -> latents -> DiT-S/2-VCA trained in bf16 with an evaluation, stopped and
+#    resumed -> 1,000 samples -> FID, then SiT-S/2-VCA; one table, a log per stage in $OUT/gpu_e2e_logs/. The work folder
+#    (images, VAE, checkpoints) is temporary. E2E_SAMPLE_ARGS is appended to sample.py's command.
+timeout 420 "$PYTHON" benchmarks/gpu_e2e.py --out "$OUT/gpu_e2e.md" --budget-s 360 \
+    --extra-sample-args "${E2E_SAMPLE_ARGS:-}" "${DRY_RUN[@]}" > /dev/null 2> "$OUT/gpu_e2e.stderr"
+echo "gpu_e2e: exit $? (see $OUT/gpu_e2e.md)"
+
+# 3. Registers and spills of the kernels as this machine's Triton compiles them (~30 s).
 timeout 120 "$PYTHON" benchmarks/kernel_resources.py > "$OUT/kernel_resources.md" 2>&1
 echo "kernel_resources: exit $?"
 
-# 3. The report: training step (eager, compiled; VCA fused and torch paths against MHSA), profile, attention
+# 4. The report: training step (eager, compiled; VCA fused and torch paths against MHSA), profile, attention
 #    module, sampling, Inception; each section under its own budget.
 timeout 420 "$PYTHON" benchmarks/gpu_report.py --out "$OUT/gpu_report.md" --budget-s 380 \
     --vca-kernels triton torch "${DRY_RUN[@]}" > /dev/null 2> "$OUT/gpu_report.stderr"

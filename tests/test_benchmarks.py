@@ -1,5 +1,6 @@
 """The benchmark scripts: the GPU report's dry run on the CPU, the batch halving, and failed rows that say why."""
 import importlib
+import json
 import os
 import re
 import subprocess
@@ -69,6 +70,65 @@ def test_gpu_report_plan_fits_eight_minutes(bench):
     sections = gpu_report.plan(["auto", "torch"], None, "trace.json.gz")
     fixed = sum(section.budget_s for section in sections[:-1])  # the last one gets what is left
     assert fixed + 120 <= gpu_report.TOTAL_BUDGET_S <= 8 * 60
+
+
+def e2e_rows(path) -> dict:
+    """{stage: (command, seconds, rate, status)} of gpu_e2e.py's table."""
+    rows = {}
+    for line in table_rows(open(path).read()):
+        stage, command, seconds, rate, status = (cell.strip() for cell in line.strip().strip("|").split(" | "))
+        rows[stage] = (command, float(seconds), rate, status)
+    return rows
+
+
+def test_gpu_e2e_dry_run_runs_every_stage(bench, tmp_path):
+    gpu_e2e = bench("gpu_e2e")
+    out, work = tmp_path / "e2e.md", tmp_path / "work"
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "gpu_e2e.py"), "--dry-run", "--out", str(out),
+                             "--work-dir", str(work)], cwd=ROOT, capture_output=True, text=True, timeout=400)
+    print(f"gpu_e2e.py --dry-run: {time.monotonic() - started:.1f} s")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = e2e_rows(out)
+    planned = [stage.name for stage in gpu_e2e.plan(gpu_e2e.Paths(str(work)), gpu_e2e.TINY, True, "")]
+    assert list(rows) == planned and len(planned) == 10
+    assert {stage: status for stage, (_, _, _, status) in rows.items()} == dict.fromkeys(planned, "ok")
+    assert len(os.listdir(tmp_path / "e2e_logs")) == len(planned)
+    assert "steps/s (log)" in rows["resume DiT-Mini/2-VCA to 3 steps"][2]
+    assert rows["sample 8 images, DDIM 2, guidance 1.5"][2].endswith("(8 images)")
+    for family, evaluated in (("DiT", [2]), ("SiT", [])):  # DiT: at its first launch's checkpoint, resumed to 3
+        log = [json.loads(line) for line in open(work / f"train-{family}" / "log.jsonl")]
+        assert [entry["step"] for entry in log if "fid" in entry] == evaluated
+        assert max(entry.get("step", 0) for entry in log) == 3
+    assert json.load(open(work / "fid" / "report.json"))
+
+
+def test_gpu_e2e_failed_stages_say_why_and_later_ones_still_run(bench, tmp_path):
+    gpu_e2e = bench("gpu_e2e")
+    python = sys.executable
+    stages = [gpu_e2e.Stage("broken", lambda: [python, "-c", "raise SystemExit('broken on purpose')"], 30),
+              gpu_e2e.Stage("needs the broken one", lambda: [python, "-c", "pass"], 30, [str(tmp_path / "absent")]),
+              gpu_e2e.Stage("hangs", lambda: [python, "-c", "import time; time.sleep(60)"], 5),
+              gpu_e2e.Stage("independent", lambda: [python, "-c", "print('fine')"], 30)]
+    out, logs = tmp_path / "e2e.md", tmp_path / "logs"
+    logs.mkdir()
+    out.write_text(gpu_e2e.TABLE_HEADER)
+    gpu_e2e.run_plan(stages, str(out), str(logs), dict(os.environ), 100, str(tmp_path))
+    rows = e2e_rows(out)
+    assert rows["broken"][3] == "failed: exit status 1: broken on purpose"
+    assert rows["needs the broken one"][3].startswith(f"skipped: {tmp_path / 'absent'} is missing")
+    assert rows["hangs"][3] == "failed: timed out after 5 s" and 5 <= rows["hangs"][1] < 15
+    assert rows["independent"][3] == "ok"
+    assert "fine" in open(logs / "04-independent.log").read()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+def test_gpu_e2e_without_gpu_says_so_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "gpu_e2e.py"), "--out", str(tmp_path / "e.md")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "no CUDA GPU" in result.stderr
+    assert not (tmp_path / "e.md").exists()
 
 
 def test_batch_halves_on_out_of_memory_and_says_so(bench, capsys, monkeypatch):
