@@ -69,7 +69,7 @@ class Sizes:
 # ~40 s starting and ending, and an evaluation ~22 s (mostly the FID's matrix square roots on the CPU)
 GPU = Sizes(classes=10, images_per_class=100, image_size=256, vae_blocks=(128, 256, 512, 512), vae_layers_per_block=2,
             vae_norm_groups=32, model_size="S/2", batch=256, first_steps=120, total_steps=200, log_every=25,
-            eval_samples=100, samples=1000, sampling_steps=50, sample_batch=50, workers=4)
+            eval_samples=100, samples=1000, sampling_steps=50, sample_batch=250, workers=4)
 TINY = Sizes(classes=2, images_per_class=8, image_size=32, vae_blocks=(8, 16, 16), vae_layers_per_block=1,
              vae_norm_groups=4, model_size="Mini/2", batch=4, first_steps=2, total_steps=3, log_every=1,
              eval_samples=8, samples=8, sampling_steps=2, sample_batch=4, workers=0)
@@ -212,7 +212,7 @@ def sampling_stages(paths: Paths, sizes: Sizes, device: list[str], extra_sample_
     score = lambda: [python, "-m", "fid", "calc", samples_to_score(paths.samples), "--ref", paths.reference,  # noqa: E731
                      "--out-dir", paths.fid, "--no-progress", "--cache-dir", paths.fid_cache, *device]
     return [
-        # 14-26 images/s in float32 today (GPU.md; an H200): 1,000 images in 40-80 s; a timeout keeps what was made
+        # an H200: 26 images/s with start-up (bf16, batch 50): 1,000 images in ~40 s; a timeout keeps what was made
         Stage(f"sample {sizes.samples:,} images, DDIM {sizes.sampling_steps}, guidance 1.5", lambda: sample, 100,
               [model], lambda s: per_second(count_images(paths.samples), s)),
         Stage("fid calc", score, 60, [paths.samples, paths.reference, paths.inception],
