@@ -84,3 +84,19 @@ def test_sample_records_the_resolved_precision_and_times_its_stages(tmp_path, di
         assert json.load(handle)["precision"] == "tf32"
     with np.load(tmp_path / "auto" / "samples.npz") as a, np.load(tmp_path / "tf32" / "samples.npz") as b:
         np.testing.assert_array_equal(a["arr_0"], b["arr_0"])  # TF32 is a no-op on the CPU
+
+
+def test_compile_compiles_the_forward_that_guidance_calls(tmp_path, dit_export, monkeypatch):
+    compiled = []
+
+    def recording_compile(function, **options):  # stands in for torch.compile: the wiring, not Inductor
+        compiled.append(function)
+        return function
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    common = ["--ckpt", dit_export, "--vae", "none", "--sampler", "ddim", "--num-sampling-steps", "2",
+              "--class-labels", "1", "2"]
+    sample.main([*common, "--output", str(tmp_path / "plain.png")])
+    assert not compiled
+    sample.main([*common, "--output", str(tmp_path / "compiled.png"), "--compile"])
+    assert len(compiled) == 1 and compiled[0].__name__ == "forward"  # the bound forward forward_with_cfg calls

@@ -128,6 +128,7 @@ def test_the_digits_train_at_their_own_size_with_no_workers(tmp_path):
     with open(tmp_path / "args.json") as handle:
         args = json.load(handle)
     assert (args["image_size"], args["num_workers"]) == (gen_args.DIGITS_IMAGE_SIZE, 0)  # not 256 px, 4 workers
+    assert args["precision"] == "fp32"  # --precision auto, resolved for the CPU: what grids and samples used
     export = tmp_path / "model.safetensors"
     assert load_pretrained(export).config.input_size == gen_args.DIGITS_IMAGE_SIZE  # pixels: no VAE
     assert read_settings(export)["sampler"] == dict(num_sampling_steps=2, cfg_scale=1.5, mode="ODE",
