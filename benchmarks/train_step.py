@@ -29,8 +29,6 @@ import statistics
 import sys
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
@@ -46,6 +44,7 @@ from common import (  # noqa: E402
 
 from gen.diffusion import create_diffusion  # noqa: E402
 from gen.models import create_model, load_official_state_dict, model_config, set_vca_kernels  # noqa: E402
+from gen.models.flops import forward_flops_per_image  # noqa: E402
 from gen.models.vca import KERNELS  # noqa: E402
 from gen.models.zoo import NAME_PATTERN  # noqa: E402
 from gen.training import DiffusionLoss  # noqa: E402
@@ -57,14 +56,9 @@ GPU_TOKENS_PER_STEP = {"Mini": 65536, "S": 65536, "B": 32768, "L": 16384, "XL": 
 DENSE_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
 
-def forward_flops_per_image(name: str, input_size: int) -> int:
-    """Forward FLOPs of one image, counted on the meta device with attention decomposed into matmuls."""
-    with torch.device("meta"):
-        model = create_model(name, input_size=input_size)
-        x, t, y = torch.randn(1, 4, input_size, input_size), torch.zeros(1, dtype=torch.long), torch.zeros(1).long()
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        model(x, t, y)
-    return counter.get_total_flops()
+def forward_flops_of(name: str, input_size: int) -> int:
+    """Forward FLOPs of one image of `name` at an ImageNet latent size (gen.models.flops counts them)."""
+    return forward_flops_per_image(model_config(name, input_size=input_size))
 
 
 def default_batch(name: str, image_size: int, device: torch.device) -> int:
@@ -205,7 +199,7 @@ def measure_pair(base, image_size, batch, device, dtype, backend, args) -> dict:
 @functools.cache
 def flops_or_none(name: str, input_size: int):
     try:
-        return forward_flops_per_image(name, input_size)
+        return forward_flops_of(name, input_size)
     except Exception:  # a model the counter cannot trace still gets its time
         return None
 

@@ -53,6 +53,18 @@ def metric_by_step(log: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray
     return steps, np.array([by_step[step] for step in steps], dtype=np.float64)
 
 
+def metric_by_budget(log: list[dict], metric: str, budget: str = "step") -> tuple[np.ndarray, np.ndarray]:
+    """(budget values, metric values) of the lines holding both, in step order: FID against `train_seconds` or
+    `train_flops` (gen/training/budget.py) as well as steps; a step logged twice keeps its last line."""
+    by_step = {}
+    for record in log:
+        spent, value = record.get(budget), record.get(metric)
+        if "step" in record and all(isinstance(v, (int, float)) and math.isfinite(v) for v in (spent, value)):
+            by_step[int(record["step"])] = (float(spent), float(value))
+    pairs = [by_step[step] for step in sorted(by_step)]
+    return np.array([p[0] for p in pairs], dtype=np.float64), np.array([p[1] for p in pairs], dtype=np.float64)
+
+
 def smooth(values: np.ndarray, weight: float = LOSS_SMOOTHING) -> np.ndarray:
     """Debiased exponential moving average (tensorboard's rule: divide by 1 - weight^k after k points), so every
     smoothed value is a weighted mean of the points so far; weight 0 returns the values."""
@@ -185,6 +197,37 @@ def plot_metric_by_steps(runs: dict[str, list[list[dict]]], metric: str, out_png
                          smoothing: float = 0.0, log_y: bool | None = None) -> str:
     """The PNG of metric_by_steps_figure (for the loss: smoothing=LOSS_SMOOTHING, log_y=True)."""
     return save_figure(metric_by_steps_figure(runs, metric, title, smoothing=smoothing, log_y=log_y), out_png)
+
+
+def metric_by_budgets_figure(runs: dict[str, list[list[dict]]], metric: str, axes_labels: dict[str, str],
+                             ylabel: str) -> Figure:
+    """One panel per budget (`axes_labels` maps a log key such as "step" or "train_flops" to its axis label with
+    units), one line per run: seeds are not averaged, since they reach different times and FLOPs at a step."""
+    figure = Figure(figsize=(5.2 * len(axes_labels), 4.3), dpi=DPI, layout="constrained")
+    styles = model_styles(runs)
+    for axes, (budget, xlabel) in zip(figure.subplots(1, len(axes_labels), squeeze=False)[0], axes_labels.items(),
+                                      strict=True):
+        xs, ys = [], []
+        for name, logs in runs.items():
+            for index, log in enumerate(logs):
+                spent, values = metric_by_budget(log, metric, budget)
+                if not len(spent):
+                    continue
+                xs.append(spent)
+                ys.append(values)
+                axes.plot(spent, values, color=styles[name]["color"], linestyle=styles[name]["linestyle"],
+                          marker="o", markersize=3, linewidth=1, label=name if index == 0 else None)
+        if spans_decades(*xs):
+            axes.set_xscale("log")
+        if spans_decades(*ys):
+            axes.set_yscale("log")
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        axes.set_title(f"{ylabel} by {xlabel.split(' (')[0]}")
+        axes.grid(alpha=0.3)
+        if axes.lines:
+            axes.legend(title="one line per seed", fontsize="small", title_fontsize="small")
+    return figure
 
 
 def bars_figure(values_by_model: dict, ylabel: str, title: str | None = None, *, whiskers: bool = True) -> Figure:

@@ -7,7 +7,11 @@ The YAML names `models`, `seeds`, the `report_dir`, the flags every run shares (
 and per family (`family: {DiT: {...}, SiT: {...}}`), and the `launcher`: `python` (one run after another in
 a child process, here) or `accelerate` (each run through `accelerate launch` with `launch_args`, on GPUs).
 A finished run (its `model.safetensors` exists) is not repeated; an interrupted one resumes from its latest
-checkpoint. The report: `report.md`, `report.json` and PNG plots in `report_dir`.
+checkpoint. The report: `report.md`, `report.json` and PNG plots in `report_dir`: FID against steps, training
+seconds and training FLOPs, and each VCA model against its MHSA twin at the same step, time and FLOPs (FID
+curves interpolated linearly in the budget; a paired t interval over seeds; a verdict that also asks the
+difference to exceed the evaluation noise floor, measured on one run's final model over `noise_floor_seeds`
+sampling seeds, default 3, 0: not measured).
 """
 import json
 import math
@@ -24,12 +28,18 @@ from .cli import ArgumentParser, check_config, run_command
 from .errors import UserError
 from .files import atomic_open
 from .models.zoo import model_config
-from .plots import metric_label, plot_bars, plot_metric_by_steps, read_log
+from .noise_floor import measure_noise_floor
+from .plots import metric_by_budgets_figure, metric_label, plot_bars, plot_metric_by_steps, read_log, save_figure
+from .study_stats import BUDGETS, compare_twins
 from .training.checkpoint import list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {"DiT": "train_dit.py", "SiT": "train_sit.py"}
 REQUIRED = ("models", "seeds", "report_dir", "shared")
+NOISE_FLOOR_SEEDS = 3  # sampling seeds of the noise floor unless the study says `noise_floor_seeds`
+NOISE_FLOOR_FILE = "noise_floor.json"  # kept beside the report: --report-only does not measure it again
+BUDGET_AXES = {"step": "training step", "train_seconds": "training time (s; optimisation steps only)",
+               "train_flops": "training FLOPs (3 x forward x images)"}
 
 
 # -- the plan -----------------------------------------------------------------------------------------------------
@@ -51,6 +61,9 @@ def read_study(path) -> dict:
     check_run_flags(study, path)
     if study.get("launcher", "python") not in ("python", "accelerate"):
         raise UserError(f"study file {path}: launcher must be python or accelerate, got {study['launcher']!r}")
+    seeds = study.get("noise_floor_seeds", NOISE_FLOOR_SEEDS)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds == 1 or seeds < 0:
+        raise UserError(f"study file {path}: noise_floor_seeds must be 0 (not measured) or at least 2, got {seeds!r}")
     return study
 
 
@@ -164,6 +177,41 @@ def final_metric(summary, model, metric) -> dict[int, float]:
             if run["final"] is not None and run["final"].get(metric) is not None}
 
 
+def noise_floor(study) -> dict | None:
+    """The FID spread of the first model's first seed over the study's sampling seeds (measured once, then read
+    from report_dir); None when not asked for or the run is not finished."""
+    count = study.get("noise_floor_seeds", NOISE_FLOOR_SEEDS)
+    folder = run_dir(study, study["models"][0], study["seeds"][0])
+    if not count or not os.path.isfile(os.path.join(folder, "model.safetensors")):
+        return None
+    path = os.path.join(study["report_dir"], NOISE_FLOOR_FILE)
+    if os.path.isfile(path):
+        with open(path) as handle:
+            kept = json.load(handle)
+        if kept["run"] == folder and len(kept["sampling_seeds"]) == count:
+            return kept
+    print(f"study: measuring the evaluation noise floor on {folder} ({count} sampling seeds)", flush=True)
+    measured = measure_noise_floor(folder, list(range(count)))
+    os.makedirs(study["report_dir"], exist_ok=True)
+    with atomic_open(path, "w") as handle:
+        json.dump(measured, handle, indent=1)
+    return measured
+
+
+def twin_comparisons(study, summary, floor: dict | None) -> dict:
+    """{VCA model: {budget: compare_twins(...)}} for every VCA model whose MHSA twin is in the study."""
+    result = {}
+    for model in study["models"]:
+        twin = model.removesuffix("-VCA")
+        if model == twin or twin not in summary:
+            continue
+        logs = {name: {seed: run["log"] for seed, run in summary[name]["seeds"].items()} for name in (model, twin)}
+        result[model] = {"twin": twin, **{budget: compare_twins(logs[model], logs[twin], budget,
+                                                                floor["std"] if floor else None)
+                                          for budget in BUDGETS}}
+    return result
+
+
 def twin_differences(study, summary, metric="fid") -> dict:
     """Each VCA model against its MHSA twin, paired by seed: mean and std of (VCA - MHSA)."""
     result = {}
@@ -183,7 +231,8 @@ def write_plots(study, summary) -> dict[str, str]:
     folder, runs = study["report_dir"], {m: [run["log"] for run in summary[m]["seeds"].values()] for m in summary}
     fid_name = metric_label([record for logs in runs.values() for log in logs for record in log])
     pictures = {
-        "fid": plot_metric_by_steps(runs, "fid", os.path.join(folder, "fid.png"), f"{fid_name} during training"),
+        "fid": save_figure(metric_by_budgets_figure(runs, "fid", BUDGET_AXES, fid_name),
+                           os.path.join(folder, "fid_by_budget.png")),
         "loss": plot_metric_by_steps(runs, "loss", os.path.join(folder, "loss.png"), "training loss",
                                      smoothing=0.9, log_y=True),
         # no whiskers: the seeds' speeds differ by what else ran on the machine, not by the model
@@ -220,7 +269,40 @@ def format_value(value, digits=2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def report_markdown(study, summary, differences, pictures) -> str:
+def format_mean(values) -> str:
+    return format_value(statistics.fmean(values)) if values else "-"
+
+
+def format_budget(budget: str, value) -> str:
+    if value is None:
+        return "-"
+    return {"step": f"step {value:.0f}", "train_seconds": f"{value:.1f} s", "train_flops": f"{value:.3g} FLOPs"}[budget]
+
+
+def comparison_lines(comparisons: dict, floor: dict | None) -> list[str]:
+    """The table of VCA minus MHSA at the same step, time and FLOPs, with the method named."""
+    methods = sorted({entry["method"] for pair in comparisons.values() for budget, entry in pair.items()
+                      if budget in BUDGETS})
+    floor_text = (f"{floor['std']:.3g} (std of the FID of {os.path.basename(floor['run'])}'s final model over "
+                  f"{len(floor['sampling_seeds'])} sampling seeds: {', '.join(f'{f:.4g}' for f in floor['fids'])})"
+                  if floor else "not measured")
+    lines = ["", "VCA minus its MHSA twin at an equal budget (negative: VCA is better). Each run's FID curve is "
+             "interpolated linearly in the budget at the largest budget every run of the pair reached; the 95 % "
+             f"interval is a Student t interval on the per-seed paired differences ({'; '.join(methods) or 'none'}). "
+             f"Evaluation noise floor: {floor_text}. Verdict: a side is better only when the interval excludes 0 "
+             "and the mean difference exceeds the noise floor, else not separable.", "",
+             "| VCA model | MHSA twin | budget | compared at | VCA FID | MHSA FID | difference | 95 % interval | "
+             "verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for model, pair in comparisons.items():
+        for budget, entry in ((b, pair[b]) for b in BUDGETS):
+            interval = (f"{entry['low']:.2f} .. {entry['high']:.2f}" if entry["low"] is not None else entry["method"])
+            lines.append(f"| {model} | {pair['twin']} | {BUDGETS[budget]} | {format_budget(budget, entry['at'])} | "
+                         f"{format_mean(entry.get('vca'))} | {format_mean(entry.get('mhsa'))} | "
+                         f"{format_value(entry['mean'])} | {interval} | {entry['verdict']} |")
+    return lines
+
+
+def report_markdown(study, summary, differences, pictures, comparisons=None, floor=None) -> str:
     lines = [f"# Study: {study.get('name', 'VCA vs MHSA')}", "",
              f"Models {', '.join(study['models'])}; seeds {study['seeds']}; every run the same flags: "
              f"`{' '.join(flags(study['shared']))}`.", "",
@@ -238,6 +320,7 @@ def report_markdown(study, summary, differences, pictures) -> str:
     for model, difference in differences.items():
         lines.append(f"| {model} | {difference['twin']} | {format_value(difference['mean'])} +- "
                      f"{format_value(difference['std'])} | {difference['seeds']} |")
+    lines += comparison_lines(comparisons or {}, floor)
     lines += [""] + [f"![{name}]({path})" for name, path in pictures.items()]
     return "\n".join(lines) + "\n"
 
@@ -245,17 +328,20 @@ def report_markdown(study, summary, differences, pictures) -> str:
 def write_report(study) -> str:
     summary = summarise(study)
     differences = twin_differences(study, summary)
+    floor = noise_floor(study)
+    comparisons = twin_comparisons(study, summary, floor)
     os.makedirs(study["report_dir"], exist_ok=True)
     pictures = write_plots(study, summary)
     plain = {model: {"parameters": entry["parameters"],
                      "seeds": {seed: {"final": run["final"], "images_per_sec": run["images_per_sec"]}
                                for seed, run in entry["seeds"].items()}} for model, entry in summary.items()}
     with atomic_open(os.path.join(study["report_dir"], "report.json"), "w") as handle:
-        json.dump({"study": study, "models": plain, "vca_minus_mhsa_fid": differences, "pictures": pictures},
+        json.dump({"study": study, "models": plain, "vca_minus_mhsa_fid": differences,
+                   "vca_minus_mhsa_at_equal_budget": comparisons, "noise_floor": floor, "pictures": pictures},
                   handle, indent=1)
     path = os.path.join(study["report_dir"], "report.md")
     with atomic_open(path, "w") as handle:
-        handle.write(report_markdown(study, summary, differences, pictures))
+        handle.write(report_markdown(study, summary, differences, pictures, comparisons, floor))
     return path
 
 

@@ -35,6 +35,27 @@ def check_evaluation_arguments(args):
         raise UserError(f"--eval-ref {args.eval_ref} not found; pass an ADM-layout .npz")
 
 
+def evaluation_reference(args, features: str):
+    """The reference the evaluations score against: --eval-ref, else the real digits at the run's size."""
+    if args.eval_ref is not None:
+        from fid.reference import load_reference
+
+        return load_reference(args.eval_ref, features)
+    from fid.digits import real_digits_reference
+
+    return real_digits_reference(args.image_size)
+
+
+def score_images(images, labels, reference, extractor, features: str) -> dict:
+    """The logged metrics of `images` (uint8 NHWC) against `reference`, as one evaluation line holds them."""
+    from fid.pipeline import compute_metrics
+
+    result = compute_metrics(images, reference, extractor=extractor, labels=labels, progress=False, kid=False,
+                             num_workers=0)
+    metrics = {key: result[key] for key in LOGGED_METRICS if result.get(key) is not None}
+    return {"eval_samples": len(images), "eval_features": features, **metrics}
+
+
 def evaluated_steps(results_dir) -> set[int]:
     """Steps whose evaluation log.jsonl already holds (a resumed run does not repeat them)."""
     path = os.path.join(results_dir, "log.jsonl")
@@ -56,17 +77,7 @@ class Evaluator:
             from fid.networks import build_extractor
 
             self.extractor = build_extractor(self.features, device=run.accelerator.device)
-            self.reference = self.load_reference()
-
-    def load_reference(self):
-        args = self.run.args
-        if args.eval_ref is not None:
-            from fid.reference import load_reference
-
-            return load_reference(args.eval_ref, self.features)
-        from fid.digits import real_digits_reference
-
-        return real_digits_reference(args.image_size)
+            self.reference = evaluation_reference(args, self.features)
 
     def due(self, step: int) -> bool:
         every = self.run.args.eval_every
@@ -81,7 +92,7 @@ class Evaluator:
             labels = np.concatenate([share[1] for share in shares if share is not None])
             order = np.argsort(self.indices(args.eval_samples, run.accelerator.num_processes), kind="stable")
             metrics = self.score(images[order], labels[order])
-            run.log.metrics(step, metrics)
+            run.log.metrics(step, {**metrics, **run.budget.record()})  # FID on the time and FLOP axes too
             self.done.add(step)
         run.accelerator.wait_for_everyone()
 
@@ -102,9 +113,4 @@ class Evaluator:
                                            precision=args.precision)
 
     def score(self, images, labels) -> dict:
-        from fid.pipeline import compute_metrics
-
-        result = compute_metrics(images, self.reference, extractor=self.extractor, labels=labels, progress=False,
-                                 kid=False, num_workers=0)
-        metrics = {key: result[key] for key in LOGGED_METRICS if result.get(key) is not None}
-        return {"eval_samples": len(images), "eval_features": self.features, **metrics}
+        return score_images(images, labels, self.reference, self.extractor, self.features)

@@ -35,10 +35,12 @@ from ..errors import UserError
 from ..export import load_weights, save_pretrained
 from ..files import FolderInUse, lock_folder, release_folder
 from ..models import create_model, set_vca_kernels
+from ..models.flops import forward_flops_per_image
 from ..models.zoo import model_config
 from ..plots import write_curves
 from ..sampling import grid_classes, resolve_precision
 from ..vae import encode, latent_shape, load_vae
+from .budget import TrainingBudget
 from .checkpoint import (
     CHECKPOINTS,
     TRAINING_STATE,
@@ -165,6 +167,7 @@ class TrainingRun:
     shape: tuple[int, int]
     settings: dict  # what exports record besides the config: the VAE, the diffusion/transport and sampler settings
     evaluator: Evaluator | None = None
+    budget: TrainingBudget | None = None  # seconds and FLOPs spent on steps so far, on every log row
 
 
 class Window:
@@ -210,7 +213,7 @@ def shows_progress(args) -> bool:
     return sys.stderr.isatty() if args.progress_bar is None else args.progress_bar
 
 
-def log_window(accelerator, log, window, step, *, grad_norm, lr, skipped_total, device):
+def log_window(accelerator, log, window, step, *, grad_norm, lr, skipped_total, device, budget):
     totals = accelerator.reduce(torch.stack([window.loss_sum.float(), torch.tensor(float(window.images), device=device),
                                              torch.tensor(float(window.skipped), device=device)]), reduction="sum")
     per_process = accelerator.gather(torch.tensor([window.batch_size], device=device)).tolist()
@@ -225,6 +228,7 @@ def log_window(accelerator, log, window, step, *, grad_norm, lr, skipped_total, 
         "peak_memory_gb": peak_memory_gb(device),
         "batch_per_process": per_process,
         "skipped_images": skipped_total + int(totals[2].item()),
+        **budget.record(),
     })
     return skipped_total + int(totals[2].item()), loss
 
@@ -238,6 +242,7 @@ def train_steps(run, start_step: int, max_steps: int):
     window = Window(device)
     bar = progress_bar(args, accelerator, start_step, max_steps)
     model.train()
+    run.budget.start()
     while step < max_steps:
         epoch, batch_in_epoch = divmod(step, sampler.steps_per_epoch)
         sampler.set_position(epoch, batch_in_epoch)
@@ -262,26 +267,37 @@ def train_steps(run, start_step: int, max_steps: int):
             step += 1
             window.add(loss, len(x), len(skipped))
             bar.update(1)
+            run.budget.add_step(args.global_batch_size)
+            pause = (log_now or step % args.ckpt_every == 0 or step == max_steps or sampling_due(args, step)
+                     or (run.evaluator is not None and run.evaluator.due(step)))
+            if pause:  # what follows is not training: its time stays out of train_seconds
+                run.budget.stop()
 
             if log_now:
                 check_finite(accelerator, window, step, run.results_dir, last_checked)
                 skipped_total, shown = log_window(accelerator, log, window, step, grad_norm=grad_norm,
                                                   lr=optimizer.param_groups[0]["lr"], skipped_total=skipped_total,
-                                                  device=device)
+                                                  device=device, budget=run.budget)
                 bar.set_postfix(loss=f"{shown:.4f}", refresh=False)
                 last_checked, window = step, Window(device)
             if step % args.ckpt_every == 0 or step == max_steps:
                 check_finite(accelerator, window, step, run.results_dir, last_checked)
                 save(run, step)
                 unrated = step
-            if args.sample_every and step % args.sample_every == 0:
+            if sampling_due(args, step):
                 grid(run, os.path.join(run.results_dir, "samples", f"step-{step:07d}.png"), step)
             if run.evaluator is not None and run.evaluator.due(step):
                 evaluate(run, step)
             if step >= max_steps:
                 break
+            if pause:
+                run.budget.start()
     bar.close()
     return step
+
+
+def sampling_due(args, step: int) -> bool:
+    return bool(args.sample_every) and step % args.sample_every == 0
 
 
 def forward_backward(run, x, y):
@@ -311,7 +327,8 @@ def save(run, step: int):
     sampler = run.sampler
     epoch, batch_in_epoch = divmod(step, sampler.steps_per_epoch)
     state = dict(epoch=epoch, batch_in_epoch=batch_in_epoch, global_batch_size=sampler.global_batch_size,
-                 dataset_size=sampler.dataset_size, global_seed=run.args.global_seed, args=vars(run.args))
+                 dataset_size=sampler.dataset_size, global_seed=run.args.global_seed, args=vars(run.args),
+                 **run.budget.record())
     try:
         path = save_checkpoint(run.accelerator, run.results_dir, step, run.ema, state, run.settings)
     # torch's zip writer reports a full disk as a RuntimeError, safetensors (the first files written) as its own error
@@ -391,6 +408,11 @@ def resume(run, path) -> int:
                             f"cannot be restored. Resume with the same data and --global-batch-size")
     run.log.info(f"resumed from {path} at step {state['step']} (epoch {state['epoch']}, "
                  f"batch {state['batch_in_epoch']})")
+    if "train_seconds" in state:
+        run.budget.seconds = state["train_seconds"]
+        run.budget.flops = state["train_flops"] if run.budget.flops is not None else None
+    else:  # a checkpoint from before budgets were recorded
+        run.log.warning(f"{path} records no train_seconds/train_flops: they count from this checkpoint on")
     return state["step"]
 
 
@@ -409,6 +431,18 @@ def finish(run, step: int):
                           seed=args.global_seed, precision=args.precision, progress=shows_progress(args))
         log.info(f"wrote {args.final_samples} samples to {path} in {time.perf_counter() - start:.1f} s")
     accelerator.wait_for_everyone()
+
+
+def count_forward_flops(model, log) -> int | None:
+    """Forward FLOPs per image of the model's config (once per run, on the meta device); None when the counter
+    cannot trace it: the run trains and logs train_flops as null."""
+    try:
+        flops = forward_flops_per_image(model.config)
+    except Exception as error:  # noqa: BLE001 - a missing count must not stop a training run
+        log.warning(f"FLOPs not counted ({' '.join(str(error).split())[:200]}): train_flops is logged as null")
+        return None
+    log.info(f"forward FLOPs per image: {flops:,} (train_flops adds 3x that per image trained)")
+    return flops
 
 
 def train(args, *, family: str, loss_fn, sample_fn, process: dict):
@@ -477,6 +511,7 @@ def train_in_folder(args, accelerator, log, results_dir, *, family, loss_fn, sam
     run = TrainingRun(accelerator, args, log, model, raw_model, ema, optimizer, sampler, loader, vae, from_latents,
                       loss_fn, sample_fn, results_dir, shape, settings=dict(vae=args.vae, process=process,
                                                                             sampler=sampler_record(args, family)))
+    run.budget = TrainingBudget(accelerator.device, count_forward_flops(raw_model, log))
     start_step = resume(run, resume_path) if resume_path else 0
 
     source = args.latents or args.data_path or "the built-in scikit-learn digits"

@@ -1,0 +1,49 @@
+"""The evaluation's own noise: one trained model's FID under several sampling seeds, scored exactly as the run's
+evaluations were (its sampler, guidance, sample count, feature network and reference). A FID difference
+smaller than the spread of these scores cannot be told from the choice of sampling seed.
+
+    measure_noise_floor("results/study-digits/runs/SiT-Mini-2-seed0", seeds=[0, 1, 2])   # {"fids", "std", ...}
+"""
+import argparse
+import json
+import os
+import statistics
+
+import torch
+
+from .args import sampler_from_args
+from .errors import UserError
+from .export import load_pretrained, read_settings
+from .sampling import resolve_precision, samples_in_memory
+from .training.evaluation import evaluation_features, evaluation_reference, score_images
+from .vae import load_vae
+
+
+def measure_noise_floor(run_dir, seeds: list[int], device=None) -> dict:
+    """FID of the run's final export under each sampling seed, and their standard deviation (the noise floor)."""
+    export, args_path = os.path.join(run_dir, "model.safetensors"), os.path.join(run_dir, "args.json")
+    if not (os.path.isfile(export) and os.path.isfile(args_path)):
+        raise UserError(f"the noise floor needs a finished run: {export} or {args_path} is missing; train it first")
+    if len(seeds) < 2:
+        raise UserError(f"the noise floor needs at least 2 sampling seeds, got {seeds}")
+    with open(args_path) as handle:
+        args = argparse.Namespace(**json.load(handle))
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_pretrained(export, device)
+    settings = read_settings(export)
+    sample_fn = sampler_from_args(args, model.config.family, settings.get("process") or {})
+    vae = load_vae(args.vae, device)
+    features = evaluation_features(args)
+    from fid.networks import build_extractor
+
+    extractor, reference = build_extractor(features, device=device), evaluation_reference(args, features)
+    fids = []
+    for seed in seeds:
+        images, labels = samples_in_memory(model, vae, sample_fn, latent_shape=(model.config.in_channels,
+                                                                                model.config.input_size),
+                                           cfg_scale=args.cfg_scale, device=device, count=args.eval_samples,
+                                           seed=seed, batch_size=args.eval_batch_size,
+                                           precision=resolve_precision(args.precision, device))
+        fids.append(score_images(images, labels, reference, extractor, features)["fid"])
+    return {"run": os.fspath(run_dir), "sampling_seeds": list(seeds), "fids": fids, "std": statistics.stdev(fids),
+            "eval_samples": args.eval_samples, "eval_features": features}
