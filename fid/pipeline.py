@@ -1,6 +1,7 @@
 """`compute_metrics`: samples + reference -> every metric, for the command line and for library callers."""
 
 import contextlib
+import json
 import os
 import time
 import warnings
@@ -128,8 +129,21 @@ def compute_metrics(samples, ref, inception_weights=None, device=None, batch_siz
         feature_extractor=extractor.description(), feature_weights=os.path.abspath(extractor.weights_path),
         feature_weights_sha256=extractor.weights_sha256, device=str(extractor.device),
         **tf32_settings(extractor.device), versions=library_versions(),
-        seconds=round(timings["total"], 2), timings=timings)
+        seconds=round(timings["total"], 2), timings=timings, **sampling_record(samples))
     return result
+
+
+def sampling_record(samples) -> dict:
+    """What sample.py recorded beside a samples file (its folder's sample_settings.json): the precision the
+    images were made in, and every setting, so the report says how its samples were made; None elsewhere."""
+    folder = os.path.dirname(os.fspath(samples)) if isinstance(samples, str | os.PathLike) else None
+    path = None if folder is None else os.path.join(folder, "sample_settings.json")
+    try:
+        with open(path) as handle:
+            settings = json.load(handle)
+    except (TypeError, OSError, ValueError):  # no path, no file, or not JSON: nothing to report
+        return {"sampling_precision": None, "sample_settings": None}
+    return {"sampling_precision": settings.get("precision"), "sample_settings": settings}
 
 
 @contextlib.contextmanager

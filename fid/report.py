@@ -15,6 +15,7 @@ PROVENANCE_ROWS = (
     ("precision_recall_distances", "P/R distances"), ("feature_network", "feature network"),
     ("feature_extractor", "feature extractor"), ("feature_weights", "weights"),
     ("feature_weights_sha256", "weights sha256"),
+    ("sampling_precision", "samples made in (sample.py --precision)"),
     ("device", "device"), ("tf32_convolutions", "TF32 convolutions"), ("tf32_matmul", "TF32 matmuls"),
     ("versions", "versions"), ("seconds", "time (s)"))
 
@@ -44,10 +45,12 @@ def format_value(key, value, result):
 
 def report_rows(result):
     rows = [(label or result["fid_label"], format_value(key, result[key], result)) for key, label in METRIC_ROWS]
-    return rows + [(label, format_provenance(result[key])) for key, label in PROVENANCE_ROWS]
+    return rows + [(label, format_provenance(result.get(key), key)) for key, label in PROVENANCE_ROWS]
 
 
-def format_provenance(value):
+def format_provenance(value, key=None):
+    if value is None and key == "sampling_precision":
+        return "unknown (no sample_settings.json beside the samples)"
     if isinstance(value, dict):  # library versions
         return ", ".join(f"{name} {version}" for name, version in value.items())
     return "on" if value is True else "off" if value is False else str(value)

@@ -22,7 +22,7 @@ import fid.weights
 from fid import compute_metrics, load_reference
 from fid.cli import main
 from fid.features import InceptionFeatures
-from fid.pipeline import reference_statistics
+from fid.pipeline import reference_statistics, sampling_record
 
 NUM_IMAGES = 8
 REPORT_KEYS = {"fid_label", "num_samples", "fid", "sfid", "inception_score", "inception_score_std",
@@ -30,7 +30,7 @@ REPORT_KEYS = {"fid_label", "num_samples", "fid", "sfid", "inception_score", "in
                "class_accuracy", "class_accuracy_per_class", "samples", "reference", "reference_sha256",
                "reference_num_images", "reference_statistics", "feature_network", "feature_extractor",
                "feature_weights", "feature_weights_sha256", "device", "tf32_convolutions", "tf32_matmul", "versions",
-               "seconds", "timings"}
+               "seconds", "timings", "sampling_precision", "sample_settings"}
 STAGES = ["features_samples", "features_reference", "statistics", "fid", "sfid", "inception_score",
           "precision_recall", "kid", "class_accuracy", "total"]
 
@@ -244,3 +244,14 @@ def test_a_reference_with_only_arr_0_gets_statistics_from_its_images(pipeline, m
     for mine, written in zip(computed, (full.mu, full.sigma, full.mu_s, full.sigma_s), strict=True):
         np.testing.assert_allclose(mine, written, rtol=1e-4, atol=1e-6 * np.abs(written).max())
     assert scores["precision"] == report["precision"] and scores["sfid"] is not None
+
+
+def test_the_report_says_which_precision_the_samples_were_made_in(pipeline, tmp_path):
+    root, _, report = pipeline
+    assert report["sampling_precision"] is None and report["sample_settings"] is None  # no sample.py record
+    with open(root / "report.md") as file:
+        assert "unknown (no sample_settings.json beside the samples)" in file.read()
+    (tmp_path / "sample_settings.json").write_text(json.dumps({"precision": "bf16", "sampler": "ddim"}))
+    assert sampling_record(tmp_path / "samples.npz") == {
+        "sampling_precision": "bf16", "sample_settings": {"precision": "bf16", "sampler": "ddim"}}
+    assert sampling_record(np.zeros((2, 8, 8, 3), np.uint8))["sampling_precision"] is None  # an array: no folder
