@@ -24,7 +24,7 @@ FIXED_ON_RESUME = ("model", "data_path", "latents", "image_size", "num_classes",
                    "global_batch_size", "global_seed", "class_dropout_prob", "noise_schedule", "use_kl",
                    "sigma_small", "predict_xstart", "learn_sigma", "rescale_learned_sigmas", "diffusion_steps",
                    "path_type", "prediction", "loss_weight", "train_eps")
-APPLIED_ON_RESUME = ("lr", "weight_decay", "ema_decay", "max_grad_norm")
+APPLIED_ON_RESUME = ("lr", "warmup_steps", "weight_decay", "ema_decay", "max_grad_norm")
 # DiT's create_diffusion and SiT's create_transport defaults: what a training script uses unless told otherwise
 DIFFUSION_DEFAULTS = dict(noise_schedule="linear", use_kl=False, sigma_small=False, predict_xstart=False,
                           learn_sigma=True, rescale_learned_sigmas=False, diffusion_steps=1000)
@@ -226,6 +226,8 @@ def add_training_flags(parser, family: str):
     model.add_argument("--epochs", type=int, default=None, help="stop after this many epochs (and/or --max-steps)")
     model.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
     model.add_argument("--lr", type=float, default=1e-4)
+    model.add_argument("--warmup-steps", type=int, default=0,
+                       help="raise the learning rate linearly to --lr over this many steps (0: none, as DiT)")
     model.add_argument("--weight-decay", type=float, default=0.0)
     model.add_argument("--ema-decay", type=float, default=0.9999)
     model.add_argument("--max-grad-norm", type=float, default=None, help="clip the gradient norm (off by default)")
@@ -319,7 +321,7 @@ def check_training_arguments(args, family: str):
         if not os.path.exists(args.init_from):
             raise UserError(f"--init-from {args.init_from} not found; pass an export (.safetensors), a checkpoint "
                             f"folder or an official DiT/SiT .pt")
-    checks.at_least(args, 0, "sample_every", "final_samples", "num_workers", "eval_every")
+    checks.at_least(args, 0, "sample_every", "final_samples", "num_workers", "eval_every", "warmup_steps")
     checks.at_least(args, 4, "eval_samples")  # precision/recall compare 3 nearest neighbours
     checks.at_least(args, 1, "eval_batch_size")
     checks.positive(args, "lr", "max_grad_norm")

@@ -6,6 +6,9 @@ import pytest
 import yaml
 
 from gen import study as study_module
+from gen.args import add_training_flags
+from gen.cli import ArgumentParser
+from gen.models.zoo import model_config
 from gen.errors import UserError
 
 
@@ -170,3 +173,17 @@ def test_twins_compare_at_the_same_step_time_and_flops():
     assert at_time["vca"] == pytest.approx([40.0, 42.0]) and at_time["mhsa"] == pytest.approx([30.0, 33.0])
     at_flops = compare_twins(vca, mhsa, "train_flops", noise_floor=1.0)
     assert at_flops["at"] == 4e11 and at_flops["vca"][0] == pytest.approx(40 - 20 * (400 - 300) / 300)
+
+
+def test_the_digits_preset_is_stabilised_and_its_runs_parse(tmp_path):
+    """The preset itself at test size: warm-up and clipping for every run, and each run's command line is one
+    that train_dit.py / train_sit.py accept (checked, not trained)."""
+    study = study_module.read_study("configs/study-digits.yaml")
+    assert study["shared"]["warmup_steps"] > 0 and study["shared"]["max_grad_norm"] > 0
+    study["report_dir"] = str(tmp_path)
+    study_module.check_run_flags(study, "configs/study-digits.yaml")
+    for model in study["models"]:
+        command = study_module.run_command_line(study, model, seed=0)
+        family = model_config(model).family
+        parsed = add_training_flags(ArgumentParser(), family).parse_args(command[2:])  # past python, the script
+        assert (parsed.model, parsed.warmup_steps, parsed.max_grad_norm) == (model, 100, 1.0)

@@ -18,6 +18,7 @@ from gen import save_pretrained
 from gen.export import CheckpointError, load_pretrained, read_settings
 from gen.training.checkpoint import list_checkpoints
 from gen.training.loop import forward_backward
+from gen.training.schedule import learning_rate
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 QUICK = ["--model", "SiT-Mini/4", "--image-size", "16", "--num-classes", "3", "--global-batch-size", "4",
@@ -149,3 +150,14 @@ def test_data_defaults_and_workers_capped_at_the_cpus(monkeypatch, data_path, gi
     notes = gen_args.fill_data_defaults(args)
     assert (args.image_size, args.num_workers) == expected
     assert bool(notes) == (given == 8)
+
+
+def test_warmup_raises_the_rate_linearly_and_a_resume_continues_it(image_folder, tmp_path):
+    assert [learning_rate(step, 1e-3, 4) for step in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert learning_rate(0, 1e-3) == 1e-3  # no warm-up: DiT's constant rate from the first step
+    run(image_folder, tmp_path, "--max-steps", "2", "--ckpt-every", "2", "--lr", "1e-3", "--warmup-steps", "4")
+    run(image_folder, tmp_path, "--max-steps", "5", "--ckpt-every", "5", "--lr", "1e-3", "--warmup-steps", "4",
+        "--resume", "latest")
+    with open(tmp_path / "log.jsonl") as handle:
+        rates = [row["lr"] for row in map(json.loads, handle) if "lr" in row]
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])  # steps 1-2, then 3-5 after the resume

@@ -57,6 +57,7 @@ from .ema import create_ema, update_ema
 from .evaluation import Evaluator, check_evaluation_arguments
 from .log import TrainingLog, peak_memory_gb
 from .samples import write_grid, write_samples_npz
+from .schedule import learning_rate, set_learning_rate
 
 
 class TrainingError(UserError, RuntimeError):
@@ -262,6 +263,7 @@ def train_steps(run, start_step: int, max_steps: int):
             log_now = (step + 1) % args.log_every == 0
             if args.max_grad_norm or log_now:  # the norm needs a pass over all gradients: only when used
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
+            set_learning_rate(optimizer, learning_rate(step, args.lr, args.warmup_steps))
             optimizer.step()
             update_ema(run.ema, run.raw_model, args.ema_decay)
             step += 1
