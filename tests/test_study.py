@@ -8,8 +8,8 @@ import yaml
 from gen import study as study_module
 from gen.args import add_training_flags
 from gen.cli import ArgumentParser
-from gen.models.zoo import model_config
 from gen.errors import UserError
+from gen.models.zoo import model_config
 
 
 @pytest.fixture

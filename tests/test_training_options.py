@@ -153,7 +153,8 @@ def test_data_defaults_and_workers_capped_at_the_cpus(monkeypatch, data_path, gi
 
 
 def test_warmup_raises_the_rate_linearly_and_a_resume_continues_it(image_folder, tmp_path):
-    assert [learning_rate(step, 1e-3, 4) for step in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    rates = [learning_rate(step, 1e-3, 4) for step in range(6)]
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
     assert learning_rate(0, 1e-3) == 1e-3  # no warm-up: DiT's constant rate from the first step
     run(image_folder, tmp_path, "--max-steps", "2", "--ckpt-every", "2", "--lr", "1e-3", "--warmup-steps", "4")
     run(image_folder, tmp_path, "--max-steps", "5", "--ckpt-every", "5", "--lr", "1e-3", "--warmup-steps", "4",
