@@ -12,11 +12,12 @@ that contradicts the file fails. See docs/sampling.md.
 import os
 import time
 
-import torch
 from accelerate import Accelerator
 
-from gen import checks, load_pretrained, sampling
+from gen import checks, sampling
 from gen.args import (
+    DIFFUSION_DEFAULTS,
+    TRANSPORT_DEFAULTS,
     add_diffusion_flags,
     add_guidance_flags,
     add_precision_flag,
@@ -25,16 +26,14 @@ from gen.args import (
     add_vae_flags,
     add_vca_kernels_flag,
     family_keys,
-    recorded_process,
+    fill_sampling_defaults,
     sampler_from_args,
     use_family_flags,
 )
 from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.errors import UserError
-from gen.export import read_settings
-from gen.models import set_vca_kernels
+from gen.sampling.loading import load_for_sampling
 from gen.sampling.timing import stage_summary
-from gen.vae import DEFAULT_VAE, load_vae
 
 DIT_GRID_LABELS = [207, 360, 387, 974, 88, 979, 417, 279]  # DiT's sample.py classes, for ImageNet models
 
@@ -77,57 +76,18 @@ def build_parser():
 
 
 # -- what the weights file says, and the flags that may not contradict it ----------------------------------------
-def resolve_vae(args, recorded, official=False):
-    """The VAE: the flag, else the file's (read_settings: "none" for an unrecorded RGB model), else DiT's. Pixels
-    and latents cannot be swapped; two SD-VAEs can (their encoders are the same; DiT samples with either decoder)."""
-    if args.vae is None:
-        return recorded or DEFAULT_VAE
-    if official and args.vae == "none":
-        raise UserError(f"--vae none does not fit {args.ckpt}: official DiT/SiT .pt checkpoints are latent models; "
-                        f"drop --vae (sd-vae-ft-ema) or pass --vae mse")
-    if recorded is not None and (recorded == "none") != (args.vae == "none"):
-        raise UserError(f"--vae {args.vae} contradicts {args.ckpt}, trained with --vae {recorded}; drop --vae")
-    return args.vae
-
-
-def resolve_process(args, model, recorded):
-    """The diffusion (DiT) or transport (SiT) settings: the file's, else the family's defaults, with flags
-    allowed only where they agree with the file."""
-    known = recorded_process(model, recorded)
-    process = {}
-    for key, value in known.items():
-        flag = getattr(args, key)
-        if flag is not None and flag != value and (recorded is not None or key == "learn_sigma"):
-            raise UserError(f"--{key.replace('_', '-')} {flag} contradicts {args.ckpt}, trained with {value}; "
-                            f"drop the flag")
-        process[key] = value if flag is None else flag
-    return process
-
-
 def load_model_and_vae(args, device):
-    """(model, VAE, latent (channels, side), process settings), checked against each other and the flags."""
-    settings = read_settings(args.ckpt)
-    vae_name = resolve_vae(args, settings.get("vae"), official=not settings)  # {}: an official .pt
-    vae = load_vae(vae_name, device, dtype=sampling.vae_dtype(args.precision))
-    options = {} if args.num_classes is None else {"num_classes": args.num_classes}
-    model = load_pretrained(args.ckpt, device, expected_name=args.model, image_size=args.image_size, **options)
-    set_vca_kernels(model, args.vca_kernels)
-    if args.compile:  # the instance's forward, so that forward_with_cfg's call is compiled too
-        model.forward = torch.compile(model.forward)
-    config = model.config
-    if args.num_classes is not None and config.num_classes != args.num_classes:
-        raise UserError(f"{args.ckpt} has {config.num_classes} classes, not --num-classes {args.num_classes}")
-    factor = 1 if vae is None else 2 ** (len(vae.config.block_out_channels) - 1)
-    channels = 3 if vae is None else vae.config.latent_channels
-    image_size = args.image_size or config.input_size * factor
-    if (channels, image_size) != (config.in_channels, config.input_size * factor):
-        raise UserError(f"{model.name} makes {config.in_channels}x{config.input_size}x{config.input_size} "
-                        f"inputs but --vae {vae_name} at --image-size {image_size} needs {channels}x"
-                        f"{image_size // factor}x{image_size // factor}; check --vae (none for pixel models) and "
-                        f"--image-size")
-    process = resolve_process(args, model, settings.get("process"))
-    args.model, args.vae, args.image_size, args.num_classes = model.name, vae_name, image_size, config.num_classes
-    return model, vae, (channels, config.input_size), dict(vae=vae_name, **process), settings.get("sampler")
+    """(model, VAE, latent (channels, side), settings used (VAE and process), recorded sampler); the flags that
+    were left None take the file's values (gen.sampling.loading, shared with gen.pipeline)."""
+    chosen_process = {key: getattr(args, key) for key in (*DIFFUSION_DEFAULTS, *TRANSPORT_DEFAULTS)}
+    weights = load_for_sampling(args.ckpt, device, vae=args.vae, precision=args.precision, model_name=args.model,
+                                image_size=args.image_size, num_classes=args.num_classes,
+                                vca_kernels=args.vca_kernels, compile=args.compile, process=chosen_process)
+    model = weights.model
+    args.model, args.vae, args.image_size, args.num_classes = (model.name, weights.vae_name, weights.image_size,
+                                                               model.config.num_classes)
+    return (model, weights.vae, weights.latent_shape, dict(vae=weights.vae_name, **weights.process),
+            weights.recorded_sampler)
 
 
 def default_labels(num_classes: int) -> list[int]:
@@ -212,10 +172,7 @@ def main(argv=None):
     model, vae, latent_shape, settings, recorded_sampler = load_model_and_vae(args, accelerator.device)
     process = {k: v for k, v in settings.items() if k != "vae"}
     use_family_flags(args, model.config.family, args.ckpt, recorded_sampler)
-    if args.num_sampling_steps is None:
-        args.num_sampling_steps = 250  # DiT's and SiT's
-    if args.cfg_scale is None:
-        args.cfg_scale = 4.0 if grid_mode else 1.5  # DiT's for pictures and for FID
+    fill_sampling_defaults(args, pictures=grid_mode)
     sample_fn = sampler_from_args(args, model.config.family, process)
     num_classes = model.config.num_classes
     if grid_mode:

@@ -180,6 +180,18 @@ def use_family_flags(args, family: str, ckpt, recorded: dict | None = None):
             setattr(args, key, recorded.get(key))
 
 
+DEFAULT_SAMPLING_STEPS = 250  # DiT's and SiT's
+DEFAULT_GUIDANCE = dict(pictures=4.0, fid=1.5)  # DiT's for pictures (sample.py) and for FID (sample_ddp.py)
+
+
+def fill_sampling_defaults(args, pictures: bool):
+    """Steps and guidance that neither the caller nor the weights file gave (after use_family_flags): DiT's."""
+    if args.num_sampling_steps is None:
+        args.num_sampling_steps = DEFAULT_SAMPLING_STEPS
+    if args.cfg_scale is None:
+        args.cfg_scale = DEFAULT_GUIDANCE["pictures" if pictures else "fid"]
+
+
 def add_guidance_flags(parser, default=4.0, help="classifier-free guidance scale (1: none)"):
     parser.add_argument("--cfg-scale", type=float, default=default, help=help)
 

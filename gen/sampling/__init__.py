@@ -9,6 +9,7 @@ guidance, per-image seeding, grids, and deterministic, distributed, resumable N-
     seeding.py   per-image generators, step noise   grid.py      class grids       folder.py  N-sample runs
     counter_normal.py  normals as a hash of (seed, image, step, element), computed on the device
     precision.py --precision (fp32, tf32, bf16)     timing.py    seconds per stage
+    loading.py   a weights file's model, VAE and settings, checked against the caller's (sample.py, gen.pipeline)
 """
 from .folder import check_settings, pack_npz, sample_to_folder, samples_in_memory
 from .grid import grid_classes, sample_grid, save_grid

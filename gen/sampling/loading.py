@@ -1,0 +1,90 @@
+"""A weights file made ready to sample: its model, its VAE and its diffusion or transport settings, read from the
+file and checked against the caller's choices (sample.py's flags, GenerationPipeline.from_pretrained's arguments),
+so that the command line and the Python pipeline resolve a file the same way. A choice that contradicts the file
+fails in one line; a choice left None takes the file's record, else DiT's and SiT's defaults.
+
+    weights = load_for_sampling("model.safetensors", "cuda", precision="bf16")
+    weights.model, weights.vae, weights.latent_shape, weights.process, weights.recorded_sampler
+"""
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..args import recorded_process
+from ..errors import MissingInput, UserError
+from ..export import load_pretrained, read_settings
+from ..models import set_vca_kernels
+from ..vae import DEFAULT_VAE, load_vae
+from .precision import vae_dtype
+
+
+@dataclass
+class SamplingWeights:
+    model: torch.nn.Module  # in eval mode, on the device
+    vae: object  # diffusers AutoencoderKL; None for pixel models
+    vae_name: str  # ema, mse, a folder, a hub name or "none"
+    latent_shape: tuple[int, int]  # (channels, side) of the network's input
+    image_size: int  # pixels of the images made
+    process: dict  # diffusion (DiT) or transport (SiT) settings
+    recorded_sampler: dict | None  # sampler, steps and guidance of training's samples (export.save_pretrained)
+
+
+def resolve_vae(ckpt, chosen: str | None, recorded: str | None, official=False) -> str:
+    """The VAE: `chosen`, else the file's (read_settings: "none" for an unrecorded RGB model), else DiT's. Pixels
+    and latents cannot be swapped; two SD-VAEs can (their encoders are the same; DiT samples with either decoder)."""
+    if chosen is None:
+        return recorded or DEFAULT_VAE
+    if official and chosen == "none":
+        raise UserError(f"--vae none does not fit {ckpt}: official DiT/SiT .pt checkpoints are latent models; "
+                        f"drop --vae (sd-vae-ft-ema) or pass --vae mse")
+    if recorded is not None and (recorded == "none") != (chosen == "none"):
+        raise UserError(f"--vae {chosen} contradicts {ckpt}, trained with --vae {recorded}; drop --vae")
+    return chosen
+
+
+def resolve_process(ckpt, model, recorded: dict | None, chosen: dict) -> dict:
+    """The diffusion (DiT) or transport (SiT) settings: the file's, else the family's defaults; `chosen` values
+    (None: not chosen) are allowed only where they agree with the file."""
+    known = recorded_process(model, recorded)
+    process = {}
+    for key, value in known.items():
+        flag = chosen.get(key)
+        if flag is not None and flag != value and (recorded is not None or key == "learn_sigma"):
+            raise UserError(f"--{key.replace('_', '-')} {flag} contradicts {ckpt}, trained with {value}; "
+                            f"drop the flag")
+        process[key] = value if flag is None else flag
+    return process
+
+
+def load_for_sampling(ckpt, device, *, vae: str | None = None, precision: str = "fp32", model_name=None,
+                      image_size=None, num_classes=None, vca_kernels="auto", compile=False,
+                      process: dict | None = None) -> SamplingWeights:
+    """The model, VAE and settings of `ckpt` (an export, a training checkpoint folder or an official DiT/SiT .pt),
+    checked against each other and the caller's choices; `precision` resolved (no auto): the VAE's dtype."""
+    ckpt = os.fspath(ckpt)
+    if not os.path.exists(ckpt):
+        raise MissingInput(f"{ckpt} not found; pass an exported .safetensors, a training checkpoint folder or an "
+                           f"official DiT/SiT .pt")
+    settings = read_settings(ckpt)
+    vae_name = resolve_vae(ckpt, vae, settings.get("vae"), official=not settings)  # {}: an official .pt
+    vae_model = load_vae(vae_name, device, dtype=vae_dtype(precision))
+    options = {} if num_classes is None else {"num_classes": num_classes}
+    model = load_pretrained(ckpt, device, expected_name=model_name, image_size=image_size, **options)
+    set_vca_kernels(model, vca_kernels)
+    if compile:  # the instance's forward, so that forward_with_cfg's call is compiled too
+        model.forward = torch.compile(model.forward)
+    config = model.config
+    if num_classes is not None and config.num_classes != num_classes:
+        raise UserError(f"{ckpt} has {config.num_classes} classes, not --num-classes {num_classes}")
+    factor = 1 if vae_model is None else 2 ** (len(vae_model.config.block_out_channels) - 1)
+    channels = 3 if vae_model is None else vae_model.config.latent_channels
+    image_size = image_size or config.input_size * factor
+    if (channels, image_size) != (config.in_channels, config.input_size * factor):
+        raise UserError(f"{model.name} makes {config.in_channels}x{config.input_size}x{config.input_size} "
+                        f"inputs but --vae {vae_name} at --image-size {image_size} needs {channels}x"
+                        f"{image_size // factor}x{image_size // factor}; check --vae (none for pixel models) and "
+                        f"--image-size")
+    resolved = resolve_process(ckpt, model, settings.get("process"), process or {})
+    return SamplingWeights(model, vae_model, vae_name, (channels, config.input_size), image_size, resolved,
+                           settings.get("sampler"))
