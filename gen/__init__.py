@@ -1,4 +1,5 @@
 """DiT and SiT transformers with Visual-Contrast Attention: models, diffusion, training, sampling."""
 from .export import load_pretrained, save_pretrained
+from .pipeline import GenerationPipeline
 
-__all__ = ["load_pretrained", "save_pretrained"]
+__all__ = ["GenerationPipeline", "load_pretrained", "save_pretrained"]
