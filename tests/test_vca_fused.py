@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gen.models import VisualContrastAttention, create_model, set_vca_kernels, vca_fused
+from gen.models.vca import auto_takes_triton
 from gen.models.vca_fused import pooling_bins
 
 pytestmark = pytest.mark.skipif(not vca_fused.triton_available(), reason="this torch build ships without Triton")
@@ -113,6 +114,12 @@ def test_pooling_bins_are_adaptive_average_pooling(grid, pool):
     assert uniform == (pytest.approx(scale[0].item()) if (scale == scale[0]).all() else None)
     with torch.device("meta"):
         assert pooling_bins(grid, pool)[2] == uniform
+
+
+def test_auto_takes_the_fused_kernels_on_cuda_for_power_of_two_head_widths():
+    assert auto_takes_triton("cuda", torch.bfloat16, 64) and auto_takes_triton("cuda", torch.float32, 8)
+    assert not auto_takes_triton("cuda", torch.bfloat16, 72)  # DiT-XL: measured slower than the torch ops
+    assert not auto_takes_triton("cuda", torch.float64, 64) and not auto_takes_triton("cpu", torch.float32, 64)
 
 
 def test_kernels_option_chooses_the_path():
