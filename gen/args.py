@@ -49,7 +49,8 @@ def add_vae_flags(parser, default="ema"):
 def add_vca_kernels_flag(parser):
     parser.add_argument("--vca-kernels", choices=KERNELS, default="auto",
                         help="VCA's fast path: fused Triton kernels (triton), torch ops (torch), or auto: "
-                             "triton on CUDA for head widths that are powers of 2 (measured faster there), torch elsewhere")
+                             "triton on CUDA for head widths that are powers of 2 (measured faster there), "
+                             "torch elsewhere")
 
 
 def add_precision_flag(parser):
