@@ -52,7 +52,8 @@ def build_parser():
     add_vae_flags(model, default=None)
     add_precision_flag(model)
     model.add_argument("--compile", action="store_true",
-                       help="torch.compile the network once for the sampling shape (pays for long runs on GPUs)")
+                       help="torch.compile the network once for the sampling shape: about 20 s, then network steps "
+                            "2.3x faster on an H200; pays from about 3,000 images per process")
     add_vca_kernels_flag(model)
     add_diffusion_flags(parser, from_file=True)
     add_transport_flags(parser, from_file=True)
@@ -161,6 +162,14 @@ def check_arguments(args):
         checks.writable_folder(args.sample_dir, "--sample-dir")
 
 
+COMPILE_PAYS_FROM = 3000  # measured: 1,000 images took 12 s eager and 25 s compiled, 4.6 s once compiled
+
+
+def compile_would_pay(args, accelerator) -> bool:
+    per_process = args.num_fid_samples / accelerator.num_processes
+    return accelerator.device.type == "cuda" and not args.compile and per_process >= COMPILE_PAYS_FROM
+
+
 def main(argv=None):
     args = parse_with_config(build_parser(), argv)
     check_arguments(args)
@@ -182,7 +191,11 @@ def main(argv=None):
     if grid_mode:
         run_grid(args, model, vae, latent_shape, sample_fn, accelerator.device)
     else:
+        if compile_would_pay(args, accelerator):
+            accelerator.print(f"tip: --compile runs the network about 2.3x faster on an H200 (DiT-S/2, bf16) after "
+                              f"about 20 s of compiling; it pays from about {COMPILE_PAYS_FROM:,} images per process")
         run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings)
+
 
 
 if __name__ == "__main__":

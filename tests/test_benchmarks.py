@@ -213,3 +213,11 @@ def test_the_fused_vca_path_launches_fewer_kernels(bench, capsys):
     mhsa, torch_path, fused = counts["MHSA"], counts["VCA, torch path"], counts["VCA, fused path"]
     assert fused[4] * 3 <= torch_path[4] and fused[5] < torch_path[5]  # launches, passes: forward + backward
     assert fused[4] <= mhsa[4] + 30
+
+
+def test_sampling_step_rows_give_vca_against_its_mhsa_twin(bench, capsys):
+    bench("sampling_step").main(["--models", "DiT-Mini/2", "--image-size", "32", "--batch-size", "2", "--modes",
+                                 "eager", "--vca-kernels", "torch", "--repeats", "1"])
+    rows = [line.split("|")[1:-1] for line in table_rows(capsys.readouterr().out)]
+    assert [(row[0].strip(), row[1].strip()) for row in rows] == [("DiT-Mini/2", "-"), ("DiT-Mini/2-VCA", "torch")]
+    assert float(rows[0][5]) == 1.0 and float(rows[1][5]) > 0 and float(rows[1][3]) > 0

@@ -333,3 +333,17 @@ def test_guidance_scale_one_is_the_conditional_model(adm, dit):
         results[scale] = guided[:len(noise)]  # the null-class half is dropped, as DiT's sample.py does
     torch.testing.assert_close(results[1.0], conditional, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(results[4.0], conditional, rtol=1e-2, atol=1e-2)
+
+
+def test_sampling_copies_each_schedule_to_the_device_once(monkeypatch):
+    # a per-step copy from host memory makes a GPU wait for its queue to drain every step
+    diffusion = create_diffusion("ddim10")
+    copies = []
+    real_from_numpy = torch.from_numpy
+    monkeypatch.setattr(torch, "from_numpy", lambda array: copies.append(array.shape) or real_from_numpy(array))
+    model = lambda x, t, **kwargs: torch.cat([torch.zeros_like(x), torch.zeros_like(x)], dim=1)  # noqa: E731
+    for _ in range(2):
+        diffusion.ddim_sample_loop(model, (2, 1, 4, 4), noise=torch.randn(2, 1, 4, 4))
+        diffusion.p_sample_loop(model, (2, 1, 4, 4), noise=torch.randn(2, 1, 4, 4))
+    distinct_arrays = len(diffusion._device_copies)
+    assert 0 < len(copies) == distinct_arrays < 16  # 40 steps ran: about 10 copies per step before

@@ -1,6 +1,7 @@
 """--precision (fp32, tf32, bf16, auto) of sampling, the VAE's dtype, and the seconds per stage in the log."""
 import json
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import sample
 from gen import save_pretrained
 from gen.errors import InvalidValue
 from gen.sampling import generate_images, guided, make_sampler, resolve_precision, sampling_precision
-from gen.vae import DECODE_BATCH, decode, load_vae
+from gen.vae import DECODE_BATCH_FP32, DECODE_BATCH_HALF, decode, decode_batch, load_vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,12 +55,24 @@ def test_a_vae_for_decoding_loads_in_bf16_without_diffusers_cast_warning(tiny_va
         vae = load_vae(tiny_vae, dtype=torch.bfloat16)
     assert vae.dtype == torch.bfloat16
     exact = load_vae(tiny_vae)
-    latents = torch.randn(DECODE_BATCH + 3, 4, 8, 8)  # more than one decode chunk
+    latents = torch.randn(DECODE_BATCH_FP32 + 3, 4, 8, 8)  # more than one decode chunk
     decoded = decode(exact, latents)
     one_by_one = torch.cat([decode(exact, latents[i : i + 1]) for i in range(len(latents))])
     torch.testing.assert_close(decoded, one_by_one, rtol=1e-5, atol=1e-5)
     rounded = decode(vae, latents)
     assert rounded.dtype == torch.float32 and 0 < (rounded - decoded).abs().max() < 0.1
+
+
+def test_decode_chunks_are_sized_by_the_vae_dtype(tiny_vae):
+    chunk_sizes = []
+    for dtype, expected in ((torch.float32, DECODE_BATCH_FP32), (torch.bfloat16, DECODE_BATCH_HALF)):
+        vae = load_vae(tiny_vae, dtype=dtype)
+        original = vae.decode
+        vae.decode = lambda z, original=original: chunk_sizes.append(len(z)) or original(z)
+        chunk_sizes.clear()
+        decode(vae, torch.randn(DECODE_BATCH_HALF + 1, 4, 8, 8))
+        assert decode_batch(dtype) == expected and chunk_sizes[0] == expected
+        assert sum(chunk_sizes) == DECODE_BATCH_HALF + 1
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +113,13 @@ def test_compile_compiles_the_forward_that_guidance_calls(tmp_path, dit_export, 
     assert not compiled
     sample.main([*common, "--output", str(tmp_path / "compiled.png"), "--compile"])
     assert len(compiled) == 1 and compiled[0].__name__ == "forward"  # the bound forward forward_with_cfg calls
+
+
+def test_the_compile_tip_is_given_for_long_gpu_runs_only():
+    def pays(device, processes, samples, compiled=False):
+        args = SimpleNamespace(num_fid_samples=samples, compile=compiled)
+        return sample.compile_would_pay(args, SimpleNamespace(device=torch.device(device), num_processes=processes))
+
+    assert pays("cuda", 1, 50_000) and pays("cuda", 8, 50_000)
+    assert not pays("cuda", 1, 50_000, compiled=True) and not pays("cpu", 1, 50_000)
+    assert not pays("cuda", 1, 1_000) and not pays("cuda", 32, 50_000)

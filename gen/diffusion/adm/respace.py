@@ -42,12 +42,13 @@ class SpacedDiffusion(GaussianDiffusion):
         self.original_num_steps = len(kwargs["betas"])
         base = GaussianDiffusion(**kwargs)
         self.timestep_map = sorted(t for t in self.use_timesteps if 0 <= t < self.original_num_steps)
+        self.timestep_array = np.array(self.timestep_map, dtype=np.int64)
         kept_alphas_cumprod = base.alphas_cumprod[self.timestep_map]
         kwargs["betas"] = 1 - kept_alphas_cumprod / np.append(1.0, kept_alphas_cumprod[:-1])
         super().__init__(**kwargs)
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(self.timestep_map, device=t.device, dtype=t.dtype)[t]
+        return self.on_device(self.timestep_array, t.device)[t].to(t.dtype)
 
 
 def create_diffusion(
