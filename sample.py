@@ -59,7 +59,7 @@ def build_parser():
     add_transport_flags(parser, from_file=True)
     add_sampler_flags(parser, default_steps=None)
     add_guidance_flags(parser, default=None, help="guidance scale (1: none); default: the weights file's record, "
-                       "else 4.0 for grids, 1.5 for FID")
+                       f"else {sampling.GUIDANCE_FOR_PICTURES} for grids, {sampling.GUIDANCE_FOR_FID} for FID")
     parser.add_argument("--seed", "--global-seed", dest="seed", type=int, default=0)
     grid = parser.add_argument_group("grid mode (without --num-fid-samples)")
     grid.add_argument("--class-labels", type=int, nargs="+", default=None,

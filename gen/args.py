@@ -16,7 +16,15 @@ from .cli import none_or_str
 from .errors import UserError
 from .models.vca import KERNELS
 from .models.zoo import model_config
-from .sampling import DEFAULT_PRECISION, DIT_SAMPLERS, PRECISIONS, SIT_MODES, make_sampler
+from .sampling import (
+    DEFAULT_PRECISION,
+    DIT_SAMPLERS,
+    GUIDANCE_FOR_FID,
+    GUIDANCE_FOR_PICTURES,
+    PRECISIONS,
+    SIT_MODES,
+    make_sampler,
+)
 
 # Flags that decide what a checkpoint's weights, optimiser state and data position mean: a resumed run must
 # keep them. Optimiser settings (lr, weight decay, EMA decay, clipping) may change and are applied.
@@ -182,7 +190,6 @@ def use_family_flags(args, family: str, ckpt, recorded: dict | None = None):
 
 
 DEFAULT_SAMPLING_STEPS = 250  # DiT's and SiT's
-DEFAULT_GUIDANCE = dict(pictures=4.0, fid=1.5)  # DiT's for pictures (sample.py) and for FID (sample_ddp.py)
 
 
 def fill_sampling_defaults(args, pictures: bool):
@@ -190,10 +197,10 @@ def fill_sampling_defaults(args, pictures: bool):
     if args.num_sampling_steps is None:
         args.num_sampling_steps = DEFAULT_SAMPLING_STEPS
     if args.cfg_scale is None:
-        args.cfg_scale = DEFAULT_GUIDANCE["pictures" if pictures else "fid"]
+        args.cfg_scale = GUIDANCE_FOR_PICTURES if pictures else GUIDANCE_FOR_FID
 
 
-def add_guidance_flags(parser, default=4.0, help="classifier-free guidance scale (1: none)"):
+def add_guidance_flags(parser, default=GUIDANCE_FOR_PICTURES, help="classifier-free guidance scale (1: none)"):
     parser.add_argument("--cfg-scale", type=float, default=default, help=help)
 
 

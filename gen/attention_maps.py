@@ -33,7 +33,7 @@ from .errors import UserError
 from .export import load_pretrained, read_settings
 from .models.vca import VisualContrastAttention
 from .plots import save_figure
-from .sampling import draw_batch, generate_latents
+from .sampling import GUIDANCE_FOR_PICTURES, draw_batch, generate_latents
 from .vae import DEFAULT_VAE, decode, load_vae
 
 SHOWN_TOKENS = 4  # contrast tokens drawn per head in stage I, spread over the pooled grid
@@ -100,7 +100,7 @@ def noised_input(model, latents, noise, step_fraction: float, process: dict):
 
 
 @torch.no_grad()
-def sample_attention_maps(model, vae, process, sample_fn, class_label: int, *, seed=0, cfg_scale=4.0,
+def sample_attention_maps(model, vae, process, sample_fn, class_label: int, *, seed=0, cfg_scale=GUIDANCE_FOR_PICTURES,
                           step_fraction=0.5, device="cpu") -> dict:
     """One sample of `class_label` (image 0 of `seed`, as sample.py's grids) and the maps of every VCA block on
     it: {"image", "noised_image" ([3, H, W] in [-1, 1]), "maps" (attention_maps), "timestep", "class_label",

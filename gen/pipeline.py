@@ -23,7 +23,7 @@ from .args import (
 )
 from .checks import MAX_SEED
 from .errors import InvalidValue
-from .sampling import resolve_precision, sample_grid
+from .sampling import GUIDANCE_FOR_PICTURES, resolve_precision, sample_grid
 from .sampling.loading import load_for_sampling
 from .vae import to_uint8
 
@@ -134,8 +134,8 @@ def check_call(num_inference_steps, guidance_scale, seed, generator, output_type
     if num_inference_steps is not None and not num_inference_steps >= 1:
         raise InvalidValue(f"num_inference_steps must be at least 1, got {num_inference_steps}")
     if guidance_scale is not None and not (math.isfinite(guidance_scale) and guidance_scale >= 1):
-        raise InvalidValue(f"guidance_scale must be a number >= 1 (1: no guidance; DiT uses 4.0 for pictures), got "
-                           f"{guidance_scale}")
+        raise InvalidValue(f"guidance_scale must be a number >= 1 (1: no guidance; DiT uses "
+                           f"{GUIDANCE_FOR_PICTURES} for pictures), got {guidance_scale}")
     if seed is not None and generator is not None:
         raise InvalidValue("give seed or generator, not both (a generator picks the seed)")
     if seed is not None and not 0 <= seed <= MAX_SEED:

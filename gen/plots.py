@@ -2,14 +2,13 @@
 of a metric over models and seeds.
 
     write_curves("results/run/log.jsonl", "results/run/curves.png")          # loss, and FID once evaluated
-    runs = {"DiT-Mini/2": [read_log(p) for p in seed_logs], "DiT-Mini/2-VCA": [...]}
+    runs = {"DiT-Mini/2": [read_log(p) for p in seed_logs], "DiT-Mini/2-VCA": [...]}  # gen.run_log.read_log
     plot_metric_by_steps(runs, "fid", "fid.png", "FID by step")   # mean line, min-max band; log axis over decades
     plot_bars({"DiT-Mini/2": [41.2, 40.8], "DiT-Mini/2-VCA": [39.0, 39.5]}, "speed.png", "images/s")
 
 A model and its `-VCA` twin share a colour; the VCA one is dashed (bars: hatched). Every PNG is written through
 gen.files.atomic_path, so a crash never leaves half a picture under the real name.
 """
-import json
 import math
 import os
 
@@ -17,8 +16,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .errors import UserError
 from .files import atomic_path
+from .run_log import read_log
 
 VCA_SUFFIX = "-VCA"
 LOSS_SMOOTHING = 0.9  # weight of the running mean in the loss line (tensorboard's slider); raw points stay visible
@@ -28,20 +27,6 @@ DPI = 120
 
 
 # -- reading logs ----------------------------------------------------------------------------------------------------
-def read_log(path) -> list[dict]:
-    """The JSON objects of a `log.jsonl`, one per line; a half-written last line (a crash mid-append) is skipped."""
-    with open(path) as handle:
-        lines = [line for line in handle.read().splitlines() if line.strip()]
-    records = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):
-                raise UserError(f"{path} line {number} is not JSON; fix or delete that line") from None
-    return records
-
-
 def metric_by_step(log: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) of `metric`, sorted by step; a step logged twice (a resumed run) keeps its last value."""
     by_step = {}

@@ -29,7 +29,8 @@ from .errors import UserError
 from .files import atomic_open
 from .models.zoo import model_config
 from .noise_floor import measure_noise_floor
-from .plots import metric_by_budgets_figure, metric_label, plot_bars, plot_metric_by_steps, read_log, save_figure
+from .plots import metric_by_budgets_figure, metric_label, plot_bars, plot_metric_by_steps, save_figure
+from .run_log import log_path, read_log
 from .study_stats import BUDGETS, compare_twins
 from .training.checkpoint import list_checkpoints
 
@@ -141,10 +142,10 @@ def summarise(study) -> dict:
     for model in study["models"]:
         seeds = {}
         for seed in study["seeds"]:
-            log_path = os.path.join(run_dir(study, model, seed), "log.jsonl")
-            if not os.path.isfile(log_path):
+            path = log_path(run_dir(study, model, seed))
+            if not os.path.isfile(path):
                 continue
-            log = read_log(log_path)
+            log = read_log(path)
             evaluations = [entry for entry in log if "fid" in entry]
             speeds = [entry["images_per_sec"] for entry in log if "images_per_sec" in entry]
             seeds[seed] = {"log": log, "final": evaluations[-1] if evaluations else None,

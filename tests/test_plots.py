@@ -18,10 +18,10 @@ from gen.plots import (
     model_styles,
     plot_bars,
     plot_metric_by_steps,
-    read_log,
     smooth,
     write_curves,
 )
+from gen.run_log import read_log
 from gen.sampling import save_grid
 
 
@@ -68,15 +68,6 @@ def test_curves_have_a_fid_panel_only_when_evaluated(tmp_path, with_fid):
     assert write_curves(log_path, out) == str(out)
     assert_png(out)
     assert sorted(p.name for p in out.parent.iterdir()) == ["curves.png"]  # no temporary file left behind
-
-
-def test_a_half_written_last_line_is_skipped_and_a_bad_middle_line_named(tmp_path):
-    path = tmp_path / "log.jsonl"
-    path.write_text('{"step": 0, "loss": 1.0}\n{"step": 1, "lo')
-    assert read_log(path) == [{"step": 0, "loss": 1.0}]
-    path.write_text('{"step": 0, "loss": 1.0}\nnot json\n{"step": 2, "loss": 1.0}\n')
-    with pytest.raises(UserError, match="line 2"):
-        read_log(path)
 
 
 def test_metric_by_steps_two_models_two_seeds(tmp_path):

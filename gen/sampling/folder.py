@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ..errors import UserError
 from ..files import atomic_open, save_samples_npz
 from ..vae import to_uint8
-from .guidance import generate_images
+from .guidance import GUIDANCE_FOR_FID, generate_images
 from .seeding import draw_batch
 from .timing import stage
 
@@ -44,7 +44,7 @@ def check_settings(sample_dir, settings: dict, is_main: bool):
 
 
 def sample_to_folder(accelerator, model, vae, sample_fn, *, sample_dir, num_samples, batch_size, latent_shape,
-                     seed=0, cfg_scale=1.5, class_order="random", precision="fp32", stats=None) -> int:
+                     seed=0, cfg_scale=GUIDANCE_FOR_FID, class_order="random", precision="fp32", stats=None) -> int:
     """Write images 0..num_samples-1 not yet in `sample_dir` as PNGs, split over the processes; returns how
     many all processes made. Every process must call it (it synchronises before starting). PNGs are written
     by threads while the next batch samples; `stats` gathers seconds per stage (gen.sampling.timing)."""

@@ -6,7 +6,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..errors import InvalidValue
 from ..files import atomic_open
 from ..vae import to_uint8
-from .guidance import generate_images
+from .guidance import GUIDANCE_FOR_PICTURES, generate_images
 from .seeding import draw_batch
 
 GRID_MIN_SIDE = 64  # images are enlarged (nearest neighbour) to at least this many pixels: 16-pixel digits
@@ -24,8 +24,8 @@ def grid_classes(num_classes: int, chosen=None) -> list[int]:
 
 
 @torch.no_grad()
-def sample_grid(model, vae, labels, sample_fn, *, latent_shape, seed=0, cfg_scale=4.0, device="cpu", stats=None,
-                progress=False, precision="fp32"):
+def sample_grid(model, vae, labels, sample_fn, *, latent_shape, seed=0, cfg_scale=GUIDANCE_FOR_PICTURES, device="cpu",
+                stats=None, progress=False, precision="fp32"):
     """Images [N, 3, H, W] in [-1, 1] for class `labels`; grid image i draws its noise as image i of seed."""
     labels, noise, noise_sampler = draw_batch(seed, range(len(labels)), latent_shape, model.config.num_classes,
                                               labels=labels)

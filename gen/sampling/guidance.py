@@ -5,8 +5,13 @@ from ..vae import decode
 from .precision import sampling_precision
 from .timing import stage
 
+# the one home of the guidance defaults: DiT's for pictures (its sample.py) and for FID (its sample_ddp.py)
+GUIDANCE_FOR_PICTURES = 4.0
+GUIDANCE_FOR_FID = 1.5
+NO_GUIDANCE = 1.0  # the library functions' default: the conditional model alone
 
-def guided(model, labels, cfg_scale: float = 1.0, stats: dict | None = None, precision: str = "fp32"):
+
+def guided(model, labels, cfg_scale: float = NO_GUIDANCE, stats: dict | None = None, precision: str = "fp32"):
     """model_fn(x, t) for class `labels`: with cfg_scale > 1, the batch is doubled with the null class
     (`num_classes`) and `model.forward_with_cfg(..., cfg_scale=cfg_scale)` guides it (DiT's and SiT's rule);
     the guided half is returned, in x's dtype whatever the `precision` of the network (gen.sampling.precision).
@@ -17,7 +22,7 @@ def guided(model, labels, cfg_scale: float = 1.0, stats: dict | None = None, pre
         if stats is not None:
             stats["model_evaluations"] = stats.get("model_evaluations", 0) + 1
         with sampling_precision(precision, x.device):
-            if cfg_scale <= 1.0:
+            if cfg_scale <= NO_GUIDANCE:
                 return model(x, t, labels).to(x.dtype)
             doubled = model.forward_with_cfg(torch.cat([x, x]), torch.cat([t, t]),
                                              torch.cat([labels, null_labels]), cfg_scale=cfg_scale)
@@ -27,7 +32,7 @@ def guided(model, labels, cfg_scale: float = 1.0, stats: dict | None = None, pre
 
 
 @torch.no_grad()
-def generate_latents(model, labels, noise, sample_fn, cfg_scale=1.0, noise_sampler=None, stats=None,
+def generate_latents(model, labels, noise, sample_fn, cfg_scale=NO_GUIDANCE, noise_sampler=None, stats=None,
                      progress=False, precision="fp32"):
     """Latents [B, C, H, W] for class `labels` [B] from starting `noise` [B, C, H, W]; `stats`, if given, also
     gathers the seconds of the "network" stage (gen.sampling.timing)."""
@@ -38,7 +43,7 @@ def generate_latents(model, labels, noise, sample_fn, cfg_scale=1.0, noise_sampl
         return sample_fn(model_fn, noise, noise_sampler=noise_sampler, progress=progress)
 
 
-def generate_images(model, vae, labels, noise, sample_fn, cfg_scale=1.0, noise_sampler=None, stats=None,
+def generate_images(model, vae, labels, noise, sample_fn, cfg_scale=NO_GUIDANCE, noise_sampler=None, stats=None,
                     progress=False, precision="fp32"):
     """Images in [-1, 1] (decoded by `vae`; None for pixel-space models), the network and the VAE in
     `precision`; `stats` gathers the seconds of the "network" and "VAE decode" stages."""

@@ -4,13 +4,13 @@ and runs), spread over the processes; the FID pipeline scores them against --eva
 evaluation goes to log.jsonl and the trackers. The built-in digits are scored with their own feature network
 against the real digits unless told otherwise; other data with Inception against an ADM reference batch.
 """
-import json
 import os
 
 import numpy as np
 from accelerate.utils import gather_object
 
 from ..errors import UserError
+from ..run_log import log_path, logged_steps
 from ..sampling import samples_in_memory
 
 # What one evaluation logs: the numbers a curve or a table uses (the report keeps the rest)
@@ -58,11 +58,7 @@ def score_images(images, labels, reference, extractor, features: str) -> dict:
 
 def evaluated_steps(results_dir) -> set[int]:
     """Steps whose evaluation log.jsonl already holds (a resumed run does not repeat them)."""
-    path = os.path.join(results_dir, "log.jsonl")
-    if not os.path.isfile(path):
-        return set()
-    with open(path) as handle:
-        return {entry["step"] for entry in map(json.loads, filter(str.strip, handle)) if "fid" in entry}
+    return logged_steps(log_path(results_dir), "fid")
 
 
 class Evaluator:

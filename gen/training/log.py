@@ -1,6 +1,5 @@
 """What a training run reports: lines on stdout (above the progress bar) and in `log.txt`, metrics in `log.jsonl`
 and in Accelerate's trackers (tensorboard when installed), and sample grids in tensorboard's image panel."""
-import json
 import os
 import resource
 import sys
@@ -11,6 +10,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..run_log import append_record, log_path
+
 
 class TrainingLog:
     """Writes on the main process only; `warning` prints on every process (each reads its own data)."""
@@ -19,7 +20,7 @@ class TrainingLog:
         self.accelerator = accelerator
         self.is_main = accelerator.is_main_process
         self.text_path = os.path.join(results_dir, "log.txt")
-        self.jsonl_path = os.path.join(results_dir, "log.jsonl")
+        self.jsonl_path = log_path(results_dir)
 
     def info(self, message: str):
         if not self.is_main:
@@ -41,8 +42,7 @@ class TrainingLog:
             return
         shown = " ".join(f"{key}={format_value(value)}" for key, value in values.items())
         self.info(f"step {step:07d} {shown}")
-        with open(self.jsonl_path, "a") as file:
-            file.write(json.dumps({"step": step, **values}) + "\n")
+        append_record(self.jsonl_path, {"step": step, **values})
         self.accelerator.log({k: v for k, v in values.items() if isinstance(v, (int, float))}, step=step)
 
     def image(self, step: int, tag: str, png_path):

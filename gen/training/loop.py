@@ -38,6 +38,7 @@ from ..models import create_model, set_vca_kernels
 from ..models.flops import forward_flops_per_image
 from ..models.zoo import model_config
 from ..plots import write_curves
+from ..run_log import log_path
 from ..sampling import grid_classes, resolve_precision
 from ..vae import encode, latent_shape, load_vae
 from .budget import TrainingBudget
@@ -122,7 +123,7 @@ def prepare_results_dir(args, results_dir, accelerator, warn):
         broadcast_object_list(refusal)  # every process stops alike
     if refusal[0] is not None:
         raise TrainingError(refusal[0])
-    if args.resume is not None or not os.path.exists(os.path.join(results_dir, "log.jsonl")):
+    if args.resume is not None or not os.path.exists(log_path(results_dir)):
         return lock
     if lock is not None:
         release_folder(lock)
@@ -353,9 +354,9 @@ def evaluate(run, step: int):
 
 def draw_curves(run):
     """`curves.png` beside `log.jsonl`: the loss (and FID when evaluated) so far."""
-    log_path = os.path.join(run.results_dir, "log.jsonl")
-    if run.accelerator.is_main_process and os.path.isfile(log_path):
-        write_curves(log_path, os.path.join(run.results_dir, "curves.png"))
+    path = log_path(run.results_dir)
+    if run.accelerator.is_main_process and os.path.isfile(path):
+        write_curves(path, os.path.join(run.results_dir, "curves.png"))
 
 
 def checkpoint_write_error(results_dir, step: int, error) -> TrainingError:

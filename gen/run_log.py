@@ -1,0 +1,56 @@
+"""A training run's `log.jsonl`: one JSON object per line, appended as the run goes. The one reader and writer.
+
+A kill in the middle of an append leaves a torn last line: `read_log` skips it, and `append_record` cuts it off
+before writing, so a resumed run's log stays one object per line.
+"""
+import json
+import os
+
+from .errors import UserError
+
+LOG_NAME = "log.jsonl"
+
+
+def log_path(results_dir) -> str:
+    return os.path.join(results_dir, LOG_NAME)
+
+
+def read_log(path) -> list[dict]:
+    """The JSON objects of a `log.jsonl`, one per line; a torn last line is skipped, a bad line before it refused."""
+    with open(path) as handle:
+        lines = [line for line in handle.read().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise UserError(f"{path} line {number} is not JSON; fix or delete that line") from None
+    return records
+
+
+def append_record(path, record: dict):
+    """Append `record` as one line, first cutting off a torn last line that a killed run left."""
+    cut_torn_tail(path)
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def cut_torn_tail(path):
+    """Truncate `path` after its last newline when it does not end with one (nothing happens otherwise)."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return
+    with open(path, "rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return
+        handle.seek(0)
+        content = handle.read()
+        handle.truncate(content.rfind(b"\n") + 1)
+
+
+def logged_steps(path, key: str) -> set[int]:
+    """Steps whose record holds `key` (a missing log: none)."""
+    if not os.path.isfile(path):
+        return set()
+    return {record["step"] for record in read_log(path) if key in record}
