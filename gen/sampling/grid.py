@@ -2,6 +2,7 @@
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from torchvision.utils import make_grid
 
 from ..errors import InvalidValue
 from ..files import atomic_open
@@ -40,14 +41,10 @@ def save_grid(images, columns: int, path: str, row_labels=None):
         images = to_uint8(images).numpy()
     scale = max(1, GRID_MIN_SIDE // images.shape[1])
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
-    count, height, width, channels = images.shape
-    rows = -(-count // columns)
-    grid = np.full((rows * (height + GRID_GAP) + GRID_GAP, columns * (width + GRID_GAP) + GRID_GAP, channels), 255,
-                   dtype=np.uint8)
-    for index, image in enumerate(images):
-        row, column = divmod(index, columns)
-        top, left = GRID_GAP + row * (height + GRID_GAP), GRID_GAP + column * (width + GRID_GAP)
-        grid[top : top + height, left : left + width] = image
+    height = images.shape[1]
+    rows = -(-len(images) // columns)
+    grid = make_grid(torch.from_numpy(images).permute(0, 3, 1, 2), nrow=columns, padding=GRID_GAP, pad_value=255)
+    grid = grid.permute(1, 2, 0).numpy()
     picture = Image.fromarray(grid)
     if row_labels is not None:
         picture = label_rows(picture, [str(label) for label in row_labels], rows, height + GRID_GAP)

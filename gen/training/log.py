@@ -1,5 +1,5 @@
 """What a training run reports: lines on stdout (above the progress bar) and in `log.txt`, metrics in `log.jsonl`
-and in Accelerate's trackers (tensorboard when installed), and sample grids in tensorboard's image panel."""
+and in Accelerate's trackers (tensorboard when installed), and sample grids in the trackers that show images."""
 import os
 import resource
 import sys
@@ -46,14 +46,25 @@ class TrainingLog:
         self.accelerator.log({k: v for k, v in values.items() if isinstance(v, (int, float))}, step=step)
 
     def image(self, step: int, tag: str, png_path):
-        """A PNG to the trackers that show images (tensorboard); the others keep their metrics only."""
+        """A PNG to every tracker that shows images (IMAGE_LOGGERS); the others keep their metrics only."""
         if not self.is_main:
             return
+        with Image.open(png_path) as image:
+            pixels = np.asarray(image.convert("RGB"))
         for tracker in self.accelerator.trackers:
-            if tracker.name == "tensorboard":
-                with Image.open(png_path) as image:
-                    pixels = np.asarray(image.convert("RGB"))
-                tracker.log_images({tag: pixels[None]}, step=step, dataformats="NHWC")
+            if tracker.name in IMAGE_LOGGERS:
+                IMAGE_LOGGERS[tracker.name](tracker, tag, pixels, png_path, step)
+
+
+# Accelerate's trackers take a picture each their own way (one image, a list, a batch, or a file)
+IMAGE_LOGGERS = {
+    "tensorboard": lambda t, tag, pixels, path, step: t.log_images({tag: pixels[None]}, step=step, dataformats="NHWC"),
+    "wandb": lambda t, tag, pixels, path, step: t.log_images({tag: [pixels]}, step=step),
+    "swanlab": lambda t, tag, pixels, path, step: t.log_images({tag: [pixels]}, step=step),
+    "aim": lambda t, tag, pixels, path, step: t.log_images({tag: pixels}, step=step),
+    "clearml": lambda t, tag, pixels, path, step: t.log_images({tag: pixels}, step=step),
+    "mlflow": lambda t, tag, pixels, path, step: t.log_artifact(path, artifact_path=f"{tag}/step_{step:07d}"),
+}
 
 
 def write_line(line: str, file):
