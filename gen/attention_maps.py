@@ -24,17 +24,16 @@ from . import checks
 from .args import (
     add_guidance_flags,
     add_sampler_flags,
-    recorded_process,
     sampler_from_args,
     use_family_flags,
 )
 from .cli import ArgumentParser, parse_with_config, run_command
 from .errors import UserError
-from .export import load_pretrained, read_settings
 from .models.vca import VisualContrastAttention
 from .plots import save_figure
 from .sampling import GUIDANCE_FOR_PICTURES, draw_batch, generate_latents
-from .vae import DEFAULT_VAE, decode, load_vae
+from .sampling.loading import load_for_sampling
+from .vae import decode
 
 SHOWN_TOKENS = 4  # contrast tokens drawn per head in stage I, spread over the pooled grid
 OVERLAY_ALPHA = 0.6  # the map over the greyscale sample: both stay readable
@@ -244,23 +243,25 @@ def build_parser():
     return parser
 
 
+def check_model(model, args):
+    """A VCA model with the block and class asked for: an MHSA model fails here, before anything is sampled."""
+    blocks = vca_blocks(model)
+    if args.block is not None:
+        check_block(args.block, blocks, model.name)
+    if not 0 <= args.class_label < model.config.num_classes:
+        raise UserError(f"--class-label {args.class_label} must lie in [0, {model.config.num_classes}) for "
+                        f"{model.name}")
+
+
 def main(argv=None):
     args = parse_with_config(build_parser(), argv)
     checks.within(args, "step_fraction", 0.0, 1.0)
     checks.at_least(args, 1, "tokens", "num_sampling_steps")
     checks.guidance_scale(args.cfg_scale)
     checks.writable_file(args.out, "--out")
-    model = load_pretrained(args.ckpt, args.device)
-    blocks = vca_blocks(model)  # an MHSA model fails here, before the VAE loads or anything is sampled
-    if args.block is not None:
-        check_block(args.block, blocks, model.name)
-    if not 0 <= args.class_label < model.config.num_classes:
-        raise UserError(f"--class-label {args.class_label} must lie in [0, {model.config.num_classes}) for "
-                        f"{model.name}")
-    settings = read_settings(args.ckpt)
-    process = recorded_process(model, settings.get("process"))
-    vae = load_vae(settings.get("vae") or DEFAULT_VAE, args.device)  # files without a record are latent models
-    use_family_flags(args, model.config.family, args.ckpt, settings.get("sampler"))  # as sample.py
+    weights = load_for_sampling(args.ckpt, args.device, check_model=lambda model: check_model(model, args))
+    model, vae, process = weights.model, weights.vae, weights.process
+    use_family_flags(args, model.config.family, args.ckpt, weights.recorded_sampler)  # as sample.py
     sample_fn = sampler_from_args(args, model.config.family, process)
     result = sample_attention_maps(model, vae, process, sample_fn, args.class_label, seed=args.seed,
                                    cfg_scale=args.cfg_scale, step_fraction=args.step_fraction, device=args.device)
