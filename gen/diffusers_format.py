@@ -1,16 +1,33 @@
-"""MHSA DiT models in diffusers' layout (`DiTTransformer2DModel`), so that diffusers' `DiTPipeline` runs them,
-and back.
+"""Our models as diffusers pipeline folders, and back.
 
-    save_diffusers_pipeline(model, "vae-folder", "out/pipe")  # model_index.json, transformer/, vae/, scheduler/
-    pipe = DiTPipeline.from_pretrained("out/pipe")             # diffusers runs it (the VAE: a folder or an object)
-    save_diffusers(model, "out/transformer")                   # the transformer alone: the folder is `folder`
-                                                               # itself (config.json + diffusion_pytorch_model...)
-    model = load_diffusers("out/pipe")                         # our DiT again, from a pipeline or transformer folder
+MHSA DiT models trained on DiT's diffusion go to diffusers' own layout (`DiTTransformer2DModel`), which its
+`DiTPipeline` runs as it is; VCA models, SiT models (MHSA or VCA) and DiT models of another diffusion process go to
+diffusers' custom-code layout, which `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` loads:
 
-The pipeline's scheduler is DDIM on DiT's schedule (1000 linear betas, 1e-4 to 0.02); `id2label` ({class: "name,
-other name"}) goes into model_index.json, so `pipe.get_label_ids(["name"])` works. DiTPipeline's null class is
-1000, so guidance (`guidance_scale > 1`) needs an ImageNet-class model. VCA models and SiT have no DiTPipeline
-counterpart: a one-line error.
+    save_diffusers_pipeline(model, "vae-folder", "out/pipe")  # or an export's path: its process and sampler too
+    pipe = DiTPipeline.from_pretrained("out/pipe")             # an MHSA DiT (the VAE: a folder or an object)
+    pipe = DiffusionPipeline.from_pretrained("out/pipe", trust_remote_code=True)   # any of them
+    images = pipe(class_labels=[3, 7], num_inference_steps=25, guidance_scale=1.5,
+                  generator=torch.Generator().manual_seed(0)).images               # PIL images
+    save_diffusers(model, "out/transformer")                   # the transformer alone (MHSA DiT): the folder is
+                                                               # `folder` itself (config.json + diffusion_pytorch...)
+    model = load_diffusers("out/pipe")                         # our model again, from a pipeline or transformer folder
+    python -m gen.diffusers_format model.safetensors out/pipe [--vae FOLDER] [--custom]   # the command line
+
+DiTPipeline folders: the scheduler is DDIM on DiT's schedule (1000 linear betas, 1e-4 to 0.02); `id2label`
+({class: "name, other name"}) goes into model_index.json, so `pipe.get_label_ids(["name"])` works. DiTPipeline's
+null class is 1000, so guidance (`guidance_scale > 1`) needs an ImageNet-class model.
+
+Custom folders: model_index.json names `gen_pipeline.GenPipeline` (gen_pipeline.py in the root) and
+`transformer/gen_transformer.GenTransformer` (a diffusers ModelMixin whose config is our ModelConfig and whose
+weights are our model's); both files are copies of gen/diffusers_remote/, thin wrappers that import `gen`, so the
+project must be installed where the folder is loaded (else an ImportError says so). model_index.json also records
+`process` (the diffusion or transport settings), `sampler` (training's sampler, steps and guidance: the call's
+defaults) and `id2label`. The pipeline samples with gen's GenerationPipeline, so its PIL images are exactly
+GenerationPipeline's and sample.py's for the same labels, seed (a `generator` draws it), steps and guidance;
+`output_type="np"`/`"pt"` give floats in [0, 1] as diffusers does. DiT folders carry DDIM on DiT's schedule under
+scheduler/ as a record for diffusers tools (gen's samplers do the sampling: `sampler="ddpm"|"ddim"|"dpm-solver"`);
+SiT has no diffusers scheduler (scheduler: null).
 
 diffusers keeps a copy of the timestep and class embedders in every block (the shared ones are copied in) and
 splits the qkv projection. One convention differs and is not ours to change: diffusers' timestep frequencies
@@ -239,12 +256,13 @@ def load_diffusers(source):
 
 
 def main(argv=None):
-    """python -m gen.diffusers_format WEIGHTS FOLDER [--vae VAE] [--custom]: an export or training checkpoint as a
-    diffusers pipeline folder, with its recorded process and sampler."""
+    """python -m gen.diffusers_format WEIGHTS FOLDER [--vae VAE] [--custom]"""
     from .cli import ArgumentParser
     from .vae import DEFAULT_VAE, load_vae
 
-    parser = ArgumentParser(prog="python -m gen.diffusers_format", description=main.__doc__.split(": ", 1)[1])
+    description = ("An export or training checkpoint as a diffusers pipeline folder, with its recorded process and "
+                   "sampler: DiTPipeline's layout for MHSA DiT models, diffusers' custom-code layout for the others.")
+    parser = ArgumentParser(prog="python -m gen.diffusers_format", description=description)
     parser.add_argument("weights", help="an export (.safetensors), a training checkpoint folder or an official .pt")
     parser.add_argument("folder", help="the pipeline folder to write (an older one there is replaced whole)")
     parser.add_argument("--vae", default=None, help="a local AutoencoderKL folder, ema, mse or a hub name in the hub "
