@@ -1,16 +1,33 @@
-"""MHSA DiT models in diffusers' layout (`DiTTransformer2DModel`), so that diffusers' `DiTPipeline` runs them,
-and back.
+"""Our models as diffusers pipeline folders, and back.
 
-    save_diffusers_pipeline(model, "vae-folder", "out/pipe")  # model_index.json, transformer/, vae/, scheduler/
-    pipe = DiTPipeline.from_pretrained("out/pipe")             # diffusers runs it (the VAE: a folder or an object)
-    save_diffusers(model, "out/transformer")                   # the transformer alone: the folder is `folder`
-                                                               # itself (config.json + diffusion_pytorch_model...)
-    model = load_diffusers("out/pipe")                         # our DiT again, from a pipeline or transformer folder
+MHSA DiT models trained on DiT's diffusion go to diffusers' own layout (`DiTTransformer2DModel`), which its
+`DiTPipeline` runs as it is; VCA models, SiT models (MHSA or VCA) and DiT models of another diffusion process go to
+diffusers' custom-code layout, which `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` loads:
 
-The pipeline's scheduler is DDIM on DiT's schedule (1000 linear betas, 1e-4 to 0.02); `id2label` ({class: "name,
-other name"}) goes into model_index.json, so `pipe.get_label_ids(["name"])` works. DiTPipeline's null class is
-1000, so guidance (`guidance_scale > 1`) needs an ImageNet-class model. VCA models and SiT have no DiTPipeline
-counterpart: a one-line error.
+    save_diffusers_pipeline(model, "vae-folder", "out/pipe")  # or an export's path: its process and sampler too
+    pipe = DiTPipeline.from_pretrained("out/pipe")             # an MHSA DiT (the VAE: a folder or an object)
+    pipe = DiffusionPipeline.from_pretrained("out/pipe", trust_remote_code=True)   # any of them
+    images = pipe(class_labels=[3, 7], num_inference_steps=25, guidance_scale=1.5,
+                  generator=torch.Generator().manual_seed(0)).images               # PIL images
+    save_diffusers(model, "out/transformer")                   # the transformer alone (MHSA DiT): the folder is
+                                                               # `folder` itself (config.json + diffusion_pytorch...)
+    model = load_diffusers("out/pipe")                         # our model again, from a pipeline or transformer folder
+    python -m gen.diffusers_format model.safetensors out/pipe [--vae FOLDER] [--custom]   # the command line
+
+DiTPipeline folders: the scheduler is DDIM on DiT's schedule (1000 linear betas, 1e-4 to 0.02); `id2label`
+({class: "name, other name"}) goes into model_index.json, so `pipe.get_label_ids(["name"])` works. DiTPipeline's
+null class is 1000, so guidance (`guidance_scale > 1`) needs an ImageNet-class model.
+
+Custom folders: model_index.json names `gen_pipeline.GenPipeline` (gen_pipeline.py in the root) and
+`transformer/gen_transformer.GenTransformer` (a diffusers ModelMixin whose config is our ModelConfig and whose
+weights are our model's); both files are copies of gen/diffusers_remote/, thin wrappers that import `gen`, so the
+project must be installed where the folder is loaded (else an ImportError says so). model_index.json also records
+`process` (the diffusion or transport settings), `sampler` (training's sampler, steps and guidance: the call's
+defaults) and `id2label`. The pipeline samples with gen's GenerationPipeline, so its PIL images are exactly
+GenerationPipeline's and sample.py's for the same labels, seed (a `generator` draws it), steps and guidance;
+`output_type="np"`/`"pt"` give floats in [0, 1] as diffusers does. DiT folders carry DDIM on DiT's schedule under
+scheduler/ as a record for diffusers tools (gen's samplers do the sampling: `sampler="ddpm"|"ddim"|"dpm-solver"`);
+SiT has no diffusers scheduler (scheduler: null).
 
 diffusers keeps a copy of the timestep and class embedders in every block (the shared ones are copied in) and
 splits the qkv projection. One convention differs and is not ours to change: diffusers' timestep frequencies
@@ -19,13 +36,19 @@ DiT's; with the shift set to 0 they agree to float rounding (tests/test_diffuser
 """
 import json
 import os
+import shutil
 
 import torch
 
+from .args import recorded_process
 from .errors import InvalidValue, MissingInput
+from .export import load_pretrained, read_settings
 from .files import atomic_folder
 from .models import create_model
 from .models.config import SIZES
+
+REMOTE_CODE = os.path.join(os.path.dirname(__file__), "diffusers_remote")
+REMOTE_FILES = {"gen_pipeline.py": "", "gen_transformer.py": "transformer"}  # file: its subfolder in the export
 
 
 def diffusers_config(config) -> dict:
@@ -111,18 +134,28 @@ def dit_scheduler():
                          clip_sample=False, prediction_type="epsilon")
 
 
-def save_diffusers_pipeline(model, vae, folder, id2label=None) -> str:
-    """A DiTPipeline folder (model_index.json, transformer/, vae/, scheduler/) of an MHSA DiT model; `vae`: a
-    diffusers AutoencoderKL or its local folder; `id2label`: {class index: "name, other name"} or None."""
-    from diffusers import AutoencoderKL, DiTPipeline
+def save_diffusers_pipeline(model, vae, folder, id2label=None, *, process=None, sampler=None,
+                            custom=None) -> str:
+    """A diffusers pipeline folder of `model` (our model, or the path of an export or checkpoint folder, whose
+    recorded process and sampler are used when not given); `vae`: a diffusers AutoencoderKL or its local folder
+    (None for a pixel model); `id2label`: {class index: "name, other name"} or None.
+
+    MHSA DiT models trained on DiT's diffusion: a DiTPipeline folder (model_index.json, transformer/, vae/,
+    scheduler/). Other models (VCA, SiT, another diffusion process), or `custom=True`: a folder of diffusers'
+    custom-code layout (save_custom_pipeline)."""
+    if isinstance(model, (str, os.PathLike)):
+        recorded = read_settings(model)
+        model = load_pretrained(model)
+        process, sampler = process or recorded.get("process"), sampler or recorded.get("sampler")
+    if custom is None:
+        custom = (model.config.family, model.config.attention) != ("DiT", "mhsa") or \
+            recorded_process(model, process) != recorded_process(model, None)
+    if custom:
+        return save_custom_pipeline(model, vae, folder, id2label, process=process, sampler=sampler)
+    from diffusers import DiTPipeline
 
     transformer = to_diffusers(model)
-    if not isinstance(vae, AutoencoderKL):
-        vae = AutoencoderKL.from_pretrained(vae)
-    if vae.config.latent_channels != model.config.in_channels:
-        raise InvalidValue(f"the VAE makes {vae.config.latent_channels}-channel latents but {model.config.name} "
-                           f"takes {model.config.in_channels} channels; pass the VAE the model was trained with")
-    pipeline = DiTPipeline(transformer=transformer, vae=vae, scheduler=dit_scheduler())
+    pipeline = DiTPipeline(transformer=transformer, vae=checked_vae(vae, model), scheduler=dit_scheduler())
     with atomic_folder(folder) as temporary:
         pipeline.save_pretrained(temporary)
         if id2label:
@@ -135,26 +168,79 @@ def save_diffusers_pipeline(model, vae, folder, id2label=None) -> str:
     return str(folder)
 
 
+def checked_vae(vae, model):
+    """`vae` (an AutoencoderKL or its folder) loaded, and checked to make `model`'s latents."""
+    from diffusers import AutoencoderKL
+
+    if not isinstance(vae, AutoencoderKL):
+        vae = AutoencoderKL.from_pretrained(vae)
+    if vae.config.latent_channels != model.config.in_channels:
+        raise InvalidValue(f"the VAE makes {vae.config.latent_channels}-channel latents but {model.config.name} "
+                           f"takes {model.config.in_channels} channels; pass the VAE the model was trained with")
+    return vae
+
+
+def save_custom_pipeline(model, vae, folder, id2label=None, *, process=None, sampler=None) -> str:
+    """A folder in diffusers' custom-code layout: model_index.json names gen_pipeline.GenPipeline (root
+    gen_pipeline.py) and transformer/gen_transformer.GenTransformer (our model's config and weights); vae/ (none
+    for a pixel model); scheduler/ for DiT (DDIM on DiT's schedule, a record; SiT has none). The wrappers import
+    `gen`; `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` loads it."""
+    import diffusers
+
+    from .diffusers_remote.gen_transformer import GenTransformer
+
+    if vae is None and model.config.in_channels != 3:
+        raise InvalidValue(f"{model.config.name} makes {model.config.in_channels}-channel latents; pass its VAE")
+    vae = None if vae is None else checked_vae(vae, model)
+    index = {"_class_name": ["gen_pipeline", "GenPipeline"], "_diffusers_version": diffusers.__version__,
+             "transformer": ["gen_transformer", "GenTransformer"],
+             "vae": ["diffusers", "AutoencoderKL"] if vae is not None else [None, None],
+             "scheduler": ["diffusers", "DDIMScheduler"] if model.config.family == "DiT" else [None, None],
+             "process": recorded_process(model, process), "sampler": sampler,
+             "id2label": {str(key): value for key, value in id2label.items()} if id2label else None}
+    with atomic_folder(folder) as temporary:
+        GenTransformer.from_model(model).save_pretrained(os.path.join(temporary, "transformer"))
+        if vae is not None:
+            vae.save_pretrained(os.path.join(temporary, "vae"))
+        if model.config.family == "DiT":
+            dit_scheduler().save_pretrained(os.path.join(temporary, "scheduler"))
+        for name, subfolder in REMOTE_FILES.items():
+            shutil.copyfile(os.path.join(REMOTE_CODE, name), os.path.join(temporary, subfolder, name))
+        with open(os.path.join(temporary, "model_index.json"), "w") as file:
+            json.dump(index, file, indent=2)
+    return str(folder)
+
+
 def transformer_folder(folder) -> str:
     """The transformer folder of a pipeline root or of a transformer folder; anything else: a one-line error."""
     if os.path.isfile(os.path.join(folder, "model_index.json")):
         folder = os.path.join(folder, "transformer")
-    if not os.path.isfile(os.path.join(folder, "config.json")):
+    weights = os.path.isdir(folder) and any(name.startswith("diffusion_pytorch_model") for name in os.listdir(folder))
+    if not (weights and os.path.isfile(os.path.join(folder, "config.json"))):
         raise MissingInput(f"{folder} is neither a diffusers pipeline folder (model_index.json and transformer/) nor "
                            f"a transformer folder (config.json and diffusion_pytorch_model.safetensors)")
     return folder
 
 
 def load_diffusers(source):
-    """Our DiT from a DiTTransformer2DModel, a DiTPipeline folder or a transformer folder (a name that is not a
-    local folder goes to diffusers as a hub name of a transformer)."""
+    """Our model from a DiTTransformer2DModel or GenTransformer, a pipeline folder (DiTPipeline's or our custom
+    one) or a transformer folder (a name that is not a local folder goes to diffusers as a hub name of a
+    DiTTransformer2DModel)."""
     from diffusers import DiTTransformer2DModel
 
-    if isinstance(source, DiTTransformer2DModel):
+    from .diffusers_remote.gen_transformer import GenTransformer
+
+    if isinstance(source, (DiTTransformer2DModel, GenTransformer)):
         transformer = source
+    elif not os.path.isdir(source):
+        transformer = DiTTransformer2DModel.from_pretrained(source)
     else:
-        local = os.path.isdir(source)
-        transformer = DiTTransformer2DModel.from_pretrained(transformer_folder(source) if local else source)
+        folder = transformer_folder(source)
+        with open(os.path.join(folder, "config.json")) as file:
+            custom = json.load(file).get("_class_name") == GenTransformer.__name__
+        transformer = (GenTransformer if custom else DiTTransformer2DModel).from_pretrained(folder)
+    if isinstance(transformer, GenTransformer):
+        return transformer.model.eval()
     c = transformer.config
     hidden_size = c.num_attention_heads * c.attention_head_dim
     architecture = dict(depth=c.num_layers, hidden_size=hidden_size, num_heads=c.num_attention_heads)
@@ -167,3 +253,29 @@ def load_diffusers(source):
     if unexpected or missing != ["pos_embed"]:  # the fixed sin-cos table is made, not stored
         raise RuntimeError(f"diffusers layout mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model.eval()
+
+
+def main(argv=None):
+    """python -m gen.diffusers_format WEIGHTS FOLDER [--vae VAE] [--custom]"""
+    from .cli import ArgumentParser
+    from .vae import DEFAULT_VAE, load_vae
+
+    description = ("An export or training checkpoint as a diffusers pipeline folder, with its recorded process and "
+                   "sampler: DiTPipeline's layout for MHSA DiT models, diffusers' custom-code layout for the others.")
+    parser = ArgumentParser(prog="python -m gen.diffusers_format", description=description)
+    parser.add_argument("weights", help="an export (.safetensors), a training checkpoint folder or an official .pt")
+    parser.add_argument("folder", help="the pipeline folder to write (an older one there is replaced whole)")
+    parser.add_argument("--vae", default=None, help="a local AutoencoderKL folder, ema, mse or a hub name in the hub "
+                                                    "cache; default: the one the weights record (else ema)")
+    parser.add_argument("--custom", action="store_true", default=None,
+                        help="the custom-code layout for an MHSA DiT too (VCA and SiT models always get it)")
+    args = parser.parse_args(argv)
+    vae = load_vae(args.vae or read_settings(args.weights).get("vae") or DEFAULT_VAE)
+    folder = save_diffusers_pipeline(args.weights, vae, args.folder, custom=args.custom)
+    print(f"wrote {folder}: load it with DiffusionPipeline.from_pretrained({folder!r}, trust_remote_code=True)")
+
+
+if __name__ == "__main__":
+    from .cli import run_command
+
+    run_command(main)

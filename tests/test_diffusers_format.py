@@ -1,13 +1,28 @@
 """MHSA DiT models in diffusers' layout: diffusers' DiTTransformer2DModel computes what our DiT computes, its
-DiTPipeline runs them, and they load back unchanged."""
+DiTPipeline runs them, and they load back unchanged. VCA and SiT models in diffusers' custom-code layout:
+DiffusionPipeline.from_pretrained(folder, trust_remote_code=True) loads them and draws our images."""
+import json
 import os
+import runpy
+import sys
 
+import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, DiTPipeline
 from tiny import perturbed
 
-from gen.diffusers_format import load_diffusers, save_diffusers, save_diffusers_pipeline, to_diffusers
+from gen import GenerationPipeline, save_pretrained
+from gen.args import recorded_process
+from gen.cli import run_command
+from gen.diffusers_format import (
+    REMOTE_CODE,
+    load_diffusers,
+    main,
+    save_diffusers,
+    save_diffusers_pipeline,
+    to_diffusers,
+)
 from gen.errors import InvalidValue, MissingInput
 from gen.models import create_model
 
@@ -93,11 +108,108 @@ def test_a_folder_that_is_neither_pipeline_nor_transformer_is_named(tmp_path):
         load_diffusers(str(tmp_path))
 
 
-def test_vca_models_have_no_diffusers_layout(tmp_path, tiny_vae):
+def test_vca_models_have_no_diffusers_transformer_layout():
     with pytest.raises(InvalidValue, match="MHSA DiT"):
         to_diffusers(create_model("DiT-Mini/2-VCA", input_size=8, num_classes=10))
-    with pytest.raises(InvalidValue, match="MHSA DiT"):
-        save_diffusers_pipeline(create_model("DiT-Mini/2-VCA", input_size=8, num_classes=10), tiny_vae, tmp_path / "p")
-    with pytest.raises(InvalidValue, match="MHSA DiT"):
-        save_diffusers_pipeline(create_model("SiT-Mini/2", input_size=8, num_classes=10), tiny_vae, tmp_path / "p")
-    assert not os.listdir(tmp_path)
+
+
+# -- VCA and SiT models: diffusers' custom-code layout, run by gen's sampling -------------------------------------
+def ours_and_theirs(pipe, ours, **call):
+    """The PIL images of the diffusers pipeline and of our GenerationPipeline for the same call, as arrays."""
+    theirs = pipe(class_labels=[1, 7], generator=torch.Generator().manual_seed(0), **call).images
+    mine = ours(class_labels=[1, 7], generator=torch.Generator().manual_seed(0), **call)
+    return np.stack([np.asarray(image) for image in theirs]), np.stack([np.asarray(image) for image in mine])
+
+
+@pytest.mark.parametrize("name", ["DiT-Mini/2-VCA", "SiT-Mini/2", "SiT-Mini/2-VCA"])
+def test_custom_folder_loads_in_diffusers_and_draws_our_images(tmp_path, tiny_vae, one_thread, name):
+    model = perturbed(name)
+    folder = tmp_path / "pipe"
+    save_diffusers_pipeline(model, tiny_vae, folder, id2label={1: "one, uno", 7: "seven"})
+    assert sorted(os.listdir(tmp_path)) == ["pipe"]  # no temporary folder left beside it
+    expected = ["gen_pipeline.py", "model_index.json", "transformer", "vae"] + (["scheduler"] if "DiT" in name else [])
+    assert sorted(os.listdir(folder)) == sorted(expected)
+    assert "gen_transformer.py" in os.listdir(folder / "transformer")
+    pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    assert type(pipe).__name__ == "GenPipeline" and pipe.get_label_ids(["uno", "seven"]) == [1, 7]
+    assert pipe.config.process == recorded_process(model, None)
+    if "DiT" in name:
+        assert isinstance(pipe.scheduler, DDIMScheduler) and len(pipe.scheduler.betas) == 1000
+    else:
+        assert pipe.scheduler is None  # SiT's transport has no diffusers scheduler
+    x, t, y = inputs()
+    with torch.no_grad():  # the transformer is our model, weights and all
+        assert torch.equal(pipe.transformer(x, t / 1000 if "SiT" in name else t, y),
+                           model(x, t / 1000 if "SiT" in name else t, y))
+    ours = GenerationPipeline(model, AutoencoderKL.from_pretrained(tiny_vae), process=recorded_process(model, None),
+                              latent_shape=(4, 8))
+    theirs, mine = ours_and_theirs(pipe, ours, num_inference_steps=2, guidance_scale=2.0)
+    assert theirs.shape == (2, 16, 16, 3) and theirs.std() > 0
+    np.testing.assert_array_equal(theirs, mine)
+    floats = pipe(class_labels=[1, 7], num_inference_steps=2, guidance_scale=2.0, output_type="np",
+                  generator=torch.Generator().manual_seed(0)).images  # diffusers' convention: floats in [0, 1]
+    assert floats.shape == (2, 16, 16, 3) and np.abs(floats * 255 - theirs).max() <= 1
+    loaded = load_diffusers(folder)
+    assert loaded.config == model.config
+    assert all(torch.equal(loaded.state_dict()[key], value) for key, value in model.state_dict().items())
+
+
+def test_custom_folder_of_an_export_samples_with_its_recorded_settings(tmp_path, tiny_vae, one_thread):
+    model = perturbed("DiT-Mini/2-VCA")
+    process = dict(recorded_process(model, None), noise_schedule="cosine")  # not DiT's linear betas
+    sampler = dict(sampler="ddim", ddim_eta=0.0, num_sampling_steps=3, cfg_scale=2.0)
+    path = save_pretrained(model, tmp_path / "model.safetensors", vae=tiny_vae, process=process, sampler=sampler)
+    save_diffusers_pipeline(path, tiny_vae, tmp_path / "pipe")
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True)
+    assert pipe.config.process == process and pipe.config.sampler == sampler
+    theirs, mine = ours_and_theirs(pipe, GenerationPipeline.from_pretrained(path, device="cpu"))  # the record's
+    np.testing.assert_array_equal(theirs, mine)
+
+
+def test_mhsa_dit_goes_custom_when_asked_or_off_dit_diffusion(tmp_path, tiny_vae):
+    model = perturbed("DiT-Mini/2")
+    save_diffusers_pipeline(model, tiny_vae, tmp_path / "asked", custom=True)
+    other = dict(recorded_process(model, None), predict_xstart=True)
+    save_diffusers_pipeline(model, tiny_vae, tmp_path / "x0", process=other)
+    for name in ("asked", "x0"):
+        index = json.loads((tmp_path / name / "model_index.json").read_text())
+        assert index["_class_name"] == ["gen_pipeline", "GenPipeline"]
+    assert load_diffusers(tmp_path / "x0").config == model.config
+
+
+def test_custom_folder_needs_trust_remote_code_and_its_weights(tmp_path, tiny_vae):
+    folder = save_diffusers_pipeline(perturbed("SiT-Mini/2"), tiny_vae, tmp_path / "pipe")
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        DiffusionPipeline.from_pretrained(folder)
+    os.remove(os.path.join(folder, "transformer", "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(MissingInput, match="is neither a diffusers pipeline folder"):
+        load_diffusers(folder)
+
+
+@pytest.mark.parametrize("file, module", [("gen_pipeline.py", "gen.pipeline"), ("gen_transformer.py", "gen.models")])
+def test_remote_code_without_gen_names_the_install(monkeypatch, file, module):
+    monkeypatch.setitem(sys.modules, module, None)  # as if the project were not installed
+    with pytest.raises(ImportError, match="pip install"):
+        runpy.run_path(os.path.join(REMOTE_CODE, file))
+
+
+def test_a_pixel_model_needs_no_vae(tmp_path, one_thread):
+    model = perturbed("SiT-Mini/2", in_channels=3)
+    save_diffusers_pipeline(model, None, tmp_path / "pipe")
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True)
+    images = pipe(class_labels=[1], num_inference_steps=2, guidance_scale=1.0, output_type="pt").images
+    assert pipe.vae is None and images.shape == (1, 3, 8, 8) and torch.isfinite(images).all()
+    with pytest.raises(InvalidValue, match="pass its VAE"):
+        save_diffusers_pipeline(perturbed("SiT-Mini/2"), None, tmp_path / "latent")
+
+
+def test_command_line_exports_any_model_with_its_record(tmp_path, tiny_vae, capsys):
+    sampler = dict(mode="ODE", num_sampling_steps=3, cfg_scale=1.5)
+    path = save_pretrained(perturbed("SiT-Mini/2-VCA"), tmp_path / "model.safetensors", vae=tiny_vae, sampler=sampler)
+    main([path, str(tmp_path / "pipe")])  # the VAE: the one the export records
+    assert "trust_remote_code=True" in capsys.readouterr().out
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["_class_name"] == ["gen_pipeline", "GenPipeline"] and index["sampler"] == sampler
+    with pytest.raises(SystemExit) as stopped:
+        run_command(main, [str(tmp_path / "missing.safetensors"), str(tmp_path / "out")])
+    assert stopped.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
