@@ -4,7 +4,7 @@ import torch
 from official import official_state_dict, official_tensors, tiny_official_model
 from tolerances import NETWORK, assert_close_to_recorded
 
-from gen.models import create_model, list_models, load_official_state_dict
+from gen.models import DiT, SiT, create_model, list_models, load_official_state_dict, model_config
 
 
 @pytest.mark.parametrize("family", ["dit", "sit"])
@@ -160,3 +160,18 @@ def test_bf16_autocast_and_compile(name):
     assert torch.isfinite(low).all()
     assert (low.float() - reference).abs().max() < 0.05 * reference.abs().max()
     torch.testing.assert_close(compiled, reference)
+
+
+def test_networks_take_a_model_config_or_its_fields():
+    config = model_config("SiT-Mini/2-VCA", input_size=8, num_classes=5)
+    torch.manual_seed(0)
+    from_config = SiT(config)
+    torch.manual_seed(0)
+    from_fields = SiT(**{k: v for k, v in config.to_dict().items() if k != "family"})
+    assert from_config.config == from_fields.config == config
+    for (name, a), (_, b) in zip(from_config.state_dict().items(), from_fields.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(TypeError, match="not both"):
+        SiT(config, depth=2)
+    with pytest.raises(ValueError, match="cannot build a DiT"):
+        DiT(config)

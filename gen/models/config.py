@@ -15,7 +15,7 @@ SIZES = {
 
 @dataclass
 class ModelConfig:
-    """Every constructor argument of DiT/SiT, plus the family. Defaults: DiT-XL/2 at ImageNet 256."""
+    """What DiT(config) / SiT(config) build, the family included. Defaults: DiT-XL/2 at ImageNet 256."""
 
     family: str = "DiT"
     input_size: int = 32
@@ -53,7 +53,3 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys {unknown}; known: {sorted(known)}")
         return cls(**values)
-
-    def network_kwargs(self) -> dict:
-        """What DiT(...) / SiT(...) take: everything but the family."""
-        return {k: v for k, v in asdict(self).items() if k != "family"}

@@ -155,63 +155,46 @@ class DiT(nn.Module):
 
     family = "DiT"
 
-    def __init__(
-        self,
-        input_size: int = 32,
-        patch_size: int = 2,
-        in_channels: int = 4,
-        hidden_size: int = 1152,
-        depth: int = 28,
-        num_heads: int = 16,
-        mlp_ratio: float = 4.0,
-        class_dropout_prob: float = 0.1,
-        num_classes: int = 1000,
-        learn_sigma: bool = True,
-        attention: str = "mhsa",
-        cfg_channels: int | None = 3,
-        vca_pool_size=None,
-        vca_stage2_softmax: str = "joint",
-        vca_local_term: bool = True,
-        vca_contrast_tokens: str = "pool",
-        vca_shared_pos_embed: bool = False,
-    ):
+    def __init__(self, config: ModelConfig | None = None, **fields):
+        """DiT(config) (nanoGPT's habit), or DiT(depth=..., ...) with ModelConfig's fields as the official code
+        takes them (defaults: DiT-XL/2 at ImageNet 256)."""
         super().__init__()
-        self.config = ModelConfig(
-            family=self.family, input_size=input_size, patch_size=patch_size, in_channels=in_channels,
-            hidden_size=hidden_size, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            class_dropout_prob=class_dropout_prob, num_classes=num_classes, learn_sigma=learn_sigma,
-            attention=attention, cfg_channels=cfg_channels, vca_pool_size=vca_pool_size,
-            vca_stage2_softmax=vca_stage2_softmax, vca_local_term=vca_local_term,
-            vca_contrast_tokens=vca_contrast_tokens, vca_shared_pos_embed=vca_shared_pos_embed)
-        if attention not in ("mhsa", "vca"):
-            raise ValueError(f"attention must be 'mhsa' or 'vca', got {attention!r}")
-        self.learn_sigma = learn_sigma
-        self.in_channels = in_channels
-        self.out_channels = in_channels * 2 if learn_sigma else in_channels
-        self.patch_size = patch_size
-        self.num_heads = num_heads
-        self.cfg_channels = cfg_channels  # 3: the official code's choice, kept for reproducibility; None: all
+        if config is None:
+            config = ModelConfig(family=self.family, **fields)
+        elif fields:
+            raise TypeError(f"{type(self).__name__}() takes a ModelConfig or its fields as keywords, not both")
+        if config.family != self.family:
+            raise ValueError(f"a {config.family} config cannot build a {self.family}; use gen.models.build_model")
+        if config.attention not in ("mhsa", "vca"):
+            raise ValueError(f"attention must be 'mhsa' or 'vca', got {config.attention!r}")
+        self.config = c = config
+        self.learn_sigma = c.learn_sigma
+        self.in_channels = c.in_channels
+        self.out_channels = c.in_channels * 2 if c.learn_sigma else c.in_channels
+        self.patch_size = c.patch_size
+        self.num_heads = c.num_heads
+        self.cfg_channels = c.cfg_channels  # 3: the official code's choice, kept for reproducibility; None: all
         self.gradient_checkpointing = False
 
-        self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size)
-        self.t_embedder = TimestepEmbedder(hidden_size)
-        self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
+        self.x_embedder = PatchEmbed(c.input_size, c.patch_size, c.in_channels, c.hidden_size)
+        self.t_embedder = TimestepEmbedder(c.hidden_size)
+        self.y_embedder = LabelEmbedder(c.num_classes, c.hidden_size, c.class_dropout_prob)
         num_patches = self.x_embedder.num_patches
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, c.hidden_size), requires_grad=False)
 
         def make_attention(layer_index):
-            if attention == "mhsa":
-                return Attention(hidden_size, num_heads, qkv_bias=True)
+            if c.attention == "mhsa":
+                return Attention(c.hidden_size, c.num_heads, qkv_bias=True)
             return VisualContrastAttention(
-                hidden_size, num_heads, self.x_embedder.grid_size, layer_index=layer_index,
-                pool_size=vca_pool_size, stage2_softmax=vca_stage2_softmax, local_term=vca_local_term,
-                contrast_tokens=vca_contrast_tokens, shared_pos_embed=vca_shared_pos_embed,
+                c.hidden_size, c.num_heads, self.x_embedder.grid_size, layer_index=layer_index,
+                pool_size=c.vca_pool_size, stage2_softmax=c.vca_stage2_softmax, local_term=c.vca_local_term,
+                contrast_tokens=c.vca_contrast_tokens, shared_pos_embed=c.vca_shared_pos_embed,
             )
 
         self.blocks = nn.ModuleList(
-            [DiTBlock(hidden_size, num_heads, mlp_ratio, make_attention(i)) for i in range(depth)]
+            [DiTBlock(c.hidden_size, c.num_heads, c.mlp_ratio, make_attention(i)) for i in range(c.depth)]
         )
-        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.final_layer = FinalLayer(c.hidden_size, c.patch_size, self.out_channels)
         self.initialize_weights()
 
     def initialize_weights(self):

@@ -44,7 +44,7 @@ def model_config(name: str, **overrides) -> ModelConfig:
 
 def build_model(config: ModelConfig):
     """The network a config describes, with DiT's initialisation."""
-    return FAMILIES[config.family](**config.network_kwargs())
+    return FAMILIES[config.family](config)
 
 
 def create_model(name: str, **overrides):
