@@ -9,20 +9,24 @@ One name means one thing everywhere: `--sampler` is DiT's (ddpm, ddim, dpm-solve
 """
 import argparse
 import importlib.util
+import inspect
 import os
 
 from . import checks
 from .cli import none_or_str
+from .diffusion import create_diffusion, create_transport
 from .errors import UserError
 from .models.vca import KERNELS
 from .models.zoo import model_config
 from .sampling import (
     DEFAULT_PRECISION,
+    DIT_SAMPLER_DEFAULTS,
     DIT_SAMPLERS,
     GUIDANCE_FOR_FID,
     GUIDANCE_FOR_PICTURES,
     PRECISIONS,
     SIT_MODES,
+    SIT_SAMPLER_DEFAULTS,
     make_sampler,
 )
 
@@ -33,11 +37,17 @@ FIXED_ON_RESUME = ("model", "data_path", "latents", "image_size", "num_classes",
                    "sigma_small", "predict_xstart", "learn_sigma", "rescale_learned_sigmas", "diffusion_steps",
                    "path_type", "prediction", "loss_weight", "train_eps")
 APPLIED_ON_RESUME = ("lr", "warmup_steps", "weight_decay", "ema_decay", "max_grad_norm")
+
+
+def keyword_defaults(function) -> dict:
+    """{name: default} of `function`'s parameters that have one: its signature is their one home."""
+    return {name: parameter.default for name, parameter in inspect.signature(function).parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
+
+
 # DiT's create_diffusion and SiT's create_transport defaults: what a training script uses unless told otherwise
-DIFFUSION_DEFAULTS = dict(noise_schedule="linear", use_kl=False, sigma_small=False, predict_xstart=False,
-                          learn_sigma=True, rescale_learned_sigmas=False, diffusion_steps=1000)
-TRANSPORT_DEFAULTS = dict(path_type="Linear", prediction="velocity", loss_weight=None, train_eps=None,
-                          sample_eps=None)
+DIFFUSION_DEFAULTS = keyword_defaults(create_diffusion)
+TRANSPORT_DEFAULTS = keyword_defaults(create_transport)
 DEFAULT_IMAGE_SIZE = 256  # DiT's and SiT's ImageNet size
 DIGITS_IMAGE_SIZE = 16  # the 8x8 digits twice enlarged: what the demo, the study and the digits FID network use
 DEFAULT_WORKERS = 4
@@ -121,9 +131,6 @@ def transport_settings(args) -> dict:
 
 
 # -- how images are drawn ------------------------------------------------------------------------------------------
-DIT_SAMPLER_DEFAULTS = dict(sampler="ddpm", ddim_eta=0.0)
-SIT_SAMPLER_DEFAULTS = dict(mode="ODE", sampling_method=None, atol=1e-6, rtol=1e-3, reverse=False,
-                            diffusion_form="sigma", diffusion_norm=1.0, last_step="Mean", last_step_size=0.04)
 
 
 def add_sampler_flags(parser, family=None, default_steps=250):

@@ -15,11 +15,18 @@ from .folder import check_settings, pack_npz, sample_to_folder, samples_in_memor
 from .grid import grid_classes, sample_grid, save_grid
 from .guidance import GUIDANCE_FOR_FID, GUIDANCE_FOR_PICTURES, NO_GUIDANCE, generate_images, generate_latents, guided
 from .precision import DEFAULT_PRECISION, PRECISIONS, check_precision, resolve_precision, sampling_precision, vae_dtype
-from .samplers import DIT_SAMPLERS, SIT_MODES, check_sit_sampler, make_sampler
+from .samplers import (
+    DIT_SAMPLER_DEFAULTS,
+    DIT_SAMPLERS,
+    SIT_MODES,
+    SIT_SAMPLER_DEFAULTS,
+    check_sit_sampler,
+    make_sampler,
+)
 from .seeding import CLASS_ORDERS, SEED_STRIDE, StepNoise, draw_batch, image_labels
 
-__all__ = ["CLASS_ORDERS", "DEFAULT_PRECISION", "DIT_SAMPLERS", "GUIDANCE_FOR_FID", "GUIDANCE_FOR_PICTURES",
-           "NO_GUIDANCE", "PRECISIONS", "SEED_STRIDE", "SIT_MODES",
+__all__ = ["CLASS_ORDERS", "DEFAULT_PRECISION", "DIT_SAMPLER_DEFAULTS", "DIT_SAMPLERS", "GUIDANCE_FOR_FID",
+           "GUIDANCE_FOR_PICTURES", "NO_GUIDANCE", "PRECISIONS", "SEED_STRIDE", "SIT_MODES", "SIT_SAMPLER_DEFAULTS",
            "StepNoise", "check_precision", "check_settings", "check_sit_sampler", "draw_batch", "generate_images",
            "generate_latents", "grid_classes", "guided", "image_labels", "make_sampler", "pack_npz",
            "resolve_precision", "sample_grid", "sample_to_folder", "samples_in_memory", "sampling_precision",

@@ -62,18 +62,18 @@ def load_for_sampling(ckpt, device, *, vae: str | None = None, precision: str = 
                       process: dict | None = None, check_model=None) -> SamplingWeights:
     """The model, VAE and settings of `ckpt` (an export, a training checkpoint folder or an official DiT/SiT .pt),
     checked against each other and the caller's choices; `precision` resolved (no auto): the VAE's dtype.
-    `check_model(model)`, if given, runs before the VAE loads (a caller's own refusal comes first)."""
+    `check_model(model)`, if given, runs as soon as the model is loaded (a caller's own refusal)."""
     ckpt = os.fspath(ckpt)
     if not os.path.exists(ckpt):
         raise MissingInput(f"{ckpt} not found; pass an exported .safetensors, a training checkpoint folder or an "
                            f"official DiT/SiT .pt")
     settings = read_settings(ckpt)
     vae_name = resolve_vae(ckpt, vae, settings.get("vae"), official=not settings)  # {}: an official .pt
+    vae_model = load_vae(vae_name, device, dtype=vae_dtype(precision))
     options = {} if num_classes is None else {"num_classes": num_classes}
     model = load_pretrained(ckpt, device, expected_name=model_name, image_size=image_size, **options)
     if check_model is not None:
         check_model(model)
-    vae_model = load_vae(vae_name, device, dtype=vae_dtype(precision))
     set_vca_kernels(model, vca_kernels)
     if compile:  # the instance's forward, so that forward_with_cfg's call is compiled too
         model.forward = torch.compile(model.forward)

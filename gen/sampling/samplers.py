@@ -60,19 +60,25 @@ def sde(model_fn, noise, *, integrator, noise_sampler=None, progress=False):
 
 
 # -- binding the settings ----------------------------------------------------------------------------------------
+# the sampler defaults of DiT's and SiT's sample.py: the command lines and the pipeline read them here
+DIT_SAMPLER_DEFAULTS = dict(sampler="ddpm", ddim_eta=0.0)
+SIT_SAMPLER_DEFAULTS = dict(mode="ODE", sampling_method=None, atol=1e-6, rtol=1e-3, reverse=False,
+                            diffusion_form="sigma", diffusion_norm=1.0, last_step="Mean", last_step_size=0.04)
+
+
 def make_sampler(family: str, name: str | None = None, num_steps: int = 250, **options):
     """sample_fn for a model family: DiT `name` "ddpm" (default), "ddim" (option ddim_eta) or "dpm-solver" over
     `num_steps` evenly spaced steps; SiT `name` "ODE" (default) or "SDE" with SiT's options (path_type,
     prediction, loss_weight, train_eps, sample_eps, sampling_method, atol, rtol, reverse, diffusion_form,
     diffusion_norm, last_step, last_step_size)."""
     if family == "DiT":
-        return dit_sampler(name or "ddpm", num_steps, **options)
+        return dit_sampler(name or DIT_SAMPLER_DEFAULTS["sampler"], num_steps, **options)
     if family == "SiT":
-        return sit_sampler(name or "ODE", num_steps, **options)
+        return sit_sampler(name or SIT_SAMPLER_DEFAULTS["mode"], num_steps, **options)
     raise InvalidValue(f"unknown model family {family!r}; expected DiT or SiT")
 
 
-def dit_sampler(name: str, num_steps: int, ddim_eta: float = 0.0, **diffusion_settings):
+def dit_sampler(name: str, num_steps: int, ddim_eta: float = DIT_SAMPLER_DEFAULTS["ddim_eta"], **diffusion_settings):
     """`diffusion_settings`: create_diffusion's options the model was trained with (noise_schedule,
     predict_xstart, learn_sigma, ...); the chain is respaced to `num_steps` evenly spaced steps."""
     from ..diffusion import create_diffusion
@@ -93,13 +99,17 @@ def dit_sampler(name: str, num_steps: int, ddim_eta: float = 0.0, **diffusion_se
     return functools.partial(ddim, diffusion=diffusion, eta=ddim_eta)
 
 
-def sit_sampler(mode: str, num_steps: int, *, path_type="Linear", prediction="velocity", loss_weight=None,
-                train_eps=None, sample_eps=None, sampling_method=None, atol=1e-6, rtol=1e-3, reverse=False,
-                diffusion_form="sigma", diffusion_norm=1.0, last_step="Mean", last_step_size=0.04):
+def sit_sampler(mode: str, num_steps: int, **options):
+    """`options`: create_transport's settings the model was trained with, and the integrator's (the keys of
+    SIT_SAMPLER_DEFAULTS but mode; those not given take these defaults)."""
     from ..diffusion import Sampler, create_transport
 
+    integrator_keys = [key for key in SIT_SAMPLER_DEFAULTS if key != "mode"]
+    settings = {key: options.pop(key, SIT_SAMPLER_DEFAULTS[key]) for key in integrator_keys}
+    sampling_method, atol, rtol, reverse, diffusion_form, diffusion_norm, last_step, last_step_size = (
+        settings[key] for key in integrator_keys)
     check_sit_sampler(mode, num_steps, sampling_method)
-    sampler = Sampler(create_transport(path_type, prediction, loss_weight, train_eps, sample_eps))
+    sampler = Sampler(create_transport(**options))  # the transport settings; an unknown key fails there
     if mode == "ODE":
         integrator = sampler.sample_ode(sampling_method=sampling_method or "dopri5", num_steps=num_steps,
                                         atol=atol, rtol=rtol, reverse=reverse)
