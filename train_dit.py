@@ -6,22 +6,16 @@ the built-in digits.
 
 See docs/training.md for the paper settings, resuming and multi-GPU launches.
 """
-from gen.args import add_training_flags, diffusion_settings, sampler_from_args
-from gen.cli import ArgumentParser, parse_with_config, run_command
-from gen.diffusion import create_diffusion
-from gen.training import DiffusionLoss, train
+from gen.cli import parse_with_config, run_command
+from gen.training.entry import train_dit, training_parser
 
 
 def parse_args(argv=None):
-    return parse_with_config(add_training_flags(ArgumentParser(description=__doc__), "DiT"), argv)
+    return parse_with_config(training_parser("DiT", __doc__), argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    process = diffusion_settings(args)
-    loss_fn = DiffusionLoss(create_diffusion(timestep_respacing="", **process))  # training: every step
-    return train(args, family="DiT", loss_fn=loss_fn, sample_fn=sampler_from_args(args, "DiT", process),
-                 process=process)
+    return train_dit(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -5,22 +5,16 @@
 
 See docs/training.md for the paper settings, resuming and multi-GPU launches.
 """
-from gen.args import add_training_flags, sampler_from_args, transport_settings
-from gen.cli import ArgumentParser, parse_with_config, run_command
-from gen.diffusion import create_transport
-from gen.training import TransportLoss, train
+from gen.cli import parse_with_config, run_command
+from gen.training.entry import train_sit, training_parser
 
 
 def parse_args(argv=None):
-    return parse_with_config(add_training_flags(ArgumentParser(description=__doc__), "SiT"), argv)
+    return parse_with_config(training_parser("SiT", __doc__), argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    process = transport_settings(args)
-    loss_fn = TransportLoss(create_transport(**process))
-    return train(args, family="SiT", loss_fn=loss_fn, sample_fn=sampler_from_args(args, "SiT", process),
-                 process=process)
+    return train_sit(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Training through Accelerate, one loop for DiT and SiT.
 
+    entry.py       DiT's and SiT's entry points (the scripts' and train_model's, the Python one)
     loop.py        the loop: data, model, optimiser, EMA, logging, checkpoints, resumption, final samples
     losses.py      DiT's and SiT's per-sample losses (loss_fn(model, x, y))
     checkpoint.py  checkpoints written whole with a manifest, verified when read
     ema.py         the EMA of the weights
     log.py         log.txt, log.jsonl and the trackers
+    evaluation.py  FID while training; schedule.py the warm-up; budget.py training seconds and FLOPs
     samples.py     the EMA's sample grids and final samples.npz
 """
 from .loop import TrainingError, train

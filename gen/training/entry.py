@@ -1,0 +1,54 @@
+"""DiT's and SiT's training entry points, shared by train_dit.py, train_sit.py and Python:
+
+    import gen
+    results_dir = gen.train_model("SiT-Mini/4-VCA", config="configs/demo.yaml", max_steps=300,
+                                  results_dir="results/api")   # what train_sit.py --config ... --max-steps 300 runs
+
+Settings are the command line's, named by their flags (`max_steps` or `max-steps`) and checked as a YAML
+config's values are: an unknown name or a bad value is a one-line UserError. `config` is read first and the
+keywords win over it, as flags do.
+"""
+import os
+
+from ..args import add_training_flags, diffusion_settings, sampler_from_args, transport_settings
+from ..cli import ArgumentParser, check_config, parse_with_config
+from ..diffusion import create_diffusion, create_transport
+from ..models.zoo import model_config
+from .loop import train
+from .losses import DiffusionLoss, TransportLoss
+
+
+def training_parser(family: str, description: str | None = None) -> ArgumentParser:
+    """Every training flag of `family` ("DiT" or "SiT")."""
+    return add_training_flags(ArgumentParser(description=description), family)
+
+
+def train_dit(args) -> str:
+    """Train with ADM's Gaussian diffusion (every step of the chain); returns the results folder."""
+    process = diffusion_settings(args)
+    loss_fn = DiffusionLoss(create_diffusion(timestep_respacing="", **process))
+    return train(args, family="DiT", loss_fn=loss_fn, sample_fn=sampler_from_args(args, "DiT", process),
+                 process=process)
+
+
+def train_sit(args) -> str:
+    """Train with SiT's interpolant transport; returns the results folder."""
+    process = transport_settings(args)
+    loss_fn = TransportLoss(create_transport(**process))
+    return train(args, family="SiT", loss_fn=loss_fn, sample_fn=sampler_from_args(args, "SiT", process),
+                 process=process)
+
+
+TRAINERS = {"DiT": train_dit, "SiT": train_sit}
+
+
+def train_model(model: str, config=None, **settings) -> str:
+    """Train `model` (a zoo name such as "DiT-S/2-VCA") as its family's script would with these settings;
+    returns the results folder, which holds model.safetensors when the run ends."""
+    family = model_config(model).family  # an unknown name fails here, in one line
+    parser = training_parser(family)
+    chosen = check_config(parser, settings, "train_model")
+    args = parse_with_config(parser, ["--model", model] + (["--config", os.fspath(config)] if config else []))
+    for key, value in chosen.items():  # the keywords win over the config, as flags do
+        setattr(args, key, value)
+    return TRAINERS[family](args)
