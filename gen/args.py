@@ -30,14 +30,6 @@ from .sampling import (
     make_sampler,
 )
 
-# Flags that decide what a checkpoint's weights, optimiser state and data position mean: a resumed run must
-# keep them. Optimiser settings (lr, weight decay, EMA decay, clipping) may change and are applied.
-FIXED_ON_RESUME = ("model", "data_path", "latents", "image_size", "num_classes", "vae", "random_flip",
-                   "global_batch_size", "global_seed", "class_dropout_prob", "noise_schedule", "use_kl",
-                   "sigma_small", "predict_xstart", "learn_sigma", "rescale_learned_sigmas", "diffusion_steps",
-                   "path_type", "prediction", "loss_weight", "train_eps")
-APPLIED_ON_RESUME = ("lr", "warmup_steps", "weight_decay", "ema_decay", "max_grad_norm")
-
 
 def keyword_defaults(function) -> dict:
     """{name: default} of `function`'s parameters that have one: its signature is their one home."""
@@ -387,11 +379,3 @@ def check_tracker(log_with: str):
     if importlib.util.find_spec(TRACKER_PACKAGES[log_with]) is None:
         raise UserError(f"--log-with {log_with}: the {TRACKER_PACKAGES[log_with]} package is not installed; "
                         f"pip install {TRACKER_PACKAGES[log_with]}, or use --log-with tensorboard or none")
-
-
-def resume_differences(saved: dict, args) -> tuple[dict, dict]:
-    """({flag: (saved, now)} that must not change, {flag: (saved, now)} that will be applied)."""
-    now = vars(args)
-    refused = {k: (saved[k], now[k]) for k in FIXED_ON_RESUME if k in saved and k in now and saved[k] != now[k]}
-    applied = {k: (saved[k], now[k]) for k in APPLIED_ON_RESUME if k in saved and k in now and saved[k] != now[k]}
-    return refused, applied

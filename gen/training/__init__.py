@@ -3,7 +3,7 @@
     entry.py       DiT's and SiT's entry points (the scripts' and train_model's, the Python one)
     loop.py        the loop: data, model, optimiser, EMA, logging, checkpoints, resumption, final samples
     losses.py      DiT's and SiT's per-sample losses (loss_fn(model, x, y))
-    checkpoint.py  checkpoints written whole with a manifest, verified when read
+    checkpoint.py  checkpoints written whole with a manifest, verified when read; the resume policy
     ema.py         the EMA of the weights
     log.py         log.txt, log.jsonl and the trackers
     evaluation.py  FID while training; schedule.py the warm-up; budget.py training seconds and FLOPs

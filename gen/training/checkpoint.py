@@ -27,6 +27,14 @@ CHECKPOINT_LOSSES = "losses.jsonl"
 CHECKPOINT_NAME = re.compile(r"^step-(\d{7,})$")
 SANE_LOSS_FACTOR = 10  # a checkpoint whose weights give more than 10x the run's best loss has blown up
 
+# Flags that decide what a checkpoint's weights, optimiser state and data position mean: a resumed run must
+# keep them. Optimiser settings (lr, weight decay, EMA decay, clipping) may change and are applied.
+FIXED_ON_RESUME = ("model", "data_path", "latents", "image_size", "num_classes", "vae", "random_flip",
+                   "global_batch_size", "global_seed", "class_dropout_prob", "noise_schedule", "use_kl",
+                   "sigma_small", "predict_xstart", "learn_sigma", "rescale_learned_sigmas", "diffusion_steps",
+                   "path_type", "prediction", "loss_weight", "train_eps")
+APPLIED_ON_RESUME = ("lr", "warmup_steps", "weight_decay", "ema_decay", "max_grad_norm")
+
 
 class CheckpointNotFound(UserError, FileNotFoundError):
     pass
@@ -220,3 +228,10 @@ def recoverable_checkpoint(results_dir):
         if loss is not None and math.isfinite(loss) and loss <= limit:
             return folder, loss
     return None, losses
+
+
+def resume_differences(saved: dict, now: dict) -> tuple[dict, dict]:
+    """({flag: (saved, now)} that must not change, {flag: (saved, now)} that will be applied): the resume policy."""
+    refused = {k: (saved[k], now[k]) for k in FIXED_ON_RESUME if k in saved and k in now and saved[k] != now[k]}
+    applied = {k: (saved[k], now[k]) for k in APPLIED_ON_RESUME if k in saved and k in now and saved[k] != now[k]}
+    return refused, applied

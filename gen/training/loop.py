@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from .. import checks
-from ..args import check_training_arguments, fill_data_defaults, resume_differences, sampler_record
+from ..args import check_training_arguments, fill_data_defaults, sampler_record
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
 from ..errors import UserError
 from ..export import load_weights, save_pretrained
@@ -51,6 +51,7 @@ from .checkpoint import (
     record_checkpoint_loss,
     recoverable_checkpoint,
     resolve_resume,
+    resume_differences,
     save_checkpoint,
     write_json,
 )
@@ -388,7 +389,7 @@ def check_resume_flags(path, args, log):
     """Refuse flags that would change what the checkpoint means; say which optimiser settings change."""
     with open(os.path.join(path, TRAINING_STATE)) as file:
         saved = json.load(file).get("args", {})
-    refused, applied = resume_differences(saved, args)
+    refused, applied = resume_differences(saved, vars(args))
     if refused:
         listed = "; ".join(f"--{k.replace('_', '-')} {now} (the run used {was})" for k, (was, now) in refused.items())
         raise TrainingError(f"--resume {path}: {listed}. Resume with the run's own values, or start a new run "
