@@ -15,6 +15,7 @@ import extract_latents
 import gen.training.checkpoint
 import train_dit
 import train_sit
+from gen.args import diffusion_settings
 from gen.data import CorruptImageError, LatentSetError
 from gen.export import load_pretrained
 from gen.training import TrainingError
@@ -100,7 +101,7 @@ def test_vca_kernels_flag_reaches_every_vca_module(kernels, tmp_path):
     from gen.training.loop import build_model
 
     args = train_dit.parse_args(quick_args("DiT", tmp_path, "--vca-kernels", kernels))
-    model = build_model(args, (3, 16, 16))
+    model = build_model(args, (3, 16, 16), diffusion_settings(args))
     assert {block.attn.kernels for block in model.blocks} == {kernels}
 
 

@@ -100,9 +100,10 @@ def open_training_data(args, accelerator):
     return vae, dataset, latent_shape(vae, args.image_size), False
 
 
-def build_model(args, shape):
+def build_model(args, shape, process: dict):
+    """The network to train: its output channels follow the diffusion's learned sigma (DiT's `process`)."""
     torch.manual_seed(args.global_seed)  # the same initial weights whatever the number of processes
-    options = {"learn_sigma": args.learn_sigma} if hasattr(args, "learn_sigma") else {}  # DiT's diffusion flag
+    options = {"learn_sigma": process["learn_sigma"]} if "learn_sigma" in process else {}
     model = create_model(args.model, input_size=shape[1], in_channels=shape[0], num_classes=args.num_classes,
                          class_dropout_prob=args.class_dropout_prob, **options)
     if args.gradient_checkpointing:
@@ -496,7 +497,7 @@ def train_in_folder(args, accelerator, log, results_dir, *, family, loss_fn, sam
         pin_memory=accelerator.device.type == "cuda", persistent_workers=args.num_workers > 0,
         generator=torch.Generator())  # its own generator: creating an epoch's iterator leaves the global RNG alone
 
-    model = build_model(args, shape)
+    model = build_model(args, shape, process)
     if args.init_from:
         load_weights(model, args.init_from)  # before the EMA copy: both start from these weights
         log.info(f"initialised {args.model} from {args.init_from} (fresh optimizer)")
