@@ -37,7 +37,8 @@ def append_record(path, record: dict):
 
 
 def cut_torn_tail(path):
-    """Truncate `path` after its last newline when it does not end with one (nothing happens otherwise)."""
+    """End `path` with a newline: a last line without one is cut off when it is not JSON (a torn append), and
+    closed when it is (a complete record some other writer left unterminated)."""
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         return
     with open(path, "rb+") as handle:
@@ -46,7 +47,13 @@ def cut_torn_tail(path):
             return
         handle.seek(0)
         content = handle.read()
-        handle.truncate(content.rfind(b"\n") + 1)
+        start = content.rfind(b"\n") + 1
+        try:
+            json.loads(content[start:])
+        except ValueError:
+            handle.truncate(start)
+        else:
+            handle.write(b"\n")
 
 
 def logged_steps(path, key: str) -> set[int]:

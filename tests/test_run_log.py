@@ -25,6 +25,14 @@ def test_a_torn_last_line_is_skipped_when_read_and_cut_off_before_the_next_appen
     assert open(path).read().count("\n") == 3
 
 
+def test_a_complete_last_record_without_a_newline_is_kept(tmp_path):
+    path = log_path(tmp_path)
+    with open(path, "w") as handle:
+        handle.write('{"step": 1, "loss": 0.5}')
+    append_record(path, {"step": 2, "loss": 0.4})
+    assert read_log(path) == [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4}]
+
+
 def test_a_bad_line_before_the_last_is_refused_in_one_line(tmp_path):
     path = log_path(tmp_path)
     text = '{"step": 1}\nnot json\n{"step": 2}\n'
