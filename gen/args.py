@@ -31,14 +31,14 @@ from .sampling import (
 )
 
 
-def keyword_defaults(function) -> dict:
-    """{name: default} of `function`'s parameters that have one: its signature is their one home."""
+def keyword_defaults(function, skip=()) -> dict:
+    """{name: default} of `function`'s parameters that have one, but `skip`: its signature is their one home."""
     return {name: parameter.default for name, parameter in inspect.signature(function).parameters.items()
-            if parameter.default is not inspect.Parameter.empty}
+            if parameter.default is not inspect.Parameter.empty and name not in skip}
 
 
 # DiT's create_diffusion and SiT's create_transport defaults: what a training script uses unless told otherwise
-DIFFUSION_DEFAULTS = keyword_defaults(create_diffusion)
+DIFFUSION_DEFAULTS = keyword_defaults(create_diffusion, skip=("timestep_respacing",))  # sampling's, not training's
 TRANSPORT_DEFAULTS = keyword_defaults(create_transport)
 DEFAULT_IMAGE_SIZE = 256  # DiT's and SiT's ImageNet size
 DIGITS_IMAGE_SIZE = 16  # the 8x8 digits twice enlarged: what the demo, the study and the digits FID network use

@@ -116,7 +116,11 @@ def read_config(parser: argparse.ArgumentParser, path: str) -> dict:
 def check_config(parser: argparse.ArgumentParser, values: dict, where: str) -> dict:
     """`values` (flag names with - or _) keyed by the parser's destinations, each checked against its flag's type,
     nargs and choices as the command line would be; `where` names the source in errors."""
-    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "config")}
+    actions = {}
+    for action in parser._actions:  # an alias sharing a dest (--tf32 for --precision) leaves the flag its own
+        if action.dest not in ("help", "config") and (action.dest not in actions or
+                                                      f"--{action.dest.replace('_', '-')}" in action.option_strings):
+            actions[action.dest] = action
     config = {str(key).lstrip("-").replace("-", "_"): value for key, value in values.items()}
     unknown = sorted(set(config) - set(actions))
     if unknown:

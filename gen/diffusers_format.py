@@ -40,7 +40,7 @@ import shutil
 
 import torch
 
-from .args import recorded_process
+from .args import DIFFUSION_DEFAULTS, recorded_process
 from .errors import InvalidValue, MissingInput
 from .export import load_pretrained, read_settings
 from .files import atomic_folder
@@ -126,12 +126,18 @@ def save_diffusers(model, folder) -> str:
     return str(folder)
 
 
-def dit_scheduler():
-    """DDIM on DiT's schedule, as diffusers' DiT pipelines carry it."""
+def dit_scheduler(process: dict | None = None):
+    """DDIM on the schedule of the diffusion settings `process` (None: DiT's: 1000 linear betas, 1e-4 to 0.02,
+    eps prediction), as diffusers' DiT pipelines carry it."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
-                         clip_sample=False, prediction_type="epsilon")
+    process = {**DIFFUSION_DEFAULTS, **(process or {})}
+    steps = process["diffusion_steps"]
+    scale = 1000 / steps  # ADM's linear schedule, stretched to other chain lengths
+    schedule = {"linear": "linear", "cosine": "squaredcos_cap_v2"}[process["noise_schedule"]]
+    return DDIMScheduler(num_train_timesteps=steps, beta_start=scale * 1e-4, beta_end=scale * 0.02,
+                         beta_schedule=schedule, clip_sample=False,
+                         prediction_type="sample" if process["predict_xstart"] else "epsilon")
 
 
 def save_diffusers_pipeline(model, vae, folder, id2label=None, *, process=None, sampler=None,
@@ -203,7 +209,7 @@ def save_custom_pipeline(model, vae, folder, id2label=None, *, process=None, sam
         if vae is not None:
             vae.save_pretrained(os.path.join(temporary, "vae"))
         if model.config.family == "DiT":
-            dit_scheduler().save_pretrained(os.path.join(temporary, "scheduler"))
+            dit_scheduler(index["process"]).save_pretrained(os.path.join(temporary, "scheduler"))
         for name, subfolder in REMOTE_FILES.items():
             shutil.copyfile(os.path.join(REMOTE_CODE, name), os.path.join(temporary, subfolder, name))
         with open(os.path.join(temporary, "model_index.json"), "w") as file:

@@ -13,16 +13,18 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, DiTPipeli
 from tiny import perturbed
 
 from gen import GenerationPipeline, save_pretrained
-from gen.args import recorded_process
+from gen.args import DIFFUSION_DEFAULTS, recorded_process
 from gen.cli import run_command
 from gen.diffusers_format import (
     REMOTE_CODE,
+    dit_scheduler,
     load_diffusers,
     main,
     save_diffusers,
     save_diffusers_pipeline,
     to_diffusers,
 )
+from gen.diffusion import create_diffusion
 from gen.errors import InvalidValue, MissingInput
 from gen.models import create_model
 
@@ -213,3 +215,12 @@ def test_command_line_exports_any_model_with_its_record(tmp_path, tiny_vae, caps
     with pytest.raises(SystemExit) as stopped:
         run_command(main, [str(tmp_path / "missing.safetensors"), str(tmp_path / "out")])
     assert stopped.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("process", [{}, dict(noise_schedule="cosine", predict_xstart=True, diffusion_steps=500)],
+                         ids=["dit", "cosine-x0-500"])
+def test_the_scheduler_records_the_diffusion_the_model_was_trained_with(process):
+    scheduler = dit_scheduler(process)
+    ours = create_diffusion("", **{**DIFFUSION_DEFAULTS, **process})
+    np.testing.assert_allclose(scheduler.alphas_cumprod.double().numpy(), ours.alphas_cumprod, rtol=1e-4)
+    assert scheduler.config.prediction_type == ("sample" if process else "epsilon")

@@ -347,3 +347,19 @@ def test_sampling_copies_each_schedule_to_the_device_once(monkeypatch):
         diffusion.p_sample_loop(model, (2, 1, 4, 4), noise=torch.randn(2, 1, 4, 4))
     distinct_arrays = len(diffusion._device_copies)
     assert 0 < len(copies) == distinct_arrays < 16  # 40 steps ran: about 10 copies per step before
+
+
+def test_a_pickled_or_copied_diffusion_samples_as_the_original():
+    import copy
+    import gc
+    import pickle
+
+    model = lambda x, t, **kwargs: torch.cat([0.1 * x, torch.zeros_like(x)], dim=1)  # noqa: E731
+    noise = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    diffusion = create_diffusion("ddim10", noise_schedule="cosine")
+    expected = diffusion.ddim_sample_loop(model, noise.shape, noise=noise)  # fills the device copies
+    state = pickle.dumps(diffusion)
+    del diffusion
+    gc.collect()  # freed arrays' ids may be reused by the copies' arrays
+    for copied in (pickle.loads(state), copy.deepcopy(pickle.loads(state))):
+        assert torch.equal(copied.ddim_sample_loop(model, noise.shape, noise=noise), expected)

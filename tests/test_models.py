@@ -171,6 +171,8 @@ def test_networks_take_a_model_config_or_its_fields():
     assert from_config.config == from_fields.config == config
     for (name, a), (_, b) in zip(from_config.state_dict().items(), from_fields.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+    config.depth = 1  # the models keep their own copy
+    assert from_config.config.depth == len(from_config.blocks) == 4
     with pytest.raises(TypeError, match="not both"):
         SiT(config, depth=2)
     with pytest.raises(ValueError, match="cannot build a DiT"):

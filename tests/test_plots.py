@@ -153,3 +153,11 @@ def test_bars_without_whiskers_draw_no_error_bars():
 
     assert len(error_bars(bars_figure(speeds, "images/s"))) == 2  # seeds of a measured quantity: min-max
     assert error_bars(bars_figure(speeds, "images/s", whiskers=False)) == []
+
+
+def test_a_grid_frames_every_image_one_or_many(tmp_path):
+    for count, shape in ((1, (68, 68, 3)), (3, (68, 200, 3)), (12, (134, 662, 3))):
+        path = tmp_path / f"{count}.png"
+        save_grid(np.zeros((count, 64, 64, 3), np.uint8), 10, str(path))
+        pixels = np.asarray(Image.open(path))
+        assert pixels.shape == shape and (pixels[:2] == 255).all() and (pixels[:, :2] == 255).all()

@@ -33,3 +33,11 @@ def test_a_bad_setting_is_one_line_naming_it(settings, phrase, tmp_path):
         gen.train_model("SiT-Mini/4-VCA", results_dir=str(tmp_path / "run"), **settings)
     assert phrase in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_precision_is_a_setting_despite_its_tf32_alias(tmp_path):
+    # --tf32 shares --precision's destination; the setting is --precision's (choices), not the alias's switch
+    with pytest.raises(UserError, match="precision") as error:
+        gen.train_model("SiT-Mini/4-VCA", results_dir=str(tmp_path / "run"), precision="fp16")
+    assert "fp16" in str(error.value) and "true or false" not in str(error.value)
+    assert "gen.train_model --help" in str(error.value)

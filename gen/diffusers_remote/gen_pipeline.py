@@ -24,7 +24,6 @@ class GenPipeline(DiffusionPipeline):
     the sampling itself is gen's. process: the diffusion (DiT) or transport (SiT) settings the model was trained
     with; sampler: the sampler, steps and guidance of training's samples (the call's defaults), or None."""
 
-    model_cpu_offload_seq = "transformer->vae"
     _optional_components = ["vae", "scheduler"]
 
     def __init__(self, transformer, vae=None, scheduler=None, process=None, sampler=None, id2label=None):
@@ -53,7 +52,7 @@ class GenPipeline(DiffusionPipeline):
                                   recorded_sampler=self.config.sampler, source=self.config.get("_name_or_path"))
 
     @torch.no_grad()
-    def __call__(self, class_labels, num_inference_steps=None, guidance_scale=None, generator=None,
+    def __call__(self, class_labels, *, num_inference_steps=None, guidance_scale=None, generator=None,
                  output_type="pil", return_dict=True, seed=None, sampler=None, **sampler_options):
         """Images of `class_labels`: `.images`, PIL images ("pil"), else floats in [0, 1] as diffusers gives them:
         [N, H, W, 3] numpy ("np") or [N, 3, H, W] torch ("pt"). Steps and guidance default to the export's

@@ -13,6 +13,7 @@ except ImportError as error:
                       f"path/to/the/project` (or `pip install -e .` in its checkout)") from error
 from dataclasses import fields
 
+import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
@@ -36,7 +37,8 @@ class GenTransformer(ModelMixin, ConfigMixin):
     @classmethod
     def from_model(cls, model):
         """A GenTransformer holding `model` itself (its weights, not a copy)."""
-        transformer = cls(**model.config.to_dict())
+        with torch.device("meta"):  # the network built here is replaced at once: no memory, no initialisation
+            transformer = cls(**model.config.to_dict())
         transformer.model = model
         return transformer
 

@@ -4,6 +4,7 @@ Sections follow the data flow: embedders, position embedding, block, final layer
 The attention of every block is MHSA or VCA; everything else matches the official DiT/SiT models.py,
 so official checkpoints load unchanged (see convert.py).
 """
+import dataclasses
 import math
 
 import numpy as np
@@ -167,7 +168,7 @@ class DiT(nn.Module):
             raise ValueError(f"a {config.family} config cannot build a {self.family}; use gen.models.build_model")
         if config.attention not in ("mhsa", "vca"):
             raise ValueError(f"attention must be 'mhsa' or 'vca', got {config.attention!r}")
-        self.config = c = config
+        self.config = c = dataclasses.replace(config)  # its own: a caller's later edit changes no built model
         self.learn_sigma = c.learn_sigma
         self.in_channels = c.in_channels
         self.out_channels = c.in_channels * 2 if c.learn_sigma else c.in_channels

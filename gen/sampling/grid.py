@@ -43,7 +43,11 @@ def save_grid(images, columns: int, path: str, row_labels=None):
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     height = images.shape[1]
     rows = -(-len(images) // columns)
-    grid = make_grid(torch.from_numpy(images).permute(0, 3, 1, 2), nrow=columns, padding=GRID_GAP, pad_value=255)
+    tiles = torch.from_numpy(images).permute(0, 3, 1, 2)
+    if len(tiles) == 1:  # make_grid returns a lone image as it is, without the frame
+        grid = torch.nn.functional.pad(tiles[0], (GRID_GAP,) * 4, value=255)
+    else:
+        grid = make_grid(tiles, nrow=columns, padding=GRID_GAP, pad_value=255)
     grid = grid.permute(1, 2, 0).numpy()
     picture = Image.fromarray(grid)
     if row_labels is not None:

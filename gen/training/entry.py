@@ -20,7 +20,8 @@ from .losses import DiffusionLoss, TransportLoss
 
 def training_parser(family: str, description: str | None = None) -> ArgumentParser:
     """Every training flag of `family` ("DiT" or "SiT")."""
-    return add_training_flags(ArgumentParser(description=description), family)
+    prog = f"train_{family.lower()}.py" if description else "gen.train_model"
+    return add_training_flags(ArgumentParser(prog=prog, description=description), family)
 
 
 def train_dit(args) -> str:

@@ -97,7 +97,7 @@ class GaussianDiffusion:
             raise ValueError("betas must be a 1-D array of values in (0, 1]")
         self.betas = betas
         self.num_timesteps = len(betas)
-        self._device_copies = {}  # (id of one of the arrays below, device) -> that array as a tensor there
+        self._device_copies = {}  # (name of one of the arrays below, device) -> that array as a tensor there
 
         alphas = 1.0 - betas
         self.alphas_cumprod = np.cumprod(alphas)
@@ -130,18 +130,22 @@ class GaussianDiffusion:
             self.large_variance = betas.copy()
         self.large_log_variance = np.log(self.large_variance)
 
-    def _gather(self, schedule: np.ndarray, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """schedule[t] per sample (schedule: one of this process's arrays), in x's dtype, broadcast to x's shape."""
+    def _gather(self, schedule: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The array attribute `schedule` at t per sample, in x's dtype, broadcast to x's shape."""
         values = self.on_device(schedule, t.device)[t].to(x.dtype)
         return append_dims(values, x.ndim).expand(x.shape)
 
-    def on_device(self, schedule: np.ndarray, device) -> torch.Tensor:
-        """One of this process's arrays as a tensor on `device`, copied once: a copy from pageable host memory
+    def on_device(self, schedule: str, device) -> torch.Tensor:
+        """The array attribute `schedule` as a tensor on `device`, copied once: a copy from pageable host memory
         waits for the device's queue to drain, so copying per sampling step left the GPU idle each step."""
-        key = (id(schedule), torch.device(device))
+        key = (schedule, torch.device(device))
         if key not in self._device_copies:
-            self._device_copies[key] = torch.from_numpy(np.asarray(schedule)).to(device)
+            self._device_copies[key] = torch.from_numpy(np.asarray(getattr(self, schedule))).to(device)
         return self._device_copies[key]
+
+    def __getstate__(self):
+        """Pickled and copied without the device copies (they are remade where the copy is used)."""
+        return {**self.__dict__, "_device_copies": {}}
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """The timesteps the network is shown for chain indices t (the identity here; see SpacedDiffusion)."""
@@ -153,24 +157,24 @@ class GaussianDiffusion:
         """Draw x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I), with the given noise if any."""
         if noise is None:
             noise = torch.randn_like(x_start)
-        return (self._gather(self.sqrt_alphas_cumprod, t, x_start) * x_start
-                + self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise)
+        return (self._gather("sqrt_alphas_cumprod", t, x_start) * x_start
+                + self._gather("sqrt_one_minus_alphas_cumprod", t, x_start) * noise)
 
     def q_posterior_mean_variance(self, x_start, x_t, t):
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
-        mean = (self._gather(self.posterior_mean_coef1, t, x_t) * x_start
-                + self._gather(self.posterior_mean_coef2, t, x_t) * x_t)
-        variance = self._gather(self.posterior_variance, t, x_t)
-        log_variance = self._gather(self.posterior_log_variance_clipped, t, x_t)
+        mean = (self._gather("posterior_mean_coef1", t, x_t) * x_start
+                + self._gather("posterior_mean_coef2", t, x_t) * x_t)
+        variance = self._gather("posterior_variance", t, x_t)
+        log_variance = self._gather("posterior_log_variance_clipped", t, x_t)
         return mean, variance, log_variance
 
     def _predict_xstart_from_eps(self, x_t, t, eps):
-        return (self._gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
-                - self._gather(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps)
+        return (self._gather("sqrt_recip_alphas_cumprod", t, x_t) * x_t
+                - self._gather("sqrt_recipm1_alphas_cumprod", t, x_t) * eps)
 
     def _predict_eps_from_xstart(self, x_t, t, pred_xstart):
-        return ((self._gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - pred_xstart)
-                / self._gather(self.sqrt_recipm1_alphas_cumprod, t, x_t))
+        return ((self._gather("sqrt_recip_alphas_cumprod", t, x_t) * x_t - pred_xstart)
+                / self._gather("sqrt_recipm1_alphas_cumprod", t, x_t))
 
     # ------------------------------------------------------------------------------- reverse process
 
@@ -188,16 +192,16 @@ class GaussianDiffusion:
                 raise ValueError(f"learned sigma needs {2 * C} output channels, the model gave "
                                  f"{model_output.shape[1]}; build the diffusion with learn_sigma=False")
             model_output, var_values = torch.split(model_output, C, dim=1)
-            min_log = self._gather(self.posterior_log_variance_clipped, t, x)
-            max_log = self._gather(self.log_betas, t, x)
+            min_log = self._gather("posterior_log_variance_clipped", t, x)
+            max_log = self._gather("log_betas", t, x)
             frac = (var_values + 1) / 2  # v in [-1, 1] -> [posterior variance, beta]
             log_variance = frac * max_log + (1 - frac) * min_log
             variance = torch.exp(log_variance)
         else:
             if self.model_var_type == ModelVarType.FIXED_LARGE:
-                variance, log_variance = self.large_variance, self.large_log_variance
+                variance, log_variance = "large_variance", "large_log_variance"
             else:
-                variance, log_variance = self.posterior_variance, self.posterior_log_variance_clipped
+                variance, log_variance = "posterior_variance", "posterior_log_variance_clipped"
             variance, log_variance = self._gather(variance, t, x), self._gather(log_variance, t, x)
             model_output = model_output[:, :C]  # a learned-sigma network used with fixed variance
 
@@ -272,8 +276,8 @@ class GaussianDiffusion:
         """One DDIM step x_t -> x_{t-1} (Song et al. eq. 12); eta = 0 is deterministic, 1 is DDPM-like."""
         out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
         eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])  # re-derived: clipping may change it
-        alpha_bar = self._gather(self.alphas_cumprod, t, x)
-        alpha_bar_prev = self._gather(self.alphas_cumprod_prev, t, x)
+        alpha_bar = self._gather("alphas_cumprod", t, x)
+        alpha_bar_prev = self._gather("alphas_cumprod_prev", t, x)
         sigma = (eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar))
                  * torch.sqrt(1 - alpha_bar / alpha_bar_prev))
         mean_pred = (out["pred_xstart"] * torch.sqrt(alpha_bar_prev)

@@ -48,7 +48,7 @@ class SpacedDiffusion(GaussianDiffusion):
         super().__init__(**kwargs)
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
-        return self.on_device(self.timestep_array, t.device)[t].to(t.dtype)
+        return self.on_device("timestep_array", t.device)[t].to(t.dtype)
 
 
 def create_diffusion(
