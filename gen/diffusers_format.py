@@ -25,8 +25,8 @@ project must be installed where the folder is loaded (else an ImportError says s
 `process` (the diffusion or transport settings), `sampler` (training's sampler, steps and guidance: the call's
 defaults) and `id2label`. The pipeline samples with gen's GenerationPipeline, so its PIL images are exactly
 GenerationPipeline's and sample.py's for the same labels, seed (a `generator` draws it), steps and guidance;
-`output_type="np"`/`"pt"` give floats in [0, 1] as diffusers does. DiT folders carry DDIM on DiT's schedule under
-scheduler/ as a record for diffusers tools (gen's samplers do the sampling: `sampler="ddpm"|"ddim"|"dpm-solver"`);
+`output_type="np"`/`"pt"` give floats in [0, 1] as diffusers does. DiT folders carry DDIM on the model's own
+diffusion (schedule, chain length, eps or x0) under scheduler/ as a record for diffusers tools (gen's samplers do the sampling: `sampler="ddpm"|"ddim"|"dpm-solver"`);
 SiT has no diffusers scheduler (scheduler: null).
 
 diffusers keeps a copy of the timestep and class embedders in every block (the shared ones are copied in) and
@@ -189,7 +189,7 @@ def checked_vae(vae, model):
 def save_custom_pipeline(model, vae, folder, id2label=None, *, process=None, sampler=None) -> str:
     """A folder in diffusers' custom-code layout: model_index.json names gen_pipeline.GenPipeline (root
     gen_pipeline.py) and transformer/gen_transformer.GenTransformer (our model's config and weights); vae/ (none
-    for a pixel model); scheduler/ for DiT (DDIM on DiT's schedule, a record; SiT has none). The wrappers import
+    for a pixel model); scheduler/ for DiT (DDIM on the model's diffusion, a record; SiT has none). The wrappers import
     `gen`; `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` loads it."""
     import diffusers
 
