@@ -26,8 +26,8 @@ project must be installed where the folder is loaded (else an ImportError says s
 defaults) and `id2label`. The pipeline samples with gen's GenerationPipeline, so its PIL images are exactly
 GenerationPipeline's and sample.py's for the same labels, seed (a `generator` draws it), steps and guidance;
 `output_type="np"`/`"pt"` give floats in [0, 1] as diffusers does. DiT folders carry DDIM on the model's own
-diffusion (schedule, chain length, eps or x0) under scheduler/ as a record for diffusers tools (gen's samplers do the sampling: `sampler="ddpm"|"ddim"|"dpm-solver"`);
-SiT has no diffusers scheduler (scheduler: null).
+diffusion (schedule, chain length, eps or x0) under scheduler/ as a record for diffusers tools (gen's samplers do
+the sampling: `sampler="ddpm"|"ddim"|"dpm-solver"`); SiT has no diffusers scheduler (scheduler: null).
 
 diffusers keeps a copy of the timestep and class embedders in every block (the shared ones are copied in) and
 splits the qkv projection. One convention differs and is not ours to change: diffusers' timestep frequencies
