@@ -264,7 +264,8 @@ def load_diffusers(source):
 def main(argv=None):
     """python -m gen.diffusers_format WEIGHTS FOLDER [--vae VAE] [--custom]"""
     from .cli import ArgumentParser
-    from .vae import DEFAULT_VAE, load_vae
+    from .sampling.loading import resolve_vae
+    from .vae import load_vae
 
     description = ("An export or training checkpoint as a diffusers pipeline folder, with its recorded process and "
                    "sampler: DiTPipeline's layout for MHSA DiT models, diffusers' custom-code layout for the others.")
@@ -276,7 +277,8 @@ def main(argv=None):
     parser.add_argument("--custom", action="store_true", default=None,
                         help="the custom-code layout for an MHSA DiT too (VCA and SiT models always get it)")
     args = parser.parse_args(argv)
-    vae = load_vae(args.vae or read_settings(args.weights).get("vae") or DEFAULT_VAE)
+    settings = read_settings(args.weights)
+    vae = load_vae(resolve_vae(args.weights, args.vae, settings.get("vae"), official=not settings))
     folder = save_diffusers_pipeline(args.weights, vae, args.folder, custom=args.custom)
     print(f"wrote {folder}: load it with DiffusionPipeline.from_pretrained({folder!r}, trust_remote_code=True)")
 
