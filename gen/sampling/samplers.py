@@ -104,19 +104,16 @@ def sit_sampler(mode: str, num_steps: int, **options):
     SIT_SAMPLER_DEFAULTS but mode; those not given take these defaults)."""
     from ..diffusion import Sampler, create_transport
 
-    integrator_keys = [key for key in SIT_SAMPLER_DEFAULTS if key != "mode"]
-    settings = {key: options.pop(key, SIT_SAMPLER_DEFAULTS[key]) for key in integrator_keys}
-    sampling_method, atol, rtol, reverse, diffusion_form, diffusion_norm, last_step, last_step_size = (
-        settings[key] for key in integrator_keys)
-    check_sit_sampler(mode, num_steps, sampling_method)
+    s = {key: options.pop(key, default) for key, default in SIT_SAMPLER_DEFAULTS.items() if key != "mode"}
+    check_sit_sampler(mode, num_steps, s["sampling_method"])
     sampler = Sampler(create_transport(**options))  # the transport settings; an unknown key fails there
     if mode == "ODE":
-        integrator = sampler.sample_ode(sampling_method=sampling_method or "dopri5", num_steps=num_steps,
-                                        atol=atol, rtol=rtol, reverse=reverse)
+        integrator = sampler.sample_ode(sampling_method=s["sampling_method"] or "dopri5", num_steps=num_steps,
+                                        atol=s["atol"], rtol=s["rtol"], reverse=s["reverse"])
         return functools.partial(ode, integrator=integrator)
-    integrator = sampler.sample_sde(sampling_method=sampling_method or "Euler", diffusion_form=diffusion_form,
-                                    diffusion_norm=diffusion_norm, last_step=last_step,
-                                    last_step_size=last_step_size, num_steps=num_steps)
+    integrator = sampler.sample_sde(sampling_method=s["sampling_method"] or "Euler",
+                                    diffusion_form=s["diffusion_form"], diffusion_norm=s["diffusion_norm"],
+                                    last_step=s["last_step"], last_step_size=s["last_step_size"], num_steps=num_steps)
     return functools.partial(sde, integrator=integrator)
 
 
