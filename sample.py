@@ -15,25 +15,24 @@ import time
 from accelerate import Accelerator
 
 from gen import checks, sampling
-from gen.args import (
-    DIFFUSION_DEFAULTS,
-    TRANSPORT_DEFAULTS,
-    add_diffusion_flags,
-    add_guidance_flags,
-    add_precision_flag,
-    add_sampler_flags,
-    add_transport_flags,
-    add_vae_flags,
-    add_vca_kernels_flag,
-    family_keys,
-    fill_sampling_defaults,
-    sampler_from_args,
-    use_family_flags,
-)
+from gen.args import add_flags, add_sampling_flags
 from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.errors import UserError
 from gen.sampling.loading import load_for_sampling
 from gen.sampling.timing import stage_summary
+from gen.settings import (
+    DIFFUSION_DEFAULTS,
+    TRANSPORT_DEFAULTS,
+    DataSettings,
+    DiffusionSettings,
+    ModelSettings,
+    SamplerSettings,
+    TransportSettings,
+    build_sampler,
+    family_options,
+    fill_defaults,
+    fill_from_record,
+)
 
 DIT_GRID_LABELS = [207, 360, 387, 974, 88, 979, 417, 279]  # DiT's sample.py classes, for ImageNet models
 
@@ -49,17 +48,17 @@ def build_parser():
                        "else from an official file name")
     model.add_argument("--image-size", type=int, default=None, help="pixels (default: what the model makes)")
     model.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's (1000)")
-    add_vae_flags(model, default=None)
-    add_precision_flag(model)
+    add_flags(model, DataSettings, only=["vae"], unset=True, title="")
+    add_flags(model, SamplerSettings, only=["precision"], title="")
     model.add_argument("--compile", action="store_true",
                        help="torch.compile the network once for the sampling shape: about 20 s, then network steps "
                             "2.3x faster on an H200; pays from about 3,000 images per process")
-    add_vca_kernels_flag(model)
-    add_diffusion_flags(parser, from_file=True)
-    add_transport_flags(parser, from_file=True)
-    add_sampler_flags(parser, default_steps=None)
-    add_guidance_flags(parser, default=None, help="guidance scale (1: none); default: the weights file's record, "
-                       f"else {sampling.GUIDANCE_FOR_PICTURES} for grids, {sampling.GUIDANCE_FOR_FID} for FID")
+    add_flags(model, ModelSettings, only=["vca_kernels"], title="")
+    add_flags(parser, DiffusionSettings, unset=True)
+    add_flags(parser, TransportSettings, unset=True)
+    add_sampling_flags(parser, helps={"cfg_scale": "guidance scale (1: none); default: the weights file's record, "
+                                                   f"else {sampling.GUIDANCE_FOR_PICTURES} for grids, "
+                                                   f"{sampling.GUIDANCE_FOR_FID} for FID"})
     parser.add_argument("--seed", "--global-seed", dest="seed", type=int, default=0)
     grid = parser.add_argument_group("grid mode (without --num-fid-samples)")
     grid.add_argument("--class-labels", type=int, nargs="+", default=None,
@@ -113,7 +112,7 @@ def run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings):
     os.makedirs(args.sample_dir, exist_ok=True)
     skip = {"num_fid_samples", "per_proc_batch_size", "sample_dir", "config", "class_labels", "nrow", "output",
             "debug", "positional_mode", "label_rows", "compile"}
-    other_family = family_keys("SiT" if model.config.family == "DiT" else "DiT")
+    other_family = family_options("SiT" if model.config.family == "DiT" else "DiT")
     recorded = {k: v for k, v in sorted(vars(args).items()) if k not in skip and k not in other_family}
     recorded.update(settings)  # the process as used: the file's, where the flags left it None
     sampling.check_settings(args.sample_dir, recorded, accelerator.is_main_process)
@@ -180,9 +179,9 @@ def main(argv=None):
         return
     model, vae, latent_shape, settings, recorded_sampler = load_model_and_vae(args, accelerator.device)
     process = {k: v for k, v in settings.items() if k != "vae"}
-    use_family_flags(args, model.config.family, args.ckpt, recorded_sampler)
-    fill_sampling_defaults(args, pictures=grid_mode)
-    sample_fn = sampler_from_args(args, model.config.family, process)
+    fill_from_record(args, model.config.family, args.ckpt, recorded_sampler)
+    fill_defaults(args, pictures=grid_mode)
+    sample_fn = build_sampler(args, model.config.family, process)
     num_classes = model.config.num_classes
     if grid_mode:
         args.class_labels = args.class_labels or default_labels(num_classes)

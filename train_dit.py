@@ -6,12 +6,12 @@ the built-in digits.
 
 See docs/training.md for the paper settings, resuming and multi-GPU launches.
 """
-from gen.cli import parse_with_config, run_command
-from gen.training.entry import train_dit, training_parser
+from gen.cli import run_command
+from gen.training.entry import parse_training_flags, train_dit
 
 
 def parse_args(argv=None):
-    return parse_with_config(training_parser("DiT", __doc__), argv)
+    return parse_training_flags("DiT", argv, __doc__)
 
 
 def main(argv=None):

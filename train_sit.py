@@ -5,12 +5,12 @@
 
 See docs/training.md for the paper settings, resuming and multi-GPU launches.
 """
-from gen.cli import parse_with_config, run_command
-from gen.training.entry import train_sit, training_parser
+from gen.cli import run_command
+from gen.training.entry import parse_training_flags, train_sit
 
 
 def parse_args(argv=None):
-    return parse_with_config(training_parser("SiT", __doc__), argv)
+    return parse_training_flags("SiT", argv, __doc__)
 
 
 def main(argv=None):

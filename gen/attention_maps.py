@@ -21,18 +21,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from . import checks
-from .args import (
-    add_guidance_flags,
-    add_sampler_flags,
-    sampler_from_args,
-    use_family_flags,
-)
+from .args import add_sampling_flags
 from .cli import ArgumentParser, parse_with_config, run_command
 from .errors import UserError
 from .models.vca import VisualContrastAttention
 from .plots import save_figure
 from .sampling import GUIDANCE_FOR_PICTURES, draw_batch, generate_latents
 from .sampling.loading import load_for_sampling
+from .settings import build_sampler, fill_from_record
 from .vae import decode
 
 SHOWN_TOKENS = 4  # contrast tokens drawn per head in stage I, spread over the pooled grid
@@ -238,9 +234,7 @@ def build_parser():
     parser.add_argument("--block", type=int, default=None, help="the block drawn (default: the middle VCA block)")
     parser.add_argument("--tokens", type=int, default=SHOWN_TOKENS, help="contrast tokens drawn per head")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    add_sampler_flags(parser)
-    add_guidance_flags(parser)
-    return parser
+    return add_sampling_flags(parser, keep=("num_sampling_steps", "cfg_scale"))
 
 
 def check_model(model, args):
@@ -261,8 +255,8 @@ def main(argv=None):
     checks.writable_file(args.out, "--out")
     weights = load_for_sampling(args.ckpt, args.device, check_model=lambda model: check_model(model, args))
     model, vae, process = weights.model, weights.vae, weights.process
-    use_family_flags(args, model.config.family, args.ckpt, weights.recorded_sampler)  # as sample.py
-    sample_fn = sampler_from_args(args, model.config.family, process)
+    fill_from_record(args, model.config.family, args.ckpt, weights.recorded_sampler)  # as sample.py
+    sample_fn = build_sampler(args, model.config.family, process)
     result = sample_attention_maps(model, vae, process, sample_fn, args.class_label, seed=args.seed,
                                    cfg_scale=args.cfg_scale, step_fraction=args.step_fraction, device=args.device)
     print(f"wrote {draw_attention_maps(result, args.out, block=args.block, tokens=args.tokens)}")

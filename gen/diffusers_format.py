@@ -40,12 +40,12 @@ import shutil
 
 import torch
 
-from .args import DIFFUSION_DEFAULTS, recorded_process
 from .errors import InvalidValue, MissingInput
 from .export import load_pretrained, read_settings
 from .files import atomic_folder
 from .models import create_model
 from .models.config import SIZES
+from .settings import DIFFUSION_DEFAULTS, recorded_process
 
 REMOTE_CODE = os.path.join(os.path.dirname(__file__), "diffusers_remote")
 REMOTE_FILES = {"gen_pipeline.py": "", "gen_transformer.py": "transformer"}  # file: its subfolder in the export

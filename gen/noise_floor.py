@@ -4,18 +4,17 @@ smaller than the spread of these scores cannot be told from the choice of sampli
 
     measure_noise_floor("results/study-digits/runs/SiT-Mini-2-seed0", seeds=[0, 1, 2])   # {"fids", "std", ...}
 """
-import argparse
 import json
 import os
 import statistics
 
 import torch
 
-from .args import sampler_from_args
 from .errors import UserError
 from .export import load_pretrained, read_settings
 from .sampling import resolve_precision, samples_in_memory
-from .training.evaluation import evaluation_features, evaluation_reference, score_images
+from .settings import TRAINING_SETTINGS, build_sampler, from_record
+from .training.evaluation import evaluation_reference, score_images
 from .vae import load_vae
 
 
@@ -26,24 +25,24 @@ def measure_noise_floor(run_dir, seeds: list[int], device=None) -> dict:
         raise UserError(f"the noise floor needs a finished run: {export} or {args_path} is missing; train it first")
     if len(seeds) < 2:
         raise UserError(f"the noise floor needs at least 2 sampling seeds, got {seeds}")
-    with open(args_path) as handle:
-        args = argparse.Namespace(**json.load(handle))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_pretrained(export, device)
-    settings = read_settings(export)
-    sample_fn = sampler_from_args(args, model.config.family, settings.get("process") or {})
-    vae = load_vae(args.vae, device)
-    features = evaluation_features(args)
+    family = model.config.family
+    with open(args_path) as handle:  # the run's settings; keys of another version are skipped
+        settings = from_record(TRAINING_SETTINGS[family], json.load(handle), strict=False)
+    sample_fn = build_sampler(settings, family, read_settings(export).get("process") or {})
+    vae = load_vae(settings.vae, device)
+    features = settings.evaluation_features()
     from fid.networks import build_extractor
 
-    extractor, reference = build_extractor(features, device=device), evaluation_reference(args, features)
+    extractor, reference = build_extractor(features, device=device), evaluation_reference(settings, features)
     fids = []
     for seed in seeds:
         images, labels = samples_in_memory(model, vae, sample_fn, latent_shape=(model.config.in_channels,
                                                                                 model.config.input_size),
-                                           cfg_scale=args.cfg_scale, device=device, count=args.eval_samples,
-                                           seed=seed, batch_size=args.eval_batch_size,
-                                           precision=resolve_precision(args.precision, device))
+                                           cfg_scale=settings.cfg_scale, device=device, count=settings.eval_samples,
+                                           seed=seed, batch_size=settings.eval_batch_size,
+                                           precision=resolve_precision(settings.precision, device))
         fids.append(score_images(images, labels, reference, extractor, features)["fid"])
     return {"run": os.fspath(run_dir), "sampling_seeds": list(seeds), "fids": fids, "std": statistics.stdev(fids),
-            "eval_samples": args.eval_samples, "eval_features": features}
+            "eval_samples": settings.eval_samples, "eval_features": features}

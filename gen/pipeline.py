@@ -9,16 +9,15 @@ diffusion or transport settings, and its recorded sampler, steps and guidance as
 """
 import math
 import numbers
-from types import SimpleNamespace
 
 import torch
 from PIL import Image
 
-from .args import fill_sampling_defaults, sampler_from_args, use_family_flags
 from .checks import MAX_SEED
 from .errors import InvalidValue
-from .sampling import DIT_SAMPLER_DEFAULTS, GUIDANCE_FOR_PICTURES, SIT_SAMPLER_DEFAULTS, resolve_precision, sample_grid
+from .sampling import GUIDANCE_FOR_PICTURES, resolve_precision, sample_grid
 from .sampling.loading import load_for_sampling
+from .settings import SamplingSettings, build_sampler, fill_defaults, fill_from_record, own_options, unset
 from .vae import to_uint8
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -79,16 +78,15 @@ class GenerationPipeline:
         """The sampler flags a call uses (sample.py's names): the given ones, else the file's record, else
         DiT's and SiT's defaults. `sampler`: DiT's ddpm, ddim or dpm-solver; SiT's ODE or SDE."""
         kind = "sampler" if self.family == "DiT" else "mode"
-        own = [key for key in (DIT_SAMPLER_DEFAULTS if self.family == "DiT" else SIT_SAMPLER_DEFAULTS) if key != kind]
+        own = [key for key in own_options(self.family) if key != kind]
         unknown = sorted(set(sampler_options) - set(own))
         if unknown:
             raise InvalidValue(f"unknown {self.family} sampler option {unknown[0]!r}; use one of {own} (the "
                                f"{kind} itself is the sampler argument)")
-        settings = SimpleNamespace(**dict.fromkeys((*DIT_SAMPLER_DEFAULTS, *SIT_SAMPLER_DEFAULTS)),
-                                   num_sampling_steps=num_inference_steps, cfg_scale=guidance_scale)
-        vars(settings).update(sampler_options, **{kind: sampler})
-        use_family_flags(settings, self.family, self.source, self.recorded_sampler)
-        fill_sampling_defaults(settings, pictures=True)
+        settings = unset(SamplingSettings, num_sampling_steps=num_inference_steps, cfg_scale=guidance_scale,
+                         **sampler_options, **{kind: sampler})
+        fill_from_record(settings, self.family, self.source, self.recorded_sampler)
+        fill_defaults(settings, pictures=True)
         return settings
 
     def __call__(self, class_labels, num_inference_steps: int | None = None, guidance_scale: float | None = None,
@@ -104,7 +102,7 @@ class GenerationPipeline:
         if generator is not None:
             seed = int(torch.randint(MAX_SEED + 1, (1,), generator=generator, device=generator.device))
         settings = self.sampler_settings(num_inference_steps, guidance_scale, sampler, **sampler_options)
-        sample_fn = sampler_from_args(settings, self.family, self.process)
+        sample_fn = build_sampler(settings, self.family, self.process)
         device = self.device
         images = sample_grid(self.model, self.vae, labels, sample_fn, latent_shape=self.latent_shape,
                              seed=0 if seed is None else seed, cfg_scale=settings.cfg_scale, device=device,

@@ -6,10 +6,10 @@ from PIL import Image
 from tiny import perturbed
 
 from gen import save_pretrained
-from gen.args import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS, recorded_process
 from gen.attention_maps import attention_figure, attention_maps, main, noised_input, vca_blocks
 from gen.cli import run_command
 from gen.errors import UserError
+from gen.settings import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS, recorded_process
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NUM_CLASSES = 10

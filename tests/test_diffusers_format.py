@@ -13,7 +13,6 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, DiTPipeli
 from tiny import perturbed
 
 from gen import GenerationPipeline, save_pretrained
-from gen.args import DIFFUSION_DEFAULTS, recorded_process
 from gen.cli import run_command
 from gen.diffusers_format import (
     REMOTE_CODE,
@@ -27,6 +26,7 @@ from gen.diffusers_format import (
 from gen.diffusion import create_diffusion
 from gen.errors import InvalidValue, MissingInput
 from gen.models import create_model
+from gen.settings import DIFFUSION_DEFAULTS, recorded_process
 
 
 def inputs():

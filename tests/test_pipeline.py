@@ -7,10 +7,10 @@ from tiny import perturbed
 
 import sample
 from gen import GenerationPipeline, save_pretrained
-from gen.args import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS
 from gen.errors import UserError
 from gen.sampling import make_sampler, sample_grid
 from gen.sampling.grid import GRID_GAP, GRID_MIN_SIDE
+from gen.settings import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DDIM_RECORD = dict(sampler="ddim", ddim_eta=0.0, num_sampling_steps=3, cfg_scale=1.4)

@@ -15,11 +15,11 @@ from tiny import perturbed
 
 import sample
 from gen import save_pretrained
-from gen.args import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS
 from gen.cli import parse_with_config
 from gen.errors import UserError
 from gen.sampling import generate_latents, make_sampler
 from gen.sampling.grid import GRID_GAP, GRID_MIN_SIDE
+from gen.settings import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 10

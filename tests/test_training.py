@@ -15,7 +15,6 @@ import extract_latents
 import gen.training.checkpoint
 import train_dit
 import train_sit
-from gen.args import diffusion_settings
 from gen.data import CorruptImageError, LatentSetError
 from gen.export import load_pretrained
 from gen.training import TrainingError
@@ -100,8 +99,8 @@ def test_vca_kernels_flag_reaches_every_vca_module(kernels, tmp_path):
     """The fused path itself is checked against the reference in tests/test_vca_fused.py (a model too)."""
     from gen.training.loop import build_model
 
-    args = train_dit.parse_args(quick_args("DiT", tmp_path, "--vca-kernels", kernels))
-    model = build_model(args, (3, 16, 16), diffusion_settings(args))
+    settings = train_dit.parse_args(quick_args("DiT", tmp_path, "--vca-kernels", kernels))
+    model = build_model(settings, (3, 16, 16))
     assert {block.attn.kernels for block in model.blocks} == {kernels}
 
 

@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 from tiny import perturbed
 
 import train_sit
-from gen import args as gen_args
 from gen import save_pretrained
 from gen.export import CheckpointError, load_pretrained, read_settings
+from gen.settings import DIGITS_IMAGE_SIZE, DataSettings
+from gen.settings import data as data_settings
 from gen.training.checkpoint import list_checkpoints
 from gen.training.loop import forward_backward
 from gen.training.schedule import learning_rate
@@ -37,7 +38,7 @@ def test_accumulated_micro_batches_give_the_gradients_of_the_whole_batch():
     gradients, losses = [], []
     for pieces in (1, 2, 3):
         model.zero_grad()
-        run_state = SimpleNamespace(args=SimpleNamespace(grad_accum_steps=pieces), accelerator=Accelerator(),
+        run_state = SimpleNamespace(settings=SimpleNamespace(grad_accum_steps=pieces), accelerator=Accelerator(),
                                     model=model, loss_fn=per_piece_loss(t, pieces))
         losses.append(forward_backward(run_state, x, y))
         gradients.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
@@ -128,10 +129,10 @@ def test_the_digits_train_at_their_own_size_with_no_workers(tmp_path):
                     "--results-dir", str(tmp_path)])
     with open(tmp_path / "args.json") as handle:
         args = json.load(handle)
-    assert (args["image_size"], args["num_workers"]) == (gen_args.DIGITS_IMAGE_SIZE, 0)  # not 256 px, 4 workers
+    assert (args["image_size"], args["num_workers"]) == (DIGITS_IMAGE_SIZE, 0)  # not 256 px, 4 workers
     assert args["precision"] == "fp32"  # --precision auto, resolved for the CPU: what grids and samples used
     export = tmp_path / "model.safetensors"
-    assert load_pretrained(export).config.input_size == gen_args.DIGITS_IMAGE_SIZE  # pixels: no VAE
+    assert load_pretrained(export).config.input_size == DIGITS_IMAGE_SIZE  # pixels: no VAE
     assert read_settings(export)["sampler"] == dict(num_sampling_steps=2, cfg_scale=1.5, mode="ODE",
                                                     sampling_method="euler", atol=1e-6, rtol=1e-3, reverse=False,
                                                     diffusion_form="sigma", diffusion_norm=1.0, last_step="Mean",
@@ -145,10 +146,10 @@ def test_the_digits_train_at_their_own_size_with_no_workers(tmp_path):
     ("images", 8, (256, 2)),           # more than the CPUs: capped
 ])
 def test_data_defaults_and_workers_capped_at_the_cpus(monkeypatch, data_path, given, expected):
-    monkeypatch.setattr(gen_args, "available_cpus", lambda: 2)
-    args = SimpleNamespace(data_path=data_path, latents=None, image_size=None, num_workers=given)
-    notes = gen_args.fill_data_defaults(args)
-    assert (args.image_size, args.num_workers) == expected
+    monkeypatch.setattr(data_settings, "available_cpus", lambda: 2)
+    settings = DataSettings(data_path=data_path, num_workers=given)
+    notes = settings.fill_defaults()
+    assert (settings.image_size, settings.num_workers) == expected
     assert bool(notes) == (given == 8)
 
 

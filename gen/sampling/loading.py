@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..args import recorded_process
 from ..errors import MissingInput, UserError
 from ..export import load_pretrained, read_settings
 from ..models import set_vca_kernels
+from ..settings import recorded_process
 from ..vae import DEFAULT_VAE, load_vae
 from .precision import vae_dtype
 

@@ -4,16 +4,20 @@
     results_dir = gen.train_model("SiT-Mini/4-VCA", config="configs/demo.yaml", max_steps=300,
                                   results_dir="results/api")   # what train_sit.py --config ... --max-steps 300 runs
 
-Settings are the command line's, named by their flags (`max_steps` or `max-steps`) and checked as a YAML
-config's values are: an unknown name or a bad value is a one-line UserError. `config` is read first and the
+    from gen.settings import SiTTrainingSettings
+    train_sit(SiTTrainingSettings(model="SiT-Mini/4-VCA", vae="none", num_classes=10, max_steps=300))
+
+train_model's settings are the command line's, named by their flags (`max_steps` or `max-steps`) and checked as
+a YAML config's values are: an unknown name or a bad value is a one-line UserError. `config` is read first and the
 keywords win over it, as flags do.
 """
 import os
 
-from ..args import add_training_flags, diffusion_settings, sampler_from_args, transport_settings
+from ..args import add_training_flags, settings_from_flags
 from ..cli import ArgumentParser, check_config, parse_with_config
 from ..diffusion import create_diffusion, create_transport
 from ..models.zoo import model_config
+from ..settings import TRAINING_SETTINGS, DiTTrainingSettings, SiTTrainingSettings
 from .loop import train
 from .losses import DiffusionLoss, TransportLoss
 
@@ -24,20 +28,20 @@ def training_parser(family: str, description: str | None = None) -> ArgumentPars
     return add_training_flags(ArgumentParser(prog=prog, description=description), family)
 
 
-def train_dit(args) -> str:
+def parse_training_flags(family: str, argv=None, description: str | None = None):
+    """The family's training settings from command-line flags (and `--config FILE`)."""
+    return settings_from_flags(TRAINING_SETTINGS[family], parse_with_config(training_parser(family, description), argv))
+
+
+def train_dit(settings: DiTTrainingSettings) -> str:
     """Train with ADM's Gaussian diffusion (every step of the chain); returns the results folder."""
-    process = diffusion_settings(args)
-    loss_fn = DiffusionLoss(create_diffusion(timestep_respacing="", **process))
-    return train(args, family="DiT", loss_fn=loss_fn, sample_fn=sampler_from_args(args, "DiT", process),
-                 process=process)
+    loss_fn = DiffusionLoss(create_diffusion(timestep_respacing="", **settings.process()))
+    return train(settings, loss_fn=loss_fn)
 
 
-def train_sit(args) -> str:
+def train_sit(settings: SiTTrainingSettings) -> str:
     """Train with SiT's interpolant transport; returns the results folder."""
-    process = transport_settings(args)
-    loss_fn = TransportLoss(create_transport(**process))
-    return train(args, family="SiT", loss_fn=loss_fn, sample_fn=sampler_from_args(args, "SiT", process),
-                 process=process)
+    return train(settings, loss_fn=TransportLoss(create_transport(**settings.process())))
 
 
 TRAINERS = {"DiT": train_dit, "SiT": train_sit}
@@ -49,7 +53,7 @@ def train_model(model: str, config=None, **settings) -> str:
     family = model_config(model).family  # an unknown name fails here, in one line
     parser = training_parser(family)
     chosen = check_config(parser, settings, "train_model")
-    args = parse_with_config(parser, ["--model", model] + (["--config", os.fspath(config)] if config else []))
+    parsed = parse_with_config(parser, ["--model", model] + (["--config", os.fspath(config)] if config else []))
     for key, value in chosen.items():  # the keywords win over the config, as flags do
-        setattr(args, key, value)
-    return TRAINERS[family](args)
+        setattr(parsed, key, value)
+    return TRAINERS[family](settings_from_flags(TRAINING_SETTINGS[family], parsed))

@@ -1,7 +1,7 @@
 """The one training loop of train_dit.py and train_sit.py: DiT's train.py on Hugging Face Accelerate.
 
-    train(args, family="SiT", loss_fn=lambda model, x, y: transport.training_losses(model, x, dict(y=y))["loss"],
-          sample_fn=make_sampler("SiT", "ODE", 50))
+    train(SiTTrainingSettings(model="SiT-S/2-VCA", max_steps=1000),
+          loss_fn=lambda model, x, y: transport.training_losses(model, x, dict(y=y))["loss"])
 
 AdamW on the global batch split over the processes, optional mixed precision, EMA every step, gradient
 clipping, checkpointing and torch.compile; logs, atomic checkpoints with exact resumption, EMA sample grids,
@@ -9,8 +9,8 @@ and the EMA weights exported as safetensors at the end. The data order is a func
 (gen/data/sampler.py) and every process's RNG is in the checkpoint, so a resumed run repeats the
 uninterrupted one exactly.
 """
-import argparse
 import contextlib
+import dataclasses
 import errno
 import importlib.util
 import json
@@ -29,7 +29,6 @@ from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from .. import checks
-from ..args import check_training_arguments, fill_data_defaults, sampler_record
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
 from ..errors import UserError
 from ..export import load_weights, save_pretrained
@@ -40,6 +39,7 @@ from ..models.zoo import model_config
 from ..plots import write_curves
 from ..run_log import log_path
 from ..sampling import grid_classes, resolve_precision
+from ..settings import TrainingSettings
 from ..vae import encode, latent_shape, load_vae
 from .budget import TrainingBudget
 from .checkpoint import (
@@ -56,7 +56,7 @@ from .checkpoint import (
     write_json,
 )
 from .ema import create_ema, update_ema
-from .evaluation import Evaluator, check_evaluation_arguments
+from .evaluation import Evaluator
 from .log import TrainingLog, peak_memory_gb
 from .samples import write_grid, write_samples_npz
 from .schedule import learning_rate, set_learning_rate
@@ -71,47 +71,48 @@ def default_results_dir(model_name: str) -> str:
     return os.path.join("results", model_name.replace("/", "-"))
 
 
-def make_accelerator(args, results_dir) -> Accelerator:
-    log_with = args.log_with
+def make_accelerator(settings, results_dir) -> Accelerator:
+    log_with = settings.log_with
     if log_with == "auto":
         log_with = "tensorboard" if importlib.util.find_spec("tensorboard") else None
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=None if log_with == "none" else log_with,
-                              project_dir=results_dir)
-    pieces = accelerator.num_processes * args.grad_accum_steps
-    if args.global_batch_size % pieces:
-        raise TrainingError(f"--global-batch-size {args.global_batch_size} is not divisible by "
-                            f"{accelerator.num_processes} processes x {args.grad_accum_steps} accumulation steps; "
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision,
+                              log_with=None if log_with == "none" else log_with, project_dir=results_dir)
+    pieces = accelerator.num_processes * settings.grad_accum_steps
+    if settings.global_batch_size % pieces:
+        raise TrainingError(f"--global-batch-size {settings.global_batch_size} is not divisible by "
+                            f"{accelerator.num_processes} processes x {settings.grad_accum_steps} accumulation steps; "
                             f"use a multiple of {pieces}")
     if accelerator.device.type == "cuda":  # TF32 matmuls: DiT's setting, several times faster on A100/H100
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    args.precision = resolve_precision(args.precision, accelerator.device)  # of grids, samples and evaluations
+    settings.precision = resolve_precision(settings.precision, accelerator.device)  # of grids, samples and evaluations
     return accelerator
 
 
-def open_training_data(args, accelerator):
+def open_training_data(settings, accelerator):
     """(VAE, data set, latent (channels, side), whether items are latents already); a latent folder is checked
     against its manifest before the VAE loads, so a damaged one stops at once."""
-    if args.latents is not None:
-        dataset = LatentDataset(args.latents, vae_name=args.vae, image_size=args.image_size)
-        return load_vae(args.vae, accelerator.device), dataset, (dataset.shape[0], dataset.shape[1]), True
-    vae = load_vae(args.vae, accelerator.device)
-    dataset = open_image_dataset(args.data_path, args.image_size, strict=args.strict)
-    return vae, dataset, latent_shape(vae, args.image_size), False
+    if settings.latents is not None:
+        dataset = LatentDataset(settings.latents, vae_name=settings.vae, image_size=settings.image_size)
+        return load_vae(settings.vae, accelerator.device), dataset, (dataset.shape[0], dataset.shape[1]), True
+    vae = load_vae(settings.vae, accelerator.device)
+    dataset = open_image_dataset(settings.data_path, settings.image_size, strict=settings.strict)
+    return vae, dataset, latent_shape(vae, settings.image_size), False
 
 
-def build_model(args, shape, process: dict):
-    """The network to train: its output channels follow the diffusion's learned sigma (DiT's `process`)."""
-    torch.manual_seed(args.global_seed)  # the same initial weights whatever the number of processes
+def build_model(settings, shape):
+    """The network to train: its output channels follow the diffusion's learned sigma (DiT)."""
+    torch.manual_seed(settings.global_seed)  # the same initial weights whatever the number of processes
+    process = settings.process()
     options = {"learn_sigma": process["learn_sigma"]} if "learn_sigma" in process else {}
-    model = create_model(args.model, input_size=shape[1], in_channels=shape[0], num_classes=args.num_classes,
-                         class_dropout_prob=args.class_dropout_prob, **options)
-    if args.gradient_checkpointing:
+    model = create_model(settings.model, input_size=shape[1], in_channels=shape[0], num_classes=settings.num_classes,
+                         class_dropout_prob=settings.class_dropout_prob, **options)
+    if settings.gradient_checkpointing:
         model.enable_gradient_checkpointing()
-    return set_vca_kernels(model, args.vca_kernels)
+    return set_vca_kernels(model, settings.vca_kernels)
 
 
-def prepare_results_dir(args, results_dir, accelerator, warn):
+def prepare_results_dir(settings, results_dir, accelerator, warn):
     """Create the run's folder and lock it on the main process (returns the lock, None elsewhere); a new run never
     writes into a folder where another run has trained, nor two live runs into one folder."""
     checks.writable_folder(results_dir, "--results-dir")
@@ -125,7 +126,7 @@ def prepare_results_dir(args, results_dir, accelerator, warn):
         broadcast_object_list(refusal)  # every process stops alike
     if refusal[0] is not None:
         raise TrainingError(refusal[0])
-    if args.resume is not None or not os.path.exists(log_path(results_dir)):
+    if settings.resume is not None or not os.path.exists(log_path(results_dir)):
         return lock
     if lock is not None:
         release_folder(lock)
@@ -136,17 +137,17 @@ def prepare_results_dir(args, results_dir, accelerator, warn):
                         f"or pass another --results-dir")
 
 
-def check_patch_grid(args, shape, vae):
-    patch = model_config(args.model).patch_size
+def check_patch_grid(settings, shape, vae):
+    patch = model_config(settings.model).patch_size
     if shape[1] % patch:
-        factor = args.image_size // shape[1]
-        raise TrainingError(f"--image-size {args.image_size} gives a {shape[1]}x{shape[1]} "
-                            f"{'pixel' if vae is None else 'latent'} grid that the patch size {patch} of {args.model} "
-                            f"does not divide; use a multiple of {patch * factor}")
+        factor = settings.image_size // shape[1]
+        raise TrainingError(f"--image-size {settings.image_size} gives a {shape[1]}x{shape[1]} "
+                            f"{'pixel' if vae is None else 'latent'} grid that the patch size {patch} of "
+                            f"{settings.model} does not divide; use a multiple of {patch * factor}")
 
 
-def tracker_config(args) -> dict:
-    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
+def tracker_config(settings) -> dict:
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in settings.to_dict().items()}
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ class TrainingRun:
     """Everything the loop, checkpoints and samples use."""
 
     accelerator: Accelerator
-    args: argparse.Namespace
+    settings: TrainingSettings
     log: TrainingLog
     model: torch.nn.Module  # as trained: wrapped by Accelerate (DDP) and maybe compiled
     raw_model: torch.nn.Module  # the same parameters, unwrapped: what the EMA follows
@@ -169,7 +170,7 @@ class TrainingRun:
     sample_fn: Callable
     results_dir: str
     shape: tuple[int, int]
-    settings: dict  # what exports record besides the config: the VAE, the diffusion/transport and sampler settings
+    record: dict  # what exports record besides the config: the VAE, the diffusion/transport and sampler settings
     evaluator: Evaluator | None = None
     budget: TrainingBudget | None = None  # seconds and FLOPs spent on steps so far, on every log row
 
@@ -206,15 +207,15 @@ def check_finite(accelerator, window, step: int, results_dir, last_checked: int)
                         f"without saving. {advice}")
 
 
-def progress_bar(args, accelerator, start_step: int, max_steps: int):
+def progress_bar(settings, accelerator, start_step: int, max_steps: int):
     """A tqdm bar of steps with rate and time left: on the main process, when stderr is a terminal (or
     --progress-bar asks for it; --no-progress-bar hides it)."""
     return tqdm(total=max_steps, initial=start_step, unit="step", desc="training", dynamic_ncols=True,
-                disable=not (shows_progress(args) and accelerator.is_main_process))
+                disable=not (shows_progress(settings) and accelerator.is_main_process))
 
 
-def shows_progress(args) -> bool:
-    return sys.stderr.isatty() if args.progress_bar is None else args.progress_bar
+def shows_progress(settings) -> bool:
+    return sys.stderr.isatty() if settings.progress_bar is None else settings.progress_bar
 
 
 def log_window(accelerator, log, window, step, *, grad_norm, lr, skipped_total, device, budget):
@@ -239,12 +240,12 @@ def log_window(accelerator, log, window, step, *, grad_norm, lr, skipped_total, 
 
 def train_steps(run, start_step: int, max_steps: int):
     """Optimiser steps from `start_step` to `max_steps`, epoch by epoch from the data position of the step."""
-    accelerator, args, log, model, optimizer = run.accelerator, run.args, run.log, run.model, run.optimizer
+    accelerator, settings, log, model, optimizer = run.accelerator, run.settings, run.log, run.model, run.optimizer
     sampler, device = run.sampler, accelerator.device
     step, last_checked, skipped_total, grad_norm = start_step, start_step, 0, float("nan")
     unrated = start_step  # the checkpoint (or, at 0, the initial weights) whose loss the next batch measures
     window = Window(device)
-    bar = progress_bar(args, accelerator, start_step, max_steps)
+    bar = progress_bar(settings, accelerator, start_step, max_steps)
     model.train()
     run.budget.start()
     while step < max_steps:
@@ -263,17 +264,17 @@ def train_steps(run, start_step: int, max_steps: int):
             if unrated is not None:
                 rate_checkpoint(run, unrated, loss)
                 unrated = None
-            log_now = (step + 1) % args.log_every == 0
-            if args.max_grad_norm or log_now:  # the norm needs a pass over all gradients: only when used
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
-            set_learning_rate(optimizer, learning_rate(step, args.lr, args.warmup_steps))
+            log_now = (step + 1) % settings.log_every == 0
+            if settings.max_grad_norm or log_now:  # the norm needs a pass over all gradients: only when used
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf)
+            set_learning_rate(optimizer, learning_rate(step, settings.lr, settings.warmup_steps))
             optimizer.step()
-            update_ema(run.ema, run.raw_model, args.ema_decay)
+            update_ema(run.ema, run.raw_model, settings.ema_decay)
             step += 1
             window.add(loss, len(x), len(skipped))
             bar.update(1)
-            run.budget.add_step(args.global_batch_size)
-            pause = (log_now or step % args.ckpt_every == 0 or step == max_steps or sampling_due(args, step)
+            run.budget.add_step(settings.global_batch_size)
+            pause = (log_now or step % settings.ckpt_every == 0 or step == max_steps or sampling_due(settings, step)
                      or (run.evaluator is not None and run.evaluator.due(step)))
             if pause:  # what follows is not training: its time stays out of train_seconds
                 run.budget.stop()
@@ -285,11 +286,11 @@ def train_steps(run, start_step: int, max_steps: int):
                                                   device=device, budget=run.budget)
                 bar.set_postfix(loss=f"{shown:.4f}", refresh=False)
                 last_checked, window = step, Window(device)
-            if step % args.ckpt_every == 0 or step == max_steps:
+            if step % settings.ckpt_every == 0 or step == max_steps:
                 check_finite(accelerator, window, step, run.results_dir, last_checked)
                 save(run, step)
                 unrated = step
-            if sampling_due(args, step):
+            if sampling_due(settings, step):
                 grid(run, os.path.join(run.results_dir, "samples", f"step-{step:07d}.png"), step)
             if run.evaluator is not None and run.evaluator.due(step):
                 evaluate(run, step)
@@ -301,14 +302,14 @@ def train_steps(run, start_step: int, max_steps: int):
     return step
 
 
-def sampling_due(args, step: int) -> bool:
-    return bool(args.sample_every) and step % args.sample_every == 0
+def sampling_due(settings, step: int) -> bool:
+    return bool(settings.sample_every) and step % settings.sample_every == 0
 
 
 def forward_backward(run, x, y):
     """The batch's mean loss (detached) and its gradients, in --grad-accum-steps micro-batches: the same
     gradients as one pass, to float rounding, with a fraction of the activation memory."""
-    pieces = list(zip(x.tensor_split(run.args.grad_accum_steps), y.tensor_split(run.args.grad_accum_steps),
+    pieces = list(zip(x.tensor_split(run.settings.grad_accum_steps), y.tensor_split(run.settings.grad_accum_steps),
                       strict=True))
     total = torch.zeros((), device=x.device)
     for index, (x_piece, y_piece) in enumerate(pieces):
@@ -332,18 +333,19 @@ def save(run, step: int):
     sampler = run.sampler
     epoch, batch_in_epoch = divmod(step, sampler.steps_per_epoch)
     state = dict(epoch=epoch, batch_in_epoch=batch_in_epoch, global_batch_size=sampler.global_batch_size,
-                 dataset_size=sampler.dataset_size, global_seed=run.args.global_seed, args=vars(run.args),
+                 dataset_size=sampler.dataset_size, global_seed=run.settings.global_seed, args=run.settings.to_dict(),
                  **run.budget.record())
     try:
-        path = save_checkpoint(run.accelerator, run.results_dir, step, run.ema, state, run.settings)
+        path = save_checkpoint(run.accelerator, run.results_dir, step, run.ema, state, run.record)
     # torch's zip writer reports a full disk as a RuntimeError, safetensors (the first files written) as its own error
     except (OSError, RuntimeError, SafetensorError) as error:
         raise checkpoint_write_error(run.results_dir, step, error) from error
     run.log.info(f"saved checkpoint {path}")
     draw_curves(run)
-    if run.args.checkpoints_total_limit and run.accelerator.is_main_process:
-        for folder in prune_checkpoints(run.results_dir, path, run.args.checkpoints_total_limit, run.log.warning):
-            run.log.info(f"deleted checkpoint {folder} (--checkpoints-total-limit {run.args.checkpoints_total_limit})")
+    limit = run.settings.checkpoints_total_limit
+    if limit and run.accelerator.is_main_process:
+        for folder in prune_checkpoints(run.results_dir, path, limit, run.log.warning):
+            run.log.info(f"deleted checkpoint {folder} (--checkpoints-total-limit {limit})")
     run.accelerator.wait_for_everyone()
 
 
@@ -374,23 +376,23 @@ def checkpoint_write_error(results_dir, step: int, error) -> TrainingError:
 
 def grid(run, path, step: int):
     """An EMA sample grid on the main process (a row per class), also to tensorboard; the others wait."""
-    accelerator, args = run.accelerator, run.args
+    accelerator, settings = run.accelerator, run.settings
     if accelerator.is_main_process:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        classes = grid_classes(args.num_classes, args.grid_classes)
-        write_grid(run.ema, run.vae, run.sample_fn, path, classes=classes, columns=args.grid_columns,
-                   latent_shape=run.shape, cfg_scale=args.cfg_scale, device=accelerator.device,
-                   seed=args.global_seed, precision=args.precision)
+        classes = grid_classes(settings.num_classes, settings.grid_classes)
+        write_grid(run.ema, run.vae, run.sample_fn, path, classes=classes, columns=settings.grid_columns,
+                   latent_shape=run.shape, cfg_scale=settings.cfg_scale, device=accelerator.device,
+                   seed=settings.global_seed, precision=settings.precision)
         run.log.image(step, "samples", path)
         run.log.info(f"saved sample grid {path}")
     accelerator.wait_for_everyone()
 
 
-def check_resume_flags(path, args, log):
+def check_resume_flags(path, settings, log):
     """Refuse flags that would change what the checkpoint means; say which optimiser settings change."""
     with open(os.path.join(path, TRAINING_STATE)) as file:
         saved = json.load(file).get("args", {})
-    refused, applied = resume_differences(saved, vars(args))
+    refused, applied = resume_differences(saved, settings.to_dict())
     if refused:
         listed = "; ".join(f"--{k.replace('_', '-')} {now} (the run used {was})" for k, (was, now) in refused.items())
         raise TrainingError(f"--resume {path}: {listed}. Resume with the run's own values, or start a new run "
@@ -402,10 +404,10 @@ def check_resume_flags(path, args, log):
 def resume(run, path) -> int:
     """Load checkpoint `path`; returns its step. The data set and global batch must be the ones it was saved with;
     the optimiser takes this run's --lr and --weight-decay."""
-    args, sampler = run.args, run.sampler
+    settings, sampler = run.settings, run.sampler
     state = load_checkpoint(run.accelerator, path, run.ema)
     for group in run.optimizer.param_groups:
-        group["lr"], group["weight_decay"] = args.lr, args.weight_decay
+        group["lr"], group["weight_decay"] = settings.lr, settings.weight_decay
     saved = (state["dataset_size"], state["global_batch_size"])
     if saved != (sampler.dataset_size, sampler.global_batch_size):
         raise TrainingError(f"{path} was saved training on {saved[0]} items in global batches of {saved[1]}; this "
@@ -423,18 +425,18 @@ def resume(run, path) -> int:
 
 def finish(run, step: int):
     """Export the EMA weights, draw the final grid and the requested samples."""
-    accelerator, args, results_dir, log = run.accelerator, run.args, run.results_dir, run.log
+    accelerator, settings, results_dir, log = run.accelerator, run.settings, run.results_dir, run.log
     if accelerator.is_main_process:
-        path = save_pretrained(run.ema, os.path.join(results_dir, "model.safetensors"), ema=True, **run.settings)
+        path = save_pretrained(run.ema, os.path.join(results_dir, "model.safetensors"), ema=True, **run.record)
         log.info(f"exported the EMA weights of step {step} to {path}")
     grid(run, os.path.join(results_dir, "grid.png"), step)
-    if args.final_samples and accelerator.is_main_process:
+    if settings.final_samples and accelerator.is_main_process:
         start = time.perf_counter()
         path = os.path.join(results_dir, "samples.npz")
-        write_samples_npz(run.ema, run.vae, run.sample_fn, path, count=args.final_samples,
-                          latent_shape=run.shape, cfg_scale=args.cfg_scale, device=accelerator.device,
-                          seed=args.global_seed, precision=args.precision, progress=shows_progress(args))
-        log.info(f"wrote {args.final_samples} samples to {path} in {time.perf_counter() - start:.1f} s")
+        write_samples_npz(run.ema, run.vae, run.sample_fn, path, count=settings.final_samples,
+                          latent_shape=run.shape, cfg_scale=settings.cfg_scale, device=accelerator.device,
+                          seed=settings.global_seed, precision=settings.precision, progress=shows_progress(settings))
+        log.info(f"wrote {settings.final_samples} samples to {path} in {time.perf_counter() - start:.1f} s")
     accelerator.wait_for_everyone()
 
 
@@ -450,85 +452,85 @@ def count_forward_flops(model, log) -> int | None:
     return flops
 
 
-def train(args, *, family: str, loss_fn, sample_fn, process: dict):
-    """Train `args.model` with per-sample `loss_fn(model, x, y)`; grids and samples come from `sample_fn`
-    (gen.sampling.make_sampler); `process` (the diffusion or transport settings) is recorded with the weights.
+def train(settings: TrainingSettings, *, loss_fn):
+    """Train `settings.model` with per-sample `loss_fn(model, x, y)`; grids and samples come from the settings'
+    sampler; their diffusion or transport settings are recorded with the weights. The caller's settings object is
+    left as it was.
     Returns the results folder."""
-    notes = fill_data_defaults(args)
-    check_training_arguments(args, family)
-    check_evaluation_arguments(args)
-    results_dir = args.results_dir or default_results_dir(args.model)
-    accelerator = make_accelerator(args, results_dir)
+    settings = dataclasses.replace(settings)  # filled in and resolved below: a copy
+    notes = settings.check()
+    results_dir = settings.results_dir or default_results_dir(settings.model)
+    accelerator = make_accelerator(settings, results_dir)
     log = TrainingLog(accelerator, results_dir)
-    lock = prepare_results_dir(args, results_dir, accelerator, log.warning)  # on every process: all stop alike
+    lock = prepare_results_dir(settings, results_dir, accelerator, log.warning)  # on every process: all stop alike
     for note in notes:
         log.info(note)
     try:
-        train_in_folder(args, accelerator, log, results_dir, family=family, loss_fn=loss_fn, sample_fn=sample_fn,
-                        process=process)
+        train_in_folder(settings, accelerator, log, results_dir, loss_fn=loss_fn)
     finally:
         if lock is not None:
             release_folder(lock)
     return results_dir
 
 
-def train_in_folder(args, accelerator, log, results_dir, *, family, loss_fn, sample_fn, process):
+def train_in_folder(settings, accelerator, log, results_dir, *, loss_fn):
     """The run itself, in a results folder that this run holds."""
     accelerator.wait_for_everyone()
-    resume_path = resolve_resume(args.resume, results_dir, warn=log.warning) if args.resume else None
+    resume_path = resolve_resume(settings.resume, results_dir, warn=log.warning) if settings.resume else None
     if resume_path:
-        check_resume_flags(resume_path, args, log)
+        check_resume_flags(resume_path, settings, log)
     if accelerator.is_main_process:
-        write_json(os.path.join(results_dir, "args.json"), vars(args))
+        write_json(os.path.join(results_dir, "args.json"), settings.to_dict())
 
-    vae, dataset, shape, from_latents = open_training_data(args, accelerator)
-    check_patch_grid(args, shape, vae)
-    if len(dataset.classes) > args.num_classes:
-        raise TrainingError(f"the data has {len(dataset.classes)} classes but --num-classes is {args.num_classes}")
-    if len(dataset.classes) < args.num_classes:  # a warning, not an error: fine-tuning on a subset of classes is fine
-        log.warning(f"the data has {len(dataset.classes)} classes but --num-classes is {args.num_classes}: labels "
-                    f"{len(dataset.classes)}..{args.num_classes - 1} never occur in training; pass --num-classes "
+    vae, dataset, shape, from_latents = open_training_data(settings, accelerator)
+    check_patch_grid(settings, shape, vae)
+    if len(dataset.classes) > settings.num_classes:
+        raise TrainingError(f"the data has {len(dataset.classes)} classes but --num-classes is {settings.num_classes}")
+    if len(dataset.classes) < settings.num_classes:  # a warning, not an error: fine-tuning on a subset is fine
+        log.warning(f"the data has {len(dataset.classes)} classes but --num-classes is {settings.num_classes}: labels "
+                    f"{len(dataset.classes)}..{settings.num_classes - 1} never occur in training; pass --num-classes "
                     f"{len(dataset.classes)} unless that is meant")
-    sampler = EpochBatchSampler(len(dataset), args.global_batch_size, rank=accelerator.process_index,
-                                world_size=accelerator.num_processes, seed=args.global_seed,
-                                random_flip=args.random_flip)
+    sampler = EpochBatchSampler(len(dataset), settings.global_batch_size, rank=accelerator.process_index,
+                                world_size=accelerator.num_processes, seed=settings.global_seed,
+                                random_flip=settings.random_flip)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=args.num_workers, collate_fn=collate_skipping_unreadable,
-        pin_memory=accelerator.device.type == "cuda", persistent_workers=args.num_workers > 0,
+        dataset, batch_sampler=sampler, num_workers=settings.num_workers, collate_fn=collate_skipping_unreadable,
+        pin_memory=accelerator.device.type == "cuda", persistent_workers=settings.num_workers > 0,
         generator=torch.Generator())  # its own generator: creating an epoch's iterator leaves the global RNG alone
 
-    model = build_model(args, shape, process)
-    if args.init_from:
-        load_weights(model, args.init_from)  # before the EMA copy: both start from these weights
-        log.info(f"initialised {args.model} from {args.init_from} (fresh optimizer)")
+    model = build_model(settings, shape)
+    if settings.init_from:
+        load_weights(model, settings.init_from)  # before the EMA copy: both start from these weights
+        log.info(f"initialised {settings.model} from {settings.init_from} (fresh optimizer)")
     ema = create_ema(model).to(accelerator.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
                                   fused=accelerator.device.type in ("cuda", "cpu"))  # one kernel, not a loop
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
-    torch.manual_seed(args.global_seed * accelerator.num_processes + accelerator.process_index)  # DiT's seeding
-    if args.compile:
+    torch.manual_seed(settings.global_seed * accelerator.num_processes + accelerator.process_index)  # DiT's seeding
+    if settings.compile:
         model = torch.compile(model)
 
-    max_steps = args.max_steps or math.inf
-    if args.epochs is not None:
-        max_steps = min(max_steps, args.epochs * sampler.steps_per_epoch)
-    run = TrainingRun(accelerator, args, log, model, raw_model, ema, optimizer, sampler, loader, vae, from_latents,
-                      loss_fn, sample_fn, results_dir, shape, settings=dict(vae=args.vae, process=process,
-                                                                            sampler=sampler_record(args, family)))
+    max_steps = settings.max_steps or math.inf
+    if settings.epochs is not None:
+        max_steps = min(max_steps, settings.epochs * sampler.steps_per_epoch)
+    run = TrainingRun(accelerator, settings, log, model, raw_model, ema, optimizer, sampler, loader, vae, from_latents,
+                      loss_fn, settings.sample_fn(), results_dir, shape,
+                      record=dict(vae=settings.vae, process=settings.process(), sampler=settings.sampler_record()))
     run.budget = TrainingBudget(accelerator.device, count_forward_flops(raw_model, log))
     start_step = resume(run, resume_path) if resume_path else 0
 
-    source = args.latents or args.data_path or "the built-in scikit-learn digits"
-    log.info(f"{args.model}: {sum(p.numel() for p in raw_model.parameters()):,} parameters, input {shape[0]}x"
-             f"{shape[1]}x{shape[1]} ({'pixels' if vae is None else 'VAE ' + args.vae + ' latents'})")
+    source = settings.latents or settings.data_path or "the built-in scikit-learn digits"
+    log.info(f"{settings.model}: {sum(p.numel() for p in raw_model.parameters()):,} parameters, input {shape[0]}x"
+             f"{shape[1]}x{shape[1]} ({'pixels' if vae is None else 'VAE ' + settings.vae + ' latents'})")
     log.info(f"data: {len(dataset):,} items of {len(dataset.classes)} classes from {source}; "
              f"{sampler.steps_per_epoch:,} steps per epoch")
-    log.info(f"global batch {args.global_batch_size} = {accelerator.num_processes} processes x {sampler.batch_size}; "
+    log.info(f"global batch {settings.global_batch_size} = {accelerator.num_processes} processes x "
+             f"{sampler.batch_size}; "
              f"training steps {start_step} -> {max_steps} on {accelerator.device} "
              f"(mixed precision: {accelerator.mixed_precision})")
-    accelerator.init_trackers("train", config=tracker_config(args))
-    run.evaluator = Evaluator(run) if args.eval_every else None
+    accelerator.init_trackers("train", config=tracker_config(settings))
+    run.evaluator = Evaluator(run) if settings.eval_every else None
     if run.evaluator is not None and start_step and run.evaluator.due(start_step):
         evaluate(run, start_step)  # stopped after the checkpoint, before its evaluation (trackers are ready)
     start = time.perf_counter()

@@ -1,0 +1,69 @@
+"""How a setting is declared: a dataclass field whose metadata holds its help, choices and flag spelling, so that
+gen/args.py can make the command-line flag from it and a YAML key maps onto it (Hugging Face's
+`HfArgumentParser` habit).
+
+    lr: float = setting(1e-4, "AdamW's learning rate")
+    grid_classes: list[int] | None = setting(None, "a grid row per class", metavar="C")
+"""
+import dataclasses
+import typing
+
+from ..errors import InvalidValue
+
+
+def setting(default, help: str | None = None, *, choices=None, parse=None, switch: bool = False,
+            aliases: tuple[str, ...] = (), metavar: str | None = None, constants: dict | None = None):
+    """A field with a default. `parse` reads the flag's text (default: the field's type); `switch`: a bool that is
+    a plain `--flag` (no `--no-flag`); `aliases`: more flag spellings; `constants`: flags that set one value
+    (`{"--tf32": "tf32"}`, DiT's spelling of `--precision tf32`)."""
+    return dataclasses.field(default=default, metadata=dict(help=help, choices=choices, parse=parse, switch=switch,
+                                                            aliases=aliases, metavar=metavar,
+                                                            constants=constants or {}))
+
+
+def redefault(concern, name: str, default, help: str | None = None):
+    """`concern`'s field `name` with another default (and help): a combined settings class's own choice."""
+    metadata = dict(concern.__dataclass_fields__[name].metadata)
+    if help is not None:
+        metadata["help"] = help
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def field_types(cls) -> dict[str, type]:
+    """{name: type}, `int | None` read as int; a list as list[item type]."""
+    types = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        if typing.get_origin(hint) is typing.ClassVar:
+            continue
+        options = [a for a in typing.get_args(hint) if a is not type(None)] if is_optional(hint) else [hint]
+        types[name] = options[0]
+    return types
+
+
+def is_optional(hint) -> bool:
+    return type(None) in typing.get_args(hint)
+
+
+def concern_fields(concern, instance) -> dict:
+    """{name: value} of `instance`'s fields that `concern` (a settings dataclass it combines) declares."""
+    return {field.name: getattr(instance, field.name) for field in dataclasses.fields(concern)}
+
+
+def part(concern, instance):
+    """The `concern` settings of a combined settings object: `part(DiffusionSettings, training_settings)`."""
+    return concern(**concern_fields(concern, instance))
+
+
+def unset(cls, **given):
+    """`cls` with every field None but `given`: "not chosen yet", filled from a weights file's record later."""
+    return cls(**{**dict.fromkeys(field.name for field in dataclasses.fields(cls)), **given})
+
+
+def from_record(cls, record: dict, *, strict: bool = True, where: str = "settings"):
+    """`cls` from a dict of field values (a run's args.json, keywords from Python). strict: an unknown key is a
+    one-line error; else it is skipped (a record written by another version)."""
+    names = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(record) - names)
+    if unknown and strict:
+        raise InvalidValue(f"{where}: unknown setting(s) {unknown}; valid ones: {sorted(names)}")
+    return cls(**{key: value for key, value in record.items() if key in names})

@@ -1,0 +1,33 @@
+"""Which network to train and how it runs; its architecture is the zoo's `ModelConfig` (gen/models/zoo.py)."""
+import os
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .. import checks
+from ..errors import UserError
+from ..models.vca import KERNELS
+from ..models.zoo import model_config
+from .fields import setting
+
+
+@dataclass
+class ModelSettings:
+    title: ClassVar[str] = "model"
+
+    model: str = setting("DiT-S/2-VCA", "e.g. DiT-S/2-VCA, SiT-XL/2, SiT-Mini/4-VCA")
+    class_dropout_prob: float = setting(0.1, "label dropout for guidance")
+    init_from: str | None = setting(None, "start from these weights with a fresh optimizer: an export, a checkpoint "
+                                          "folder's EMA or an official DiT/SiT .pt (SiT's and fast-DiT's --ckpt)",
+                                    metavar="FILE")
+    gradient_checkpointing: bool = setting(False, "recompute blocks to save memory", switch=True)
+    compile: bool = setting(False, "torch.compile the model", switch=True)
+    vca_kernels: str = setting("auto", "VCA's fast path: fused Triton kernels (triton), torch ops (torch), or auto: "
+                                       "triton on CUDA for head widths that are powers of 2 (measured faster there), "
+                                       "torch elsewhere", choices=KERNELS)
+
+    def validate(self):
+        model_config(self.model)  # an unknown name fails here, in one line
+        checks.within(self, "class_dropout_prob", 0.0, 1.0, high_open=True)
+        if self.init_from is not None and not os.path.exists(self.init_from):
+            raise UserError(f"--init-from {self.init_from} not found; pass an export (.safetensors), a checkpoint "
+                            f"folder or an official DiT/SiT .pt")

@@ -1,0 +1,103 @@
+"""Everything train_dit.py and train_sit.py take, as one object per family made of the concerns' settings:
+
+    settings = SiTTrainingSettings(model="SiT-Mini/4-VCA", image_size=16, num_classes=10, vae="none", max_steps=300)
+    settings.lr, settings.mode          # the optimisation's and the sampler's fields, by their flag names
+
+Each concern checks its own values (`validate`); `check` runs them all, then the rules that join two concerns.
+"""
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
+
+from ..errors import UserError
+from ..models.zoo import model_config
+from .data import DataSettings
+from .evaluation import EvaluationSettings
+from .fields import concern_fields, redefault
+from .model import ModelSettings
+from .optimisation import OptimisationSettings
+from .process import DiffusionSettings, TransportSettings
+from .run import RunSettings
+from .sampler import DiTSamplerSettings, GuidanceSettings, SiTSamplerSettings, sampler_record
+from .sampler import build_sampler as make_sample_fn
+
+GUIDANCE_HELP = "classifier-free guidance of grids, final samples and evaluations (1: none)"
+
+
+class TrainingSettings:
+    """What both families' training settings share; the dataclasses below give the fields."""
+    family: ClassVar[str]
+    process_settings: ClassVar[type]
+    concerns: ClassVar[tuple[type, ...]]  # in the order of --help's groups
+
+    def check(self) -> list[str]:
+        """Fill the data's defaults, then check every value before the VAE, the data or the model load; returns
+        what to tell the user."""
+        notes = DataSettings.fill_defaults(self)
+        family = model_config(self.model).family  # an unknown name fails here, in one line
+        if family != self.family:
+            other = "train_sit.py" if self.family == "DiT" else "train_dit.py"
+            raise UserError(f"train_{self.family.lower()}.py trains {self.family} models; use {other} for --model "
+                            f"{self.model}")
+        for concern in self.concerns:
+            concern.validate(self)
+        if self.init_from is not None and self.resume is not None:
+            raise UserError("--init-from starts a new run from weights, --resume continues one; give only one")
+        if self.cfg_scale > 1 and self.class_dropout_prob <= 0:
+            raise UserError("--cfg-scale > 1 needs the null class that --class-dropout-prob > 0 trains; "
+                            "pass --cfg-scale 1 or a positive --class-dropout-prob")
+        if self.grid_classes and any(not 0 <= c < self.num_classes for c in self.grid_classes):
+            raise UserError(f"--grid-classes {self.grid_classes} must lie in [0, {self.num_classes})")
+        if self.eval_every and self.evaluation_features() == "inception" and self.eval_ref is None:
+            raise UserError("--eval-every with Inception features needs --eval-ref REF.npz (an ADM reference batch, "
+                            "e.g. VIRTUAL_imagenet256_labeled.npz, or one from `python -m fid ref`)")
+        return notes
+
+    def evaluation_features(self) -> str:
+        """The feature network: --eval-features, else the digits network for the built-in digits, else Inception."""
+        if self.eval_features != "auto":
+            return self.eval_features
+        return "digits" if self.digits else "inception"
+
+    def process(self) -> dict:
+        """The diffusion (DiT) or transport (SiT) settings: what the loss, the sampler and the export use."""
+        return concern_fields(self.process_settings, self)
+
+    def sample_fn(self):
+        """The sampler of grids, final samples and evaluations."""
+        return make_sample_fn(self, self.family, self.process())
+
+    def sampler_record(self) -> dict:
+        return sampler_record(self, self.family)
+
+    def to_dict(self) -> dict:
+        """Every field by name: args.json, the checkpoint's record and the trackers' config."""
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {field.name for field in fields(cls)}
+
+
+@dataclass
+class DiTTrainingSettings(TrainingSettings, EvaluationSettings, DiTSamplerSettings, GuidanceSettings, RunSettings,
+                          DiffusionSettings, OptimisationSettings, ModelSettings, DataSettings):
+    family: ClassVar[str] = "DiT"
+    process_settings: ClassVar[type] = DiffusionSettings
+    concerns: ClassVar[tuple[type, ...]] = (DataSettings, ModelSettings, OptimisationSettings, DiffusionSettings,
+                                            RunSettings, GuidanceSettings, DiTSamplerSettings, EvaluationSettings)
+    model: str = redefault(ModelSettings, "model", "DiT-S/2-VCA")
+    cfg_scale: float = redefault(GuidanceSettings, "cfg_scale", GuidanceSettings.cfg_scale, GUIDANCE_HELP)
+
+
+@dataclass
+class SiTTrainingSettings(TrainingSettings, EvaluationSettings, SiTSamplerSettings, GuidanceSettings, RunSettings,
+                          TransportSettings, OptimisationSettings, ModelSettings, DataSettings):
+    family: ClassVar[str] = "SiT"
+    process_settings: ClassVar[type] = TransportSettings
+    concerns: ClassVar[tuple[type, ...]] = (DataSettings, ModelSettings, OptimisationSettings, TransportSettings,
+                                            RunSettings, GuidanceSettings, SiTSamplerSettings, EvaluationSettings)
+    model: str = redefault(ModelSettings, "model", "SiT-S/2-VCA")
+    cfg_scale: float = redefault(GuidanceSettings, "cfg_scale", GuidanceSettings.cfg_scale, GUIDANCE_HELP)
+
+
+TRAINING_SETTINGS = {"DiT": DiTTrainingSettings, "SiT": SiTTrainingSettings}
