@@ -15,6 +15,7 @@ from gen import checks
 from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.data import open_image_dataset
 from gen.data.latents import DTYPES, LatentSetError, extract_latents, extraction_plan
+from gen.settings.data import DEFAULT_IMAGE_SIZE, DEFAULT_WORKERS
 from gen.vae import latent_shape, load_vae
 
 
@@ -23,12 +24,12 @@ def parse_args(argv=None):
     parser.add_argument("--data-path", default=None,
                         help="ImageFolder (root/<class>/<image>); without it, the built-in scikit-learn digits")
     parser.add_argument("--output", required=True, help="the latent folder (created, or completed when resumed)")
-    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
     parser.add_argument("--vae", default="ema", help="ema | mse | a local AutoencoderKL folder")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16", help="how latents are stored")
     parser.add_argument("--shard-size", type=int, default=10_000, help="images per shard (the unit of resumption)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per VAE batch (per process)")
-    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--num-workers", type=int, default=DEFAULT_WORKERS)
     parser.add_argument("--strict", action="store_true", help="stop at an unreadable image instead of skipping it")
     parser.add_argument("--global-seed", type=int, default=0, help="seeds the posterior samples")
     return parse_with_config(parser, argv)

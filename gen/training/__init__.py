@@ -9,7 +9,8 @@
     evaluation.py  FID while training; schedule.py the warm-up; budget.py training seconds and FLOPs
     samples.py     the EMA's sample grids and final samples.npz
 """
+from .entry import train_dit, train_model, train_sit
 from .loop import TrainingError, train
 from .losses import DiffusionLoss, TransportLoss
 
-__all__ = ["DiffusionLoss", "TrainingError", "TransportLoss", "train"]
+__all__ = ["DiffusionLoss", "TrainingError", "TransportLoss", "train", "train_dit", "train_model", "train_sit"]

@@ -1,0 +1,148 @@
+"""The typed settings (gen/settings): each concern's fields, defaults and checks written once; the flags made from
+them; training from a settings object without a command line."""
+import ast
+import dataclasses
+import inspect
+import pathlib
+
+import pytest
+
+import train_dit as train_dit_script
+from gen.args import add_flags, settings_from_flags
+from gen.cli import ArgumentParser
+from gen.diffusion import create_diffusion, create_transport
+from gen.errors import UserError
+from gen.run_log import log_path, read_log
+from gen.sampling import DIT_SAMPLER_DEFAULTS, SIT_SAMPLER_DEFAULTS
+from gen.settings import (
+    TRAINING_SETTINGS,
+    DataSettings,
+    DiffusionSettings,
+    DiTSamplerSettings,
+    DiTTrainingSettings,
+    EvaluationSettings,
+    ModelSettings,
+    OptimisationSettings,
+    RunSettings,
+    SiTSamplerSettings,
+    SiTTrainingSettings,
+    TransportSettings,
+    from_record,
+    part,
+)
+from gen.training import train_dit, train_sit
+from gen.training.entry import training_parser
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def defaults(cls, skip=()) -> dict:
+    return {field.name: field.default for field in dataclasses.fields(cls) if field.name not in skip}
+
+
+def signature_defaults(function, skip=()) -> dict:
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty and name not in skip}
+
+
+def test_process_and_sampler_settings_follow_their_functions():
+    assert defaults(DiffusionSettings) == signature_defaults(create_diffusion, skip=("timestep_respacing",))
+    assert defaults(TransportSettings) == signature_defaults(create_transport)
+    shared = ("num_sampling_steps", "precision")
+    assert defaults(DiTSamplerSettings, shared) == DIT_SAMPLER_DEFAULTS
+    assert defaults(SiTSamplerSettings, shared) == SIT_SAMPLER_DEFAULTS
+
+
+@pytest.mark.parametrize("family", ["DiT", "SiT"])
+def test_the_flags_are_the_fields(family):
+    """Every field is a flag with its default, and no flag parsed yields the default settings."""
+    settings = TRAINING_SETTINGS[family]
+    parser = training_parser(family)
+    dests = {action.dest for action in parser._actions} - {"help", "debug"}
+    assert dests == {field.name for field in dataclasses.fields(settings)}
+    assert settings_from_flags(settings, parser.parse_args([])) == settings()
+    parsed = settings_from_flags(settings, parser.parse_args(["--lr", "3e-4", "--no-random-flip", "--grid-classes",
+                                                              "1", "2", "--model", f"{family}-Mini/4"]))
+    assert (parsed.lr, parsed.random_flip, parsed.grid_classes, parsed.model) == (3e-4, False, [1, 2],
+                                                                                 f"{family}-Mini/4")
+
+
+def test_unset_flags_say_where_their_value_comes_from():
+    parser = add_flags(ArgumentParser(), DiffusionSettings, unset=True)
+    assert vars(parser.parse_args([])) == {"debug": False, **dict.fromkeys(defaults(DiffusionSettings))}
+    help_text = parser.format_help()
+    assert "default: the weights file's record, else linear" in " ".join(help_text.split())
+
+
+@pytest.mark.parametrize(("concern", "values", "phrase"), [
+    (DataSettings, dict(num_classes=0), "--num-classes must be at least 1"),
+    (DataSettings, dict(data_path="/no/such/folder"), "--data-path /no/such/folder is not a folder"),
+    (ModelSettings, dict(model="DiT-Huge/3"), "DiT-Huge/3"),
+    (ModelSettings, dict(class_dropout_prob=1.0), "--class-dropout-prob must lie in [0.0, 1.0)"),
+    (OptimisationSettings, dict(), "give --epochs and/or --max-steps"),
+    (OptimisationSettings, dict(max_steps=10, lr=0.0), "--lr must be a positive number"),
+    (DiffusionSettings, dict(diffusion_steps=0), "--diffusion-steps must be at least 1"),
+    (RunSettings, dict(log_with="carrier-pigeon"), "unknown tracker"),
+    (EvaluationSettings, dict(eval_samples=3), "--eval-samples must be at least 4"),
+    (DiTSamplerSettings, dict(num_sampling_steps=0), "--num-sampling-steps must be at least 1"),
+])
+def test_each_concern_checks_its_own_values(concern, values, phrase):
+    with pytest.raises(UserError) as error:
+        concern(**values).validate()
+    assert phrase in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_combined_checks_join_concerns():
+    with pytest.raises(UserError, match="null class"):
+        DiTTrainingSettings(max_steps=1, cfg_scale=4.0, class_dropout_prob=0.0).check()
+    with pytest.raises(UserError, match="train_sit.py trains SiT models; use train_dit.py"):
+        SiTTrainingSettings(model="DiT-S/2", max_steps=1).check()
+    with pytest.raises(UserError, match="--eval-ref"):
+        DiTTrainingSettings(max_steps=1, data_path=str(ROOT), eval_every=10).check()
+
+
+def test_a_part_and_a_record_round_trip():
+    settings = SiTTrainingSettings(path_type="GVP", max_steps=3)
+    assert part(TransportSettings, settings) == TransportSettings(path_type="GVP")
+    assert settings.process() == dataclasses.asdict(TransportSettings(path_type="GVP"))
+    assert from_record(SiTTrainingSettings, settings.to_dict()) == settings
+    with pytest.raises(UserError, match=r"unknown setting\(s\) \['max_step'\]"):
+        from_record(SiTTrainingSettings, {"max_step": 3})
+    assert from_record(SiTTrainingSettings, {"max_step": 3, "lr": 0.1}, strict=False).lr == 0.1  # an older record
+
+
+def test_the_scripts_parse_into_settings():
+    settings = train_dit_script.parse_args(["--model", "DiT-Mini/4", "--max-steps", "5", "--tf32"])
+    assert isinstance(settings, DiTTrainingSettings)
+    assert (settings.model, settings.max_steps, settings.precision) == ("DiT-Mini/4", 5, "tf32")
+
+
+@pytest.mark.parametrize(("trainer", "settings_class"), [(train_sit, SiTTrainingSettings),
+                                                          (train_dit, DiTTrainingSettings)])
+def test_training_from_a_settings_object(tmp_path, trainer, settings_class):
+    family = settings_class.family
+    settings = settings_class(model=f"{family}-Mini/4", vae="none", num_classes=10, global_batch_size=8, max_steps=2,
+                              log_every=1, ckpt_every=2, sample_every=0, num_sampling_steps=2, log_with="none",
+                              results_dir=str(tmp_path / "run"), random_flip=False)
+    before = dataclasses.replace(settings)
+    run = trainer(settings)
+    assert [row["step"] for row in read_log(log_path(run)) if "loss" in row] == [1, 2]
+    assert settings == before  # filled in and resolved on a copy, not on the caller's object
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_below_the_command_lines_nothing_reads_argparse():
+    """Only the flag module and the command-line conventions know argparse; the library takes settings."""
+    allowed = {ROOT / "gen" / "args.py", ROOT / "gen" / "cli.py", ROOT / "common" / "cli.py"}
+    offenders = []
+    for path in [*ROOT.joinpath("gen").rglob("*.py"), *ROOT.joinpath("fid").rglob("*.py")]:
+        if path in allowed:
+            continue
+        tree = ast.parse(path.read_text())
+        names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        namespaces = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)} & {"Namespace"}
+        if "argparse" in names or namespaces:
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
