@@ -14,6 +14,8 @@ import time
 
 from accelerate import Accelerator
 
+from common.cli import ArgumentParser, parse_with_config, run_command
+from common.errors import UserError
 from gen import checks, sampling
 from gen.args import (
     DIFFUSION_DEFAULTS,
@@ -30,8 +32,6 @@ from gen.args import (
     sampler_from_args,
     use_family_flags,
 )
-from gen.cli import ArgumentParser, parse_with_config, run_command
-from gen.errors import UserError
 from gen.sampling.loading import load_for_sampling
 from gen.sampling.timing import stage_summary
 

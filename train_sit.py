@@ -5,7 +5,7 @@
 
 See docs/training.md for the paper settings, resuming and multi-GPU launches.
 """
-from gen.cli import parse_with_config, run_command
+from common.cli import parse_with_config, run_command
 from gen.training.entry import train_sit, training_parser
 
 

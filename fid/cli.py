@@ -5,8 +5,8 @@ import os
 import sys
 import warnings
 
-from gen.cli import DEBUG_ENV, ArgumentParser, describe
-from gen.errors import UserError
+from common.cli import DEBUG_ENV, ArgumentParser, describe
+from common.errors import UserError
 
 from .cache import CACHE_ENV
 from .digits import DEFAULT_IMAGE_SIZE, real_digits, reference_like

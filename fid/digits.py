@@ -9,7 +9,7 @@ the floor (real held-out digits against the training digits), for `fid calc --fe
 
 import hashlib
 
-from gen.data.digits import upscale_digits
+from common.digits import upscale_digits
 
 from .digits_network import DigitsFeatures, digits_split
 from .errors import FIDError

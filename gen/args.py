@@ -5,17 +5,18 @@
 
 One name means one thing everywhere: `--sampler` is DiT's (ddpm, ddim, dpm-solver), `--mode` SiT's (ODE, SDE),
 `--sampling-method` the ODE or SDE integrator. Every flag can also come from `--config configs/X.yaml`
-(gen.cli.parse_with_config); the command line wins. `check_training_arguments` checks them before anything loads.
+(common.cli.parse_with_config); the command line wins. `check_training_arguments` checks them before anything loads.
 """
 import argparse
 import importlib.util
 import inspect
 import os
 
+from common.cli import none_or_str
+from common.errors import UserError
+
 from . import checks
-from .cli import none_or_str
 from .diffusion import create_diffusion, create_transport
-from .errors import UserError
 from .models.vca import KERNELS
 from .models.zoo import model_config
 from .sampling import (

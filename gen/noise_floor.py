@@ -11,8 +11,9 @@ import statistics
 
 import torch
 
+from common.errors import UserError
+
 from .args import sampler_from_args
-from .errors import UserError
 from .export import load_pretrained, read_settings
 from .sampling import resolve_precision, samples_in_memory
 from .training.evaluation import evaluation_features, evaluation_reference, score_images

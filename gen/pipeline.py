@@ -14,9 +14,10 @@ from types import SimpleNamespace
 import torch
 from PIL import Image
 
+from common.errors import InvalidValue
+
 from .args import fill_sampling_defaults, sampler_from_args, use_family_flags
 from .checks import MAX_SEED
-from .errors import InvalidValue
 from .sampling import DIT_SAMPLER_DEFAULTS, GUIDANCE_FOR_PICTURES, SIT_SAMPLER_DEFAULTS, resolve_precision, sample_grid
 from .sampling.loading import load_for_sampling
 from .vae import to_uint8

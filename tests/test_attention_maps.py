@@ -5,11 +5,11 @@ import torch
 from PIL import Image
 from tiny import perturbed
 
+from common.cli import run_command
+from common.errors import UserError
 from gen import save_pretrained
 from gen.args import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS, recorded_process
 from gen.attention_maps import attention_figure, attention_maps, main, noised_input, vca_blocks
-from gen.cli import run_command
-from gen.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NUM_CLASSES = 10

@@ -14,10 +14,10 @@ from PIL import Image
 from tiny import perturbed
 
 import sample
+from common.cli import parse_with_config
+from common.errors import UserError
 from gen import save_pretrained
 from gen.args import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS
-from gen.cli import parse_with_config
-from gen.errors import UserError
 from gen.sampling import generate_latents, make_sampler
 from gen.sampling.grid import GRID_GAP, GRID_MIN_SIDE
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from common.errors import MissingInput, UserError
+
 from ..args import recorded_process
-from ..errors import MissingInput, UserError
 from ..export import load_pretrained, read_settings
 from ..models import set_vca_kernels
 from ..vae import DEFAULT_VAE, load_vae

@@ -10,8 +10,9 @@ keywords win over it, as flags do.
 """
 import os
 
+from common.cli import ArgumentParser, check_config, parse_with_config
+
 from ..args import add_training_flags, diffusion_settings, sampler_from_args, transport_settings
-from ..cli import ArgumentParser, check_config, parse_with_config
 from ..diffusion import create_diffusion, create_transport
 from ..models.zoo import model_config
 from .loop import train

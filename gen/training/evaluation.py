@@ -9,7 +9,8 @@ import os
 import numpy as np
 from accelerate.utils import gather_object
 
-from ..errors import UserError
+from common.errors import UserError
+
 from ..run_log import log_path, logged_steps
 from ..sampling import samples_in_memory
 

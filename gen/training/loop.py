@@ -28,12 +28,13 @@ from accelerate.utils import broadcast_object_list
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
+from common.errors import UserError
+from common.files import FolderInUse, lock_folder, release_folder
+
 from .. import checks
 from ..args import check_training_arguments, fill_data_defaults, sampler_record
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
-from ..errors import UserError
 from ..export import load_weights, save_pretrained
-from ..files import FolderInUse, lock_folder, release_folder
 from ..models import create_model, set_vca_kernels
 from ..models.flops import forward_flops_per_image
 from ..models.zoo import model_config
