@@ -11,8 +11,8 @@ import os
 
 from accelerate import Accelerator
 
+from common.cli import ArgumentParser, parse_with_config, run_command
 from gen import checks
-from gen.cli import ArgumentParser, parse_with_config, run_command
 from gen.data import open_image_dataset
 from gen.data.latents import DTYPES, LatentSetError, extract_latents, extraction_plan
 from gen.settings.data import DEFAULT_IMAGE_SIZE, DEFAULT_WORKERS

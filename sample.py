@@ -14,10 +14,10 @@ import time
 
 from accelerate import Accelerator
 
+from common.cli import ArgumentParser, parse_with_config, run_command
+from common.errors import UserError
 from gen import checks, sampling
 from gen.args import add_flags, add_sampling_flags
-from gen.cli import ArgumentParser, parse_with_config, run_command
-from gen.errors import UserError
 from gen.sampling.loading import load_for_sampling
 from gen.sampling.timing import stage_summary
 from gen.settings import (

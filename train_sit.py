@@ -5,7 +5,7 @@
 
 See docs/training.md for the paper settings, resuming and multi-GPU launches.
 """
-from gen.cli import run_command
+from common.cli import run_command
 from gen.training.entry import parse_training_flags, train_sit
 
 

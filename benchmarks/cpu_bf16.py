@@ -14,7 +14,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import device_name, median_ratio, paired_seconds, print_table  # noqa: E402
+from bench_common import device_name, median_ratio, paired_seconds, print_table  # noqa: E402
 from train_step import build_step  # noqa: E402
 
 from gen.diffusion import create_diffusion  # noqa: E402

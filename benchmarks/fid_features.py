@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import StreamTable, device_name, one_line, release  # noqa: E402
+from bench_common import StreamTable, device_name, one_line, release  # noqa: E402
 
 from fid.features import InceptionFeatures, default_device  # noqa: E402
 from fid.images import ArrayImages  # noqa: E402

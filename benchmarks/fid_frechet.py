@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import StreamTable  # noqa: E402
+from bench_common import StreamTable  # noqa: E402
 
 from fid.features import POOL_DIM, SPATIAL_DIM  # noqa: E402
 from fid.metrics import feature_statistics, frechet_distance  # noqa: E402

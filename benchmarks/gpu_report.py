@@ -33,9 +33,10 @@ from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [HERE, ROOT]  # the benchmarks' own imports (common, train_step, ...) and this checkout's gen
+sys.path[:0] = [HERE, ROOT]  # the benchmarks' own imports (bench_common, train_step, ...) and this checkout's gen
 # What the sections import, loaded once in the server they fork from; "__main__" (this file) first sets sys.path.
-PRELOAD = ["__main__", "torch", "common", "train_step", "profile_step", "attention", "fid_features", "gen.sampling"]
+PRELOAD = ["__main__", "torch", "bench_common", "train_step", "profile_step", "attention", "fid_features",
+           "gen.sampling"]
 TOTAL_BUDGET_S = 470  # 8 minutes, with room for the report's own start
 
 

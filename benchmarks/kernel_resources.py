@@ -22,7 +22,7 @@ os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels, not interpreted on
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import triton  # noqa: E402
-from common import print_table  # noqa: E402
+from bench_common import print_table  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 

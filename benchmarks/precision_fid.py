@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
-from common import StreamTable, device_name, synchronize  # noqa: E402
+from bench_common import StreamTable, device_name, synchronize  # noqa: E402
 
 from gen.export import load_pretrained, read_settings  # noqa: E402
 from gen.sampling import PRECISIONS, make_sampler, samples_in_memory  # noqa: E402

@@ -28,7 +28,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import StreamTable, device_name, is_out_of_memory, measure_rows, median_seconds, one_line  # noqa: E402
+from bench_common import StreamTable, device_name, is_out_of_memory, measure_rows, median_seconds, one_line  # noqa: E402
 from train_step import build_training, default_batch  # noqa: E402
 
 from gen.models import model_config, set_vca_kernels  # noqa: E402

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import StreamTable, device_name, measure_rows, median_ratio, one_line, paired_seconds  # noqa: E402
+from bench_common import StreamTable, device_name, measure_rows, median_ratio, one_line, paired_seconds  # noqa: E402
 
 from gen.models import create_model  # noqa: E402
 from gen.sampling import generate_latents, make_sampler  # noqa: E402

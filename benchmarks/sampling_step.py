@@ -18,7 +18,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import StreamTable, device_name, median_seconds, one_line, release, synchronize  # noqa: E402
+from bench_common import StreamTable, device_name, median_seconds, one_line, release, synchronize  # noqa: E402
 from profile_step import model_name, profile_groups  # noqa: E402
 
 from gen.models import create_model, set_vca_kernels  # noqa: E402

@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import device_name, median_seconds, print_table  # noqa: E402
+from bench_common import device_name, median_seconds, print_table  # noqa: E402
 
 from gen.sampling import StepNoise  # noqa: E402
 from gen.sampling.seeding import image_generator  # noqa: E402

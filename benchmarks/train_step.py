@@ -31,7 +31,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (  # noqa: E402
+from bench_common import (  # noqa: E402
     StreamTable,
     device_name,
     is_out_of_memory,

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from gen.files import atomic_open  # the project's one atomic writer
+from common.files import atomic_open  # the project's one atomic writer
 
 CACHE_ENV = "FID_CACHE_DIR"
 

@@ -5,11 +5,11 @@ import os
 import sys
 import warnings
 
-from gen.cli import DEBUG_ENV, ArgumentParser, describe
-from gen.errors import UserError
+from common.cli import DEBUG_ENV, ArgumentParser, describe
+from common.errors import UserError
 
 from .cache import CACHE_ENV
-from .digits import DEFAULT_IMAGE_SIZE, real_digits, reference_like
+from .digits import DIGITS_IMAGE_SIZE, real_digits, reference_like
 from .errors import FIDError
 from .manifold import DISTANCE_PRECISIONS
 from .metrics import IS_SPLIT_RULES
@@ -58,7 +58,7 @@ def build_parser():
                      "arr_0; with --features digits, the default is the real training digits")
     ref.add_argument("--out", required=True, help="the reference .npz to write")
     ref.add_argument("--image-size", type=int, default=None, help="ADM center crop for folder images (default "
-                     f"256), or the size of the built-in digits (default {DEFAULT_IMAGE_SIZE})")
+                     f"256), or the size of the built-in digits (default {DIGITS_IMAGE_SIZE})")
     ref.add_argument("--num-kept", type=int, default=10000,
                      help="random images kept as arr_0 for precision/recall (ADM keeps 10000)")
     ref.add_argument("--seed", type=int, default=0, help="seed of the kept subset")
@@ -86,7 +86,7 @@ def run_calc(args):
 def run_ref(args):
     if args.images is None and args.features != "digits":
         raise FIDError("give IMAGES (an image folder or .npz), or --features digits for the built-in digits")
-    images = args.images if args.images is not None else real_digits(args.image_size or DEFAULT_IMAGE_SIZE)[0]
+    images = args.images if args.images is not None else real_digits(args.image_size or DIGITS_IMAGE_SIZE)[0]
     written = make_reference(images, args.out, image_size=args.image_size or 256, num_kept=args.num_kept,
                              seed=args.seed, inception_weights=args.inception_weights, device=args.device,
                              batch_size=args.batch_size, num_workers=args.num_workers,

@@ -9,7 +9,7 @@ the floor (real held-out digits against the training digits), for `fid calc --fe
 
 import hashlib
 
-from gen.data.digits import upscale_digits
+from common.digits import DIGITS_IMAGE_SIZE, upscale_digits
 
 from .digits_network import DigitsFeatures, digits_split
 from .errors import FIDError
@@ -18,16 +18,15 @@ from .pipeline import compute_metrics
 from .reference import Reference
 
 __all__ = ["DigitsFeatures", "real_digits", "real_digits_floor", "real_digits_reference", "reference_like"]
-DEFAULT_IMAGE_SIZE = 16  # the demo's (configs/demo.yaml)
 
 
-def real_digits(image_size=DEFAULT_IMAGE_SIZE, split="train"):
+def real_digits(image_size=DIGITS_IMAGE_SIZE, split="train"):
     """(uint8 [N, S, S, 3], labels [N]) of the "train" or "held-out" digits, upscaled as the training data are."""
     grey, labels = digits_split(split)
     return upscale_digits(grey, image_size), labels
 
 
-def real_digits_reference(image_size=DEFAULT_IMAGE_SIZE, split="train"):
+def real_digits_reference(image_size=DIGITS_IMAGE_SIZE, split="train"):
     """A Reference of the real digits at `image_size` (their statistics come from their features, cached on
     disk under the hash of the images), usable as `compute_metrics(..., ref=...)`."""
     images, _ = real_digits(image_size, split)
@@ -47,7 +46,7 @@ def reference_like(samples):
     return real_digits_reference(height)
 
 
-def real_digits_floor(image_size=DEFAULT_IMAGE_SIZE, extractor=None, device=None, cache_dir=None, progress=False):
+def real_digits_floor(image_size=DIGITS_IMAGE_SIZE, extractor=None, device=None, cache_dir=None, progress=False):
     """The metrics of the 355 real held-out digits against the 1,442 training digits: the best a model can
     expect at this sample count (a model that copies the training digits does better, on FID alone)."""
     images, labels = real_digits(image_size, "held-out")

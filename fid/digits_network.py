@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.data.digits import load_digit_arrays, upscale_digits
-from gen.files import (
+from common.digits import load_digit_arrays, upscale_digits
+from common.files import (
     atomic_open,  # the project's one atomic writer
     sha256_of_file,
 )

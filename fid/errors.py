@@ -1,7 +1,7 @@
 """The one error type of the FID pipeline: its message is a single line naming the problem and the fix."""
 
 
-from gen.errors import UserError
+from common.errors import UserError
 
 
 class FIDError(UserError, ValueError):

@@ -15,7 +15,7 @@ import torch_fidelity
 import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from tqdm import tqdm
 
-from gen.files import sha256_of_file
+from common.files import sha256_of_file
 
 from .errors import FIDError
 from .weights import load_inception_state_dict, resolve_inception_weights

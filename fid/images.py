@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gen.data.transforms import center_crop_arr, to_rgb  # one ADM crop and one reading of image modes everywhere
+from common.images import center_crop_arr, to_rgb  # one ADM crop and one reading of image modes everywhere
 
 from .errors import FIDError
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gen.files import (
+from common.files import (
     atomic_open,  # the project's one atomic writer
     sha256_of_file,
 )

@@ -3,7 +3,7 @@
 import json
 import os
 
-from gen.files import atomic_open  # the project's one atomic writer
+from common.files import atomic_open  # the project's one atomic writer
 
 METRIC_ROWS = (  # (result key, row label; None means the label comes from the result, e.g. FID-50K)
     ("fid", None), ("sfid", "sFID"), ("inception_score", "Inception Score"), ("precision", "Precision"),

@@ -7,7 +7,7 @@ turned back into settings. A flag's name, type, default, choices and help are it
 
 One name means one thing everywhere: `--sampler` is DiT's (ddpm, ddim, dpm-solver), `--mode` SiT's (ODE, SDE),
 `--sampling-method` the ODE or SDE integrator. Every flag can also come from `--config configs/X.yaml`
-(gen.cli.parse_with_config); the command line wins.
+(common.cli.parse_with_config); the command line wins.
 """
 import argparse
 import dataclasses

@@ -20,10 +20,11 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from common.cli import ArgumentParser, parse_with_config, run_command
+from common.errors import UserError
+
 from . import checks
 from .args import add_sampling_flags
-from .cli import ArgumentParser, parse_with_config, run_command
-from .errors import UserError
 from .models.vca import VisualContrastAttention
 from .plots import save_figure
 from .sampling import GUIDANCE_FOR_PICTURES, draw_batch, generate_latents

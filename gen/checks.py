@@ -6,7 +6,7 @@
 import math
 import os
 
-from .errors import UserError
+from common.errors import UserError
 
 
 def flag(dest: str) -> str:

@@ -14,8 +14,8 @@ import zipfile
 
 import numpy as np
 
-from .cli import ArgumentParser, run_command
-from .errors import InvalidValue, MissingInput
+from common.cli import ArgumentParser, run_command
+from common.errors import InvalidValue, MissingInput
 
 
 def class_spread(features: np.ndarray, labels: np.ndarray) -> dict[int, float]:

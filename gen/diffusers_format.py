@@ -40,9 +40,10 @@ import shutil
 
 import torch
 
-from .errors import InvalidValue, MissingInput
+from common.errors import InvalidValue, MissingInput
+from common.files import atomic_folder
+
 from .export import load_pretrained, read_settings
-from .files import atomic_folder
 from .models import create_model
 from .models.config import SIZES
 from .settings import DIFFUSION_DEFAULTS, recorded_process
@@ -263,7 +264,8 @@ def load_diffusers(source):
 
 def main(argv=None):
     """python -m gen.diffusers_format WEIGHTS FOLDER [--vae VAE] [--custom]"""
-    from .cli import ArgumentParser
+    from common.cli import ArgumentParser
+
     from .sampling.loading import resolve_vae
     from .vae import load_vae
 
@@ -284,6 +286,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from .cli import run_command
+    from common.cli import run_command
 
     run_command(main)

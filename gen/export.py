@@ -19,8 +19,9 @@ from importlib import metadata
 
 import torch
 
-from .errors import UserError
-from .files import atomic_path
+from common.errors import UserError
+from common.files import atomic_path
+
 from .models import ModelConfig, build_model, create_model, load_official_state_dict, read_state_dict
 from .models.convert import describe_mismatch
 

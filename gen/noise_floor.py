@@ -10,7 +10,8 @@ import statistics
 
 import torch
 
-from .errors import UserError
+from common.errors import UserError
+
 from .export import load_pretrained, read_settings
 from .sampling import resolve_precision, samples_in_memory
 from .settings import TRAINING_SETTINGS, build_sampler, from_record

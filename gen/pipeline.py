@@ -13,8 +13,9 @@ import numbers
 import torch
 from PIL import Image
 
+from common.errors import InvalidValue
+
 from .checks import MAX_SEED
-from .errors import InvalidValue
 from .sampling import GUIDANCE_FOR_PICTURES, resolve_precision, sample_grid
 from .sampling.loading import load_for_sampling
 from .settings import SamplingSettings, build_sampler, fill_defaults, fill_from_record, own_options, unset

@@ -7,7 +7,7 @@ of a metric over models and seeds.
     plot_bars({"DiT-Mini/2": [41.2, 40.8], "DiT-Mini/2-VCA": [39.0, 39.5]}, "speed.png", "images/s")
 
 A model and its `-VCA` twin share a colour; the VCA one is dashed (bars: hatched). Every PNG is written through
-gen.files.atomic_path, so a crash never leaves half a picture under the real name.
+common.files.atomic_path, so a crash never leaves half a picture under the real name.
 """
 import math
 import os
@@ -16,7 +16,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .files import atomic_path
+from common.files import atomic_path
+
 from .run_log import read_log
 
 VCA_SUFFIX = "-VCA"

@@ -6,7 +6,7 @@ before writing, so a resumed run's log stays one object per line.
 import json
 import os
 
-from .errors import UserError
+from common.errors import UserError
 
 LOG_NAME = "log.jsonl"
 

@@ -23,10 +23,11 @@ import sys
 
 import yaml
 
+from common.cli import ArgumentParser, check_config, run_command
+from common.errors import UserError
+from common.files import atomic_open
+
 from .args import add_training_flags
-from .cli import ArgumentParser, check_config, run_command
-from .errors import UserError
-from .files import atomic_open
 from .models.zoo import model_config
 from .noise_floor import measure_noise_floor
 from .plots import metric_by_budgets_figure, metric_label, plot_bars, plot_metric_by_steps, save_figure

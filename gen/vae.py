@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from .errors import InvalidValue, UserError
+from common.errors import InvalidValue, UserError
 
 LATENT_SCALE = 0.18215  # scales SD-VAE latents to about unit variance, as DiT and SiT do
 HUB_NAMES = {"ema": "stabilityai/sd-vae-ft-ema", "mse": "stabilityai/sd-vae-ft-mse"}

@@ -5,10 +5,10 @@ import torch
 from PIL import Image
 from tiny import perturbed
 
+from common.cli import run_command
+from common.errors import UserError
 from gen import save_pretrained
 from gen.attention_maps import attention_figure, attention_maps, main, noised_input, vca_blocks
-from gen.cli import run_command
-from gen.errors import UserError
 from gen.settings import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS, recorded_process
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -147,7 +147,7 @@ def test_batch_halves_on_out_of_memory_and_says_so(bench, capsys, monkeypatch):
 
 
 def test_halving_stops_at_one_and_other_errors_pass(bench):
-    common = bench("common")
+    common = bench("bench_common")
     cpu = torch.device("cpu")
 
     def out_of_memory(batch):

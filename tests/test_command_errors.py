@@ -27,9 +27,9 @@ import gen.study
 import sample
 import train_dit
 import train_sit
+from common.cli import run_command
 from fid.images import FolderImages
 from gen import save_pretrained
-from gen.cli import run_command
 from gen.data import ImageFolderDataset, LatentDataset
 from gen.data.latents import MANIFEST, shard_name
 from gen.models import create_model
@@ -173,7 +173,7 @@ def test_study_shared_flags_are_checked(tmp_path, capsys):
 def test_a_live_run_holds_its_folder_and_a_killed_one_lets_go(world, tmp_path, capsys):
     folder = tmp_path / "out"
     folder.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from gen.files import lock_folder; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from common.files import lock_folder; "
                                "held = lock_folder(sys.argv[1], 'test'); print('locked', flush=True); time.sleep(60)",
                                str(folder)], stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(__file__) + "/..")
     try:

@@ -12,6 +12,7 @@ from tiny import write_corrupt_image, write_image_folder
 
 import fid.images
 import gen.data.latents
+from common.digits import downscale_to_digits, load_digit_arrays, upscale_digits
 from gen.data import (
     CorruptImageError,
     DigitsDataset,
@@ -22,7 +23,6 @@ from gen.data import (
     center_crop_arr,
     collate_skipping_unreadable,
 )
-from gen.data.digits import downscale_to_digits, load_digit_arrays, upscale_digits
 from gen.data.images import SkippedImage
 from gen.data.latents import MANIFEST, extract_latents, extraction_plan, shard_name
 

@@ -12,8 +12,9 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, DiTPipeline
 from tiny import perturbed
 
+from common.cli import run_command
+from common.errors import InvalidValue, MissingInput
 from gen import GenerationPipeline, save_pretrained
-from gen.cli import run_command
 from gen.diffusers_format import (
     REMOTE_CODE,
     dit_scheduler,
@@ -24,7 +25,6 @@ from gen.diffusers_format import (
     to_diffusers,
 )
 from gen.diffusion import create_diffusion
-from gen.errors import InvalidValue, MissingInput
 from gen.models import create_model
 from gen.settings import DIFFUSION_DEFAULTS, recorded_process
 

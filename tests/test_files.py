@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from gen.files import atomic_folder, atomic_open, atomic_path
+from common.files import atomic_folder, atomic_open, atomic_path
 
 
 def test_a_finished_write_replaces_the_file(tmp_path):

@@ -6,8 +6,8 @@ from PIL import Image
 from tiny import perturbed
 
 import sample
+from common.errors import UserError
 from gen import GenerationPipeline, save_pretrained
-from gen.errors import UserError
 from gen.sampling import make_sampler, sample_grid
 from gen.sampling.grid import GRID_GAP, GRID_MIN_SIDE
 from gen.settings import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS

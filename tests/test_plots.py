@@ -7,7 +7,7 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
-from gen.errors import UserError
+from common.errors import UserError
 from gen.plots import (
     MIN_POINTS_TO_SMOOTH,
     bars_figure,

@@ -9,8 +9,8 @@ import torch
 from tiny import perturbed
 
 import sample
+from common.errors import InvalidValue
 from gen import save_pretrained
-from gen.errors import InvalidValue
 from gen.sampling import generate_images, guided, make_sampler, resolve_precision, sampling_precision
 from gen.vae import DECODE_BATCH_FP32, DECODE_BATCH_HALF, decode, decode_batch, load_vae
 

@@ -6,7 +6,7 @@ import pytest
 
 import fid
 import gen
-from gen.errors import UserError
+from common.errors import UserError
 from gen.run_log import log_path, read_log
 
 pytestmark = pytest.mark.usefixtures("one_thread")

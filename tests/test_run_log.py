@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gen.errors import UserError
+from common.errors import UserError
 from gen.run_log import append_record, log_path, logged_steps, read_log
 from gen.training.evaluation import evaluated_steps
 from gen.training.log import TrainingLog

@@ -14,9 +14,9 @@ from PIL import Image
 from tiny import perturbed
 
 import sample
+from common.cli import parse_with_config
+from common.errors import UserError
 from gen import save_pretrained
-from gen.cli import parse_with_config
-from gen.errors import UserError
 from gen.sampling import generate_latents, make_sampler
 from gen.sampling.grid import GRID_GAP, GRID_MIN_SIDE
 from gen.settings import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS

@@ -5,10 +5,10 @@ import os
 import pytest
 import yaml
 
+from common.cli import ArgumentParser
+from common.errors import UserError
 from gen import study as study_module
 from gen.args import add_training_flags
-from gen.cli import ArgumentParser
-from gen.errors import UserError
 from gen.models.zoo import model_config
 
 

@@ -1,10 +1,12 @@
 """Training data: image folders (ADM center crop), the built-in digits, pre-extracted VAE latents, and the
 deterministic (seed, epoch) batch order."""
+from common.images import center_crop_arr
+
 from .digits import DigitsDataset
 from .images import CorruptImageError, ImageFolderDataset, collate_skipping_unreadable
 from .latents import LatentDataset, LatentSetError, extract_latents
 from .sampler import EpochBatchSampler
-from .transforms import center_crop_arr, horizontal_flip, to_tensor
+from .transforms import horizontal_flip, to_tensor
 
 __all__ = [
     "CorruptImageError", "DigitsDataset", "EpochBatchSampler", "ImageFolderDataset", "LatentDataset",

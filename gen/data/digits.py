@@ -1,36 +1,12 @@
 """The built-in demo data set: scikit-learn's handwritten digits (1,797 real 8x8 grey images, 10 classes,
-shipped inside scikit-learn, so nothing is downloaded), upscaled to the training size, grey to RGB."""
-import numpy as np
+shipped inside scikit-learn, so nothing is downloaded), upscaled to the training size, grey to RGB; the arrays
+come from common.digits."""
 import torch
-from PIL import Image
+
+from common.digits import load_digit_arrays, upscale_digits
 
 from .images import split_key
 from .transforms import horizontal_flip, to_tensor
-
-DIGITS_SIDE = 8
-DIGITS_MAX = 16  # load_digits' pixels are counts 0..16
-
-
-def load_digit_arrays():
-    """(uint8 [1797, 8, 8] grey in 0..255, int labels [1797])."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    grey = np.round(digits.images * (255.0 / DIGITS_MAX)).astype(np.uint8)
-    return grey, digits.target.astype(np.int64)
-
-
-def upscale_digits(grey: np.ndarray, image_size: int) -> np.ndarray:
-    """uint8 [N, 8, 8] -> uint8 [N, S, S, 3] by bicubic resizing (smooth strokes, not 8x8 blocks)."""
-    resized = [np.asarray(Image.fromarray(image).resize((image_size, image_size), Image.BICUBIC)) for image in grey]
-    return np.repeat(np.stack(resized)[..., None], 3, axis=-1)
-
-
-def downscale_to_digits(images: np.ndarray) -> np.ndarray:
-    """uint8 [N, S, S, 3] -> float [N, 64] grey features on load_digits' 0..16 scale (box filter to 8x8)."""
-    grey = [np.asarray(Image.fromarray(image).convert("L").resize((DIGITS_SIDE, DIGITS_SIDE), Image.BOX))
-            for image in images]
-    return np.stack(grey).reshape(len(images), -1).astype(np.float64) * (DIGITS_MAX / 255.0)
 
 
 class DigitsDataset(torch.utils.data.Dataset):

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import InvalidValue, MissingInput, UserError
-from .transforms import center_crop_arr, horizontal_flip, to_rgb, to_tensor
+from common.errors import InvalidValue, MissingInput, UserError
+from common.images import center_crop_arr, to_rgb
+
+from .transforms import horizontal_flip, to_tensor
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".jpe", ".pgm")
 

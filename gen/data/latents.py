@@ -18,8 +18,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from ..errors import UserError
-from ..files import atomic_open, atomic_path
+from common.errors import UserError
+from common.files import atomic_open, atomic_path
+
 from ..vae import encode
 from .images import SkippedImage, collate_skipping_unreadable, split_key
 from .transforms import horizontal_flip

@@ -7,7 +7,7 @@ processes, and resuming at (epoch, batch) replays exactly what an uninterrupted 
 """
 import numpy as np
 
-from ..errors import InvalidValue
+from common.errors import InvalidValue
 
 
 class EpochBatchSampler:

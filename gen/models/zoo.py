@@ -6,7 +6,8 @@ some 700 images/s of training on 16 tokens on a 2-core machine. Not a paper mode
 import re
 from dataclasses import fields
 
-from ..errors import InvalidValue
+from common.errors import InvalidValue
+
 from .config import SIZES, ModelConfig
 from .dit import DiT, SiT
 

@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..errors import UserError
-from ..files import atomic_open, save_samples_npz
+from common.errors import UserError
+from common.files import atomic_open, save_samples_npz
+
 from ..vae import to_uint8
 from .guidance import GUIDANCE_FOR_FID, generate_images
 from .seeding import draw_batch

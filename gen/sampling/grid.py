@@ -4,8 +4,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
-from ..errors import InvalidValue
-from ..files import atomic_open
+from common.errors import InvalidValue
+from common.files import atomic_open
+
 from ..vae import to_uint8
 from .guidance import GUIDANCE_FOR_PICTURES, generate_images
 from .seeding import draw_batch

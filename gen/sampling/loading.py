@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import MissingInput, UserError
+from common.errors import MissingInput, UserError
+
 from ..export import load_pretrained, read_settings
 from ..models import set_vca_kernels
 from ..settings import recorded_process

@@ -14,7 +14,7 @@ import contextlib
 
 import torch
 
-from ..errors import InvalidValue
+from common.errors import InvalidValue
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 DEFAULT_PRECISION = "auto"

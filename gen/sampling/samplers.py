@@ -12,7 +12,7 @@ import functools
 
 import torch
 
-from ..errors import InvalidValue
+from common.errors import InvalidValue
 
 DIT_SAMPLERS = ("ddpm", "ddim", "dpm-solver")
 SIT_MODES = ("ODE", "SDE")

@@ -3,12 +3,13 @@ import os
 from dataclasses import dataclass
 from typing import ClassVar
 
+from common.digits import DIGITS_IMAGE_SIZE
+from common.errors import UserError
+
 from .. import checks
-from ..errors import UserError
 from .fields import setting
 
 DEFAULT_IMAGE_SIZE = 256  # DiT's and SiT's ImageNet size
-DIGITS_IMAGE_SIZE = 16  # the 8x8 digits twice enlarged: what the demo, the study and the digits FID network use
 DEFAULT_WORKERS = 4
 
 

@@ -8,7 +8,7 @@ gen/args.py can make the command-line flag from it and a YAML key maps onto it (
 import dataclasses
 import typing
 
-from ..errors import InvalidValue
+from common.errors import InvalidValue
 
 
 def setting(default, help: str | None = None, *, choices=None, parse=None, switch: bool = False,

@@ -3,8 +3,9 @@ import os
 from dataclasses import dataclass
 from typing import ClassVar
 
+from common.errors import UserError
+
 from .. import checks
-from ..errors import UserError
 from ..models.vca import KERNELS
 from ..models.zoo import model_config
 from .fields import setting

@@ -4,8 +4,9 @@ import inspect
 from dataclasses import dataclass
 from typing import ClassVar
 
+from common.cli import none_or_str
+
 from .. import checks
-from ..cli import none_or_str
 from ..diffusion import create_diffusion, create_transport
 from .fields import setting
 

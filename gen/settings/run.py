@@ -5,8 +5,9 @@ import os
 from dataclasses import dataclass
 from typing import ClassVar
 
+from common.errors import UserError
+
 from .. import checks
-from ..errors import UserError
 from .fields import setting
 
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "comet_ml": "comet_ml", "aim": "aim",

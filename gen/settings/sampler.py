@@ -4,9 +4,10 @@ pipeline fill what their caller left unset (None) from that record, else from th
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+from common.cli import none_or_str
+from common.errors import UserError
+
 from .. import checks
-from ..cli import none_or_str
-from ..errors import UserError
 from ..sampling import (
     DEFAULT_PRECISION,
     DIT_SAMPLER_DEFAULTS,

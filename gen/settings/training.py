@@ -8,7 +8,8 @@ Each concern checks its own values (`validate`); `check` runs them all, then the
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
-from ..errors import UserError
+from common.errors import UserError
+
 from ..models.zoo import model_config
 from .data import DataSettings
 from .evaluation import EvaluationSettings

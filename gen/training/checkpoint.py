@@ -16,9 +16,10 @@ import shutil
 
 from safetensors.torch import load_file
 
-from ..errors import UserError
+from common.errors import UserError
+from common.files import atomic_open, sha256_of_file
+
 from ..export import CHECKPOINT_WEIGHTS, save_pretrained
-from ..files import atomic_open, sha256_of_file
 
 CHECKPOINTS = "ckpt"
 TRAINING_STATE = "training_state.json"

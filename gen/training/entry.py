@@ -13,8 +13,9 @@ keywords win over it, as flags do.
 """
 import os
 
+from common.cli import ArgumentParser, check_config, parse_with_config
+
 from ..args import add_training_flags, settings_from_flags
-from ..cli import ArgumentParser, check_config, parse_with_config
 from ..diffusion import create_diffusion, create_transport
 from ..models.zoo import model_config
 from ..settings import TRAINING_SETTINGS, DiTTrainingSettings, SiTTrainingSettings

@@ -28,11 +28,12 @@ from accelerate.utils import broadcast_object_list
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
+from common.errors import UserError
+from common.files import FolderInUse, lock_folder, release_folder
+
 from .. import checks
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
-from ..errors import UserError
 from ..export import load_weights, save_pretrained
-from ..files import FolderInUse, lock_folder, release_folder
 from ..models import create_model, set_vca_kernels
 from ..models.flops import forward_flops_per_image
 from ..models.zoo import model_config

@@ -4,7 +4,8 @@
 import numpy as np
 import torch
 
-from ..files import save_samples_npz
+from common.files import save_samples_npz
+
 from ..sampling import sample_grid, samples_in_memory, save_grid
 
 

@@ -1,6 +1,6 @@
 """The one error base class of the toolkit: bad input, or a state that the user can fix.
 
-Every command line prints its message as one line on stderr and exits with status 2 (gen.cli.run_command);
+Every command line prints its message as one line on stderr and exits with status 2 (common.cli.run_command);
 `--debug` (or VCA_GEN_DEBUG=1) shows the traceback instead, for bug reports.
 """
 
