@@ -74,11 +74,16 @@ def _offline_fix(name: str) -> str:
             f"vae`, copy the folder here and pass --vae ./vae")
 
 
+def downsampling_factor(vae) -> int:
+    """Pixels per latent along a side: 2 per down block after the first (8 for SD's VAE); 1 without a VAE."""
+    return 1 if vae is None else 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def latent_shape(vae, image_size: int) -> tuple[int, int]:
     """(channels, side) of the network's input for images of `image_size` pixels."""
     if vae is None:
         return 3, image_size
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    factor = downsampling_factor(vae)
     if image_size % factor:
         raise InvalidValue(f"image size {image_size} is not divisible by the VAE's downsampling factor {factor}")
     return vae.config.latent_channels, image_size // factor

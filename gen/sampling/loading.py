@@ -16,7 +16,7 @@ from common.errors import MissingInput, UserError
 from ..export import load_pretrained, read_settings
 from ..models import set_vca_kernels
 from ..settings import recorded_process
-from ..vae import DEFAULT_VAE, load_vae
+from ..vae import DEFAULT_VAE, downsampling_factor, load_vae
 from .precision import vae_dtype
 
 
@@ -81,7 +81,7 @@ def load_for_sampling(ckpt, device, *, vae: str | None = None, precision: str = 
     config = model.config
     if num_classes is not None and config.num_classes != num_classes:
         raise UserError(f"{ckpt} has {config.num_classes} classes, not --num-classes {num_classes}")
-    factor = 1 if vae_model is None else 2 ** (len(vae_model.config.block_out_channels) - 1)
+    factor = downsampling_factor(vae_model)
     channels = 3 if vae_model is None else vae_model.config.latent_channels
     image_size = image_size or config.input_size * factor
     if (channels, image_size) != (config.in_channels, config.input_size * factor):
