@@ -54,7 +54,9 @@ def build_parser():
                        help="torch.compile the network once for the sampling shape: about 20 s, then network steps "
                             "2.3x faster on an H200; pays from about 3,000 images per process")
     add_flags(model, ModelSettings, only=["vca_kernels"], title="")
-    add_flags(parser, DiffusionSettings, unset=True)
+    add_flags(parser, DiffusionSettings, unset=True,
+              helps={"learn_sigma": "learned variance; default: what the network's output says (a contradicting "
+                                    "flag fails)"})
     add_flags(parser, TransportSettings, unset=True)
     add_sampling_flags(parser, helps={"cfg_scale": "guidance scale (1: none); default: the weights file's record, "
                                                    f"else {sampling.GUIDANCE_FOR_PICTURES} for grids, "

@@ -3,7 +3,7 @@ turned back into settings. A flag's name, type, default, choices and help are it
 
     add_training_flags(parser, "SiT")              # train_sit.py: a group per concern of SiTTrainingSettings
     settings = settings_from_flags(SiTTrainingSettings, parse_with_config(parser, argv))
-    add_flags(parser, AnySamplerSettings, unset=True)   # sample.py: None means "what the weights file says"
+    add_sampling_flags(parser)                      # sample.py: None means "what the weights file says"
 
 One name means one thing everywhere: `--sampler` is DiT's (ddpm, ddim, dpm-solver), `--mode` SiT's (ODE, SDE),
 `--sampling-method` the ODE or SDE integrator. Every flag can also come from `--config configs/X.yaml`
@@ -38,7 +38,8 @@ def add_field_flag(group, field, kind, unset: bool, help: str | None = None):
     if help is None:
         help = meta["help"]
     if unset and help is meta["help"]:
-        help = f"{help + '; ' if help else ''}default: the weights file's record, else {field.default}"
+        otherwise = "" if field.default is None else f", else {field.default}"
+        help = f"{help + '; ' if help else ''}default: the weights file's record{otherwise}"
     options = dict(default=None if unset else field.default, help=help)
     if meta["metavar"]:
         options["metavar"] = meta["metavar"]

@@ -1,6 +1,6 @@
 """Checks of command-line values, run before any expensive work; each failure is one UserError line.
 
-    at_least(args, 1, "max_steps", "per_proc_batch_size")   # names are settings fields: the flags are --max-steps, ...
+    at_least(settings, 1, "max_steps", "global_batch_size")   # names are fields (or flag destinations)
     writable_folder(args.results_dir, "--results-dir")
 """
 import math

@@ -18,7 +18,7 @@ from common.errors import InvalidValue
 from .checks import MAX_SEED
 from .sampling import GUIDANCE_FOR_PICTURES, resolve_precision, sample_grid
 from .sampling.loading import load_for_sampling
-from .settings import SamplingSettings, build_sampler, fill_defaults, fill_from_record, own_options, unset
+from .settings import OWN_KIND, SamplingSettings, build_sampler, fill_defaults, fill_from_record, own_options, unset
 from .vae import to_uint8
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -70,7 +70,7 @@ class GenerationPipeline:
 
     def __repr__(self):
         settings = self.sampler_settings()
-        kind = "sampler" if self.family == "DiT" else "mode"
+        kind = OWN_KIND[self.family]
         return (f"GenerationPipeline({self.model.name}, {self.num_classes} classes, vae={self.vae_name!r}, "
                 f"device={self.device}, precision={self.precision!r}; default sampling: {getattr(settings, kind)}, "
                 f"{settings.num_sampling_steps} steps, guidance {settings.cfg_scale})")
@@ -78,7 +78,7 @@ class GenerationPipeline:
     def sampler_settings(self, num_inference_steps=None, guidance_scale=None, sampler=None, **sampler_options):
         """The sampler flags a call uses (sample.py's names): the given ones, else the file's record, else
         DiT's and SiT's defaults. `sampler`: DiT's ddpm, ddim or dpm-solver; SiT's ODE or SDE."""
-        kind = "sampler" if self.family == "DiT" else "mode"
+        kind = OWN_KIND[self.family]
         own = [key for key in own_options(self.family) if key != kind]
         unknown = sorted(set(sampler_options) - set(own))
         if unknown:

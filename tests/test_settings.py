@@ -28,7 +28,6 @@ from gen.settings import (
     SiTTrainingSettings,
     TransportSettings,
     from_record,
-    part,
 )
 from gen.training import train_dit, train_sit
 from gen.training.entry import training_parser
@@ -93,6 +92,17 @@ def test_each_concern_checks_its_own_values(concern, values, phrase):
     assert phrase in str(error.value) and "\n" not in str(error.value)
 
 
+def test_the_combined_settings_validate_every_concern():
+    with pytest.raises(UserError, match="--num-sampling-steps must be at least 1"):
+        DiTTrainingSettings(max_steps=1, num_sampling_steps=0).validate()  # not only the first concern's checks
+
+
+def test_an_eval_ref_is_read_only_when_evaluating(tmp_path):
+    DiTTrainingSettings(max_steps=1, eval_ref=str(tmp_path / "absent.npz")).check()  # --eval-every 0: unused
+    with pytest.raises(UserError, match="absent.npz not found"):
+        DiTTrainingSettings(max_steps=1, eval_ref=str(tmp_path / "absent.npz"), eval_every=5).check()
+
+
 def test_the_combined_checks_join_concerns():
     with pytest.raises(UserError, match="null class"):
         DiTTrainingSettings(max_steps=1, cfg_scale=4.0, class_dropout_prob=0.0).check()
@@ -104,8 +114,9 @@ def test_the_combined_checks_join_concerns():
 
 def test_a_part_and_a_record_round_trip():
     settings = SiTTrainingSettings(path_type="GVP", max_steps=3)
-    assert part(TransportSettings, settings) == TransportSettings(path_type="GVP")
-    assert settings.process() == dataclasses.asdict(TransportSettings(path_type="GVP"))
+    assert TransportSettings(**settings.process()) == TransportSettings(path_type="GVP")
+    assert list(settings.process()) == list(signature_defaults(create_transport))  # the export records this order
+    assert list(DiTTrainingSettings().process()) == list(signature_defaults(create_diffusion, ("timestep_respacing",)))
     assert from_record(SiTTrainingSettings, settings.to_dict()) == settings
     with pytest.raises(UserError, match=r"unknown setting\(s\) \['max_step'\]"):
         from_record(SiTTrainingSettings, {"max_step": 3})

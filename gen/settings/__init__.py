@@ -7,7 +7,7 @@ setting's name, type, default and help are written once.
 """
 from .data import DIGITS_IMAGE_SIZE, DataSettings
 from .evaluation import EvaluationSettings
-from .fields import from_record, part, setting, unset
+from .fields import from_record, setting, unset
 from .model import ModelSettings
 from .optimisation import OptimisationSettings
 from .process import (
@@ -20,6 +20,7 @@ from .process import (
 )
 from .run import RunSettings
 from .sampler import (
+    OWN_KIND,
     DiTSamplerSettings,
     GuidanceSettings,
     SamplerSettings,
@@ -34,9 +35,9 @@ from .sampler import (
 )
 from .training import TRAINING_SETTINGS, DiTTrainingSettings, SiTTrainingSettings, TrainingSettings
 
-__all__ = ["DIFFUSION_DEFAULTS", "DIGITS_IMAGE_SIZE", "PROCESS_SETTINGS", "TRAINING_SETTINGS", "TRANSPORT_DEFAULTS",
-           "DataSettings", "DiTSamplerSettings", "DiTTrainingSettings", "DiffusionSettings", "EvaluationSettings",
-           "GuidanceSettings", "ModelSettings", "OptimisationSettings", "RunSettings", "SamplerSettings",
-           "SamplingSettings", "SiTSamplerSettings", "SiTTrainingSettings", "TrainingSettings", "TransportSettings",
-           "build_sampler", "family_options", "fill_defaults", "fill_from_record", "from_record", "own_options",
-           "part", "recorded_process", "sampler_record", "setting", "unset"]
+__all__ = ["DIFFUSION_DEFAULTS", "DIGITS_IMAGE_SIZE", "OWN_KIND", "PROCESS_SETTINGS", "TRAINING_SETTINGS",
+           "TRANSPORT_DEFAULTS", "DataSettings", "DiTSamplerSettings", "DiTTrainingSettings", "DiffusionSettings",
+           "EvaluationSettings", "GuidanceSettings", "ModelSettings", "OptimisationSettings", "RunSettings",
+           "SamplerSettings", "SamplingSettings", "SiTSamplerSettings", "SiTTrainingSettings", "TrainingSettings",
+           "TransportSettings", "build_sampler", "family_options", "fill_defaults", "fill_from_record", "from_record",
+           "own_options", "recorded_process", "sampler_record", "setting", "unset"]

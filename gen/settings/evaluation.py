@@ -25,5 +25,5 @@ class EvaluationSettings:
         checks.at_least(self, 0, "eval_every")
         checks.at_least(self, 4, "eval_samples")  # precision/recall compare 3 nearest neighbours
         checks.at_least(self, 1, "eval_batch_size")
-        if self.eval_ref is not None and not os.path.isfile(self.eval_ref):
+        if self.eval_every and self.eval_ref is not None and not os.path.isfile(self.eval_ref):  # unused: unread
             raise UserError(f"--eval-ref {self.eval_ref} not found; pass an ADM-layout .npz")

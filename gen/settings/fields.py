@@ -44,16 +44,6 @@ def is_optional(hint) -> bool:
     return type(None) in typing.get_args(hint)
 
 
-def concern_fields(concern, instance) -> dict:
-    """{name: value} of `instance`'s fields that `concern` (a settings dataclass it combines) declares."""
-    return {field.name: getattr(instance, field.name) for field in dataclasses.fields(concern)}
-
-
-def part(concern, instance):
-    """The `concern` settings of a combined settings object: `part(DiffusionSettings, training_settings)`."""
-    return concern(**concern_fields(concern, instance))
-
-
 def unset(cls, **given):
     """`cls` with every field None but `given`: "not chosen yet", filled from a weights file's record later."""
     return cls(**{**dict.fromkeys(field.name for field in dataclasses.fields(cls)), **given})

@@ -1,7 +1,7 @@
 """How images are drawn: the sampler of DiT (ddpm, ddim, dpm-solver) or SiT (ODE, SDE) with its options, the
 steps, the arithmetic, and classifier-free guidance. Training records these with its weights; sample.py and the
 pipeline fill what their caller left unset (None) from that record, else from the defaults here."""
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 from common.cli import none_or_str
@@ -33,7 +33,8 @@ class SamplerSettings:
 
     num_sampling_steps: int = setting(DEFAULT_SAMPLING_STEPS)
     precision: str = setting(DEFAULT_PRECISION, "sampling's network and VAE decode: fp32, tf32 (TF32 matmuls on "
-                                                "GPUs), bf16 autocast, or auto: bf16 on GPUs, fp32 on the CPU",
+                                                "GPUs; --tf32 is DiT's sample_ddp.py spelling), bf16 autocast, or "
+                                                "auto: bf16 on GPUs, fp32 on the CPU",
                              choices=("auto", *PRECISIONS), constants={"--tf32": "tf32"})
 
     def validate(self):
@@ -77,15 +78,19 @@ class SamplingSettings(SiTSamplerSettings, DiTSamplerSettings, GuidanceSettings)
     """Both families' sampler options and the guidance: sample.py and the pipeline learn the family from the
     weights file, and fill what their caller left None from its record (fill_from_record)."""
 
+    def validate(self):
+        SamplerSettings.validate(self)
+        GuidanceSettings.validate(self)
+
 
 SAMPLER_SETTINGS = {"DiT": DiTSamplerSettings, "SiT": SiTSamplerSettings}
 OWN_KIND = {"DiT": "sampler", "SiT": "mode"}  # the option that names the sampler
 
 
 def own_options(family: str) -> tuple[str, ...]:
-    """The sampler options of `family` alone (not the steps and precision both share)."""
-    shared = {field.name for field in fields(SamplerSettings)}
-    return tuple(field.name for field in fields(SAMPLER_SETTINGS[family]) if field.name not in shared)
+    """The sampler options of `family` alone (not the steps and precision both share), in the order exports
+    record them."""
+    return tuple(D if family == "DiT" else S)
 
 
 def family_options(family: str) -> tuple[str, ...]:

@@ -5,7 +5,7 @@
 
 Each concern checks its own values (`validate`); `check` runs them all, then the rules that join two concerns.
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 from common.errors import UserError
@@ -13,10 +13,10 @@ from common.errors import UserError
 from ..models.zoo import model_config
 from .data import DataSettings
 from .evaluation import EvaluationSettings
-from .fields import concern_fields, redefault
+from .fields import redefault
 from .model import ModelSettings
 from .optimisation import OptimisationSettings
-from .process import DiffusionSettings, TransportSettings
+from .process import PROCESS_DEFAULTS, DiffusionSettings, TransportSettings
 from .run import RunSettings
 from .sampler import DiTSamplerSettings, GuidanceSettings, SiTSamplerSettings, sampler_record
 from .sampler import build_sampler as make_sample_fn
@@ -27,7 +27,6 @@ GUIDANCE_HELP = "classifier-free guidance of grids, final samples and evaluation
 class TrainingSettings:
     """What both families' training settings share; the dataclasses below give the fields."""
     family: ClassVar[str]
-    process_settings: ClassVar[type]
     concerns: ClassVar[tuple[type, ...]]  # in the order of --help's groups
 
     def check(self) -> list[str]:
@@ -39,10 +38,10 @@ class TrainingSettings:
             other = "train_sit.py" if self.family == "DiT" else "train_dit.py"
             raise UserError(f"train_{self.family.lower()}.py trains {self.family} models; use {other} for --model "
                             f"{self.model}")
-        for concern in self.concerns:
-            concern.validate(self)
         if self.init_from is not None and self.resume is not None:
             raise UserError("--init-from starts a new run from weights, --resume continues one; give only one")
+        for concern in self.concerns:
+            concern.validate(self)
         if self.cfg_scale > 1 and self.class_dropout_prob <= 0:
             raise UserError("--cfg-scale > 1 needs the null class that --class-dropout-prob > 0 trains; "
                             "pass --cfg-scale 1 or a positive --class-dropout-prob")
@@ -53,6 +52,8 @@ class TrainingSettings:
                             "e.g. VIRTUAL_imagenet256_labeled.npz, or one from `python -m fid ref`)")
         return notes
 
+    validate = check  # a concern's name for it; without this the first concern's validate alone would run
+
     def evaluation_features(self) -> str:
         """The feature network: --eval-features, else the digits network for the built-in digits, else Inception."""
         if self.eval_features != "auto":
@@ -60,8 +61,9 @@ class TrainingSettings:
         return "digits" if self.digits else "inception"
 
     def process(self) -> dict:
-        """The diffusion (DiT) or transport (SiT) settings: what the loss, the sampler and the export use."""
-        return concern_fields(self.process_settings, self)
+        """The diffusion (DiT) or transport (SiT) settings: what the loss, the sampler and the export use, in
+        create_diffusion's or create_transport's order (the export's header records them as written)."""
+        return {key: getattr(self, key) for key in PROCESS_DEFAULTS[self.family]}
 
     def sample_fn(self):
         """The sampler of grids, final samples and evaluations."""
@@ -74,16 +76,11 @@ class TrainingSettings:
         """Every field by name: args.json, the checkpoint's record and the trackers' config."""
         return asdict(self)
 
-    @classmethod
-    def field_names(cls) -> set[str]:
-        return {field.name for field in fields(cls)}
-
 
 @dataclass
 class DiTTrainingSettings(TrainingSettings, EvaluationSettings, DiTSamplerSettings, GuidanceSettings, RunSettings,
                           DiffusionSettings, OptimisationSettings, ModelSettings, DataSettings):
     family: ClassVar[str] = "DiT"
-    process_settings: ClassVar[type] = DiffusionSettings
     concerns: ClassVar[tuple[type, ...]] = (DataSettings, ModelSettings, OptimisationSettings, DiffusionSettings,
                                             RunSettings, GuidanceSettings, DiTSamplerSettings, EvaluationSettings)
     model: str = redefault(ModelSettings, "model", "DiT-S/2-VCA")
@@ -94,7 +91,6 @@ class DiTTrainingSettings(TrainingSettings, EvaluationSettings, DiTSamplerSettin
 class SiTTrainingSettings(TrainingSettings, EvaluationSettings, SiTSamplerSettings, GuidanceSettings, RunSettings,
                           TransportSettings, OptimisationSettings, ModelSettings, DataSettings):
     family: ClassVar[str] = "SiT"
-    process_settings: ClassVar[type] = TransportSettings
     concerns: ClassVar[tuple[type, ...]] = (DataSettings, ModelSettings, OptimisationSettings, TransportSettings,
                                             RunSettings, GuidanceSettings, SiTSamplerSettings, EvaluationSettings)
     model: str = redefault(ModelSettings, "model", "SiT-S/2-VCA")
