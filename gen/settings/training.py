@@ -3,7 +3,7 @@
     settings = SiTTrainingSettings(model="SiT-Mini/4-VCA", image_size=16, num_classes=10, vae="none", max_steps=300)
     settings.lr, settings.mode          # the optimisation's and the sampler's fields, by their flag names
 
-Each concern checks its own values (`validate`); `check` runs them all, then the rules that join two concerns.
+Each concern checks its own values (`validate`); `check` runs them all and the rules that join two concerns.
 """
 from dataclasses import asdict, dataclass
 from typing import ClassVar
@@ -24,10 +24,19 @@ from .sampler import build_sampler as make_sample_fn
 GUIDANCE_HELP = "classifier-free guidance of grids, final samples and evaluations (1: none)"
 
 
-class TrainingSettings:
-    """What both families' training settings share; the dataclasses below give the fields."""
+def concerns_of(process, sampler) -> tuple[type, ...]:
+    """A family's concerns, given its process and sampler settings, in the order of --help's groups."""
+    return (DataSettings, ModelSettings, OptimisationSettings, process, RunSettings, GuidanceSettings, sampler,
+            EvaluationSettings)
+
+
+@dataclass
+class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, OptimisationSettings, ModelSettings,
+                       DataSettings):
+    """What both families' training settings share; each family adds its process and sampler settings."""
     family: ClassVar[str]
-    concerns: ClassVar[tuple[type, ...]]  # in the order of --help's groups
+    concerns: ClassVar[tuple[type, ...]]
+    cfg_scale: float = redefault(GuidanceSettings, "cfg_scale", GuidanceSettings.cfg_scale, GUIDANCE_HELP)
 
     def check(self) -> list[str]:
         """Fill the data's defaults, then check every value before the VAE, the data or the model load; returns
@@ -78,23 +87,17 @@ class TrainingSettings:
 
 
 @dataclass
-class DiTTrainingSettings(TrainingSettings, EvaluationSettings, DiTSamplerSettings, GuidanceSettings, RunSettings,
-                          DiffusionSettings, OptimisationSettings, ModelSettings, DataSettings):
+class DiTTrainingSettings(TrainingSettings, DiTSamplerSettings, DiffusionSettings):
     family: ClassVar[str] = "DiT"
-    concerns: ClassVar[tuple[type, ...]] = (DataSettings, ModelSettings, OptimisationSettings, DiffusionSettings,
-                                            RunSettings, GuidanceSettings, DiTSamplerSettings, EvaluationSettings)
+    concerns: ClassVar[tuple[type, ...]] = concerns_of(DiffusionSettings, DiTSamplerSettings)
     model: str = redefault(ModelSettings, "model", "DiT-S/2-VCA")
-    cfg_scale: float = redefault(GuidanceSettings, "cfg_scale", GuidanceSettings.cfg_scale, GUIDANCE_HELP)
 
 
 @dataclass
-class SiTTrainingSettings(TrainingSettings, EvaluationSettings, SiTSamplerSettings, GuidanceSettings, RunSettings,
-                          TransportSettings, OptimisationSettings, ModelSettings, DataSettings):
+class SiTTrainingSettings(TrainingSettings, SiTSamplerSettings, TransportSettings):
     family: ClassVar[str] = "SiT"
-    concerns: ClassVar[tuple[type, ...]] = (DataSettings, ModelSettings, OptimisationSettings, TransportSettings,
-                                            RunSettings, GuidanceSettings, SiTSamplerSettings, EvaluationSettings)
+    concerns: ClassVar[tuple[type, ...]] = concerns_of(TransportSettings, SiTSamplerSettings)
     model: str = redefault(ModelSettings, "model", "SiT-S/2-VCA")
-    cfg_scale: float = redefault(GuidanceSettings, "cfg_scale", GuidanceSettings.cfg_scale, GUIDANCE_HELP)
 
 
 TRAINING_SETTINGS = {"DiT": DiTTrainingSettings, "SiT": SiTTrainingSettings}
