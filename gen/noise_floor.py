@@ -12,11 +12,11 @@ import torch
 
 from common.errors import UserError
 
-from .export import load_pretrained, read_settings
+from .models.zoo import model_config
 from .sampling import resolve_precision, samples_in_memory
+from .sampling.loading import load_for_sampling
 from .settings import TRAINING_SETTINGS, build_sampler, from_record
 from .training.evaluation import evaluation_reference, score_images
-from .vae import load_vae
 
 
 def measure_noise_floor(run_dir, seeds: list[int], device=None) -> dict:
@@ -27,23 +27,22 @@ def measure_noise_floor(run_dir, seeds: list[int], device=None) -> dict:
     if len(seeds) < 2:
         raise UserError(f"the noise floor needs at least 2 sampling seeds, got {seeds}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_pretrained(export, device)
-    family = model.config.family
     with open(args_path) as handle:  # the run's settings; keys of another version are skipped
-        settings = from_record(TRAINING_SETTINGS[family], json.load(handle), strict=False)
-    sample_fn = build_sampler(settings, family, read_settings(export).get("process") or {})
-    vae = load_vae(settings.vae, device)
+        record = json.load(handle)
+    family = model_config(record["model"]).family
+    settings = from_record(TRAINING_SETTINGS[family], record, strict=False)
+    precision = resolve_precision(settings.precision, device)
+    weights = load_for_sampling(export, device, precision=precision)  # as sample.py loads it
+    sample_fn = build_sampler(settings, family, weights.process)
     features = settings.evaluation_features()
     from fid.networks import build_extractor
 
     extractor, reference = build_extractor(features, device=device), evaluation_reference(settings, features)
     fids = []
     for seed in seeds:
-        images, labels = samples_in_memory(model, vae, sample_fn, latent_shape=(model.config.in_channels,
-                                                                                model.config.input_size),
+        images, labels = samples_in_memory(weights.model, weights.vae, sample_fn, latent_shape=weights.latent_shape,
                                            cfg_scale=settings.cfg_scale, device=device, count=settings.eval_samples,
-                                           seed=seed, batch_size=settings.eval_batch_size,
-                                           precision=resolve_precision(settings.precision, device))
+                                           seed=seed, batch_size=settings.eval_batch_size, precision=precision)
         fids.append(score_images(images, labels, reference, extractor, features)["fid"])
     return {"run": os.fspath(run_dir), "sampling_seeds": list(seeds), "fids": fids, "std": statistics.stdev(fids),
             "eval_samples": settings.eval_samples, "eval_features": features}
