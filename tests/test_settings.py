@@ -103,6 +103,20 @@ def test_an_eval_ref_is_read_only_when_evaluating(tmp_path):
         DiTTrainingSettings(max_steps=1, eval_ref=str(tmp_path / "absent.npz"), eval_every=5).check()
 
 
+@pytest.mark.parametrize(("values", "phrase"), [
+    (dict(lr="fast"), "--lr = 'fast' is not a number"),
+    (dict(max_steps=2.5), "--max-steps = 2.5 is not an integer"),
+    (dict(random_flip="no"), "--random-flip = 'no' is not true or false"),
+    (dict(grid_classes=[1, "2"]), "--grid-classes = [1, '2'] is not a list of integers"),
+    (dict(sampler="ddpn"), "--sampler = 'ddpn' is not one of ['ddpm', 'ddim', 'dpm-solver']"),
+    (dict(max_grad_norm=None, lr=None), "--lr = None is not a number"),
+])
+def test_a_python_callers_wrong_type_is_one_line(values, phrase):
+    with pytest.raises(UserError) as error:
+        DiTTrainingSettings(**{"max_steps": 1, **values}).check()
+    assert phrase in str(error.value) and "\n" not in str(error.value)
+
+
 def test_the_combined_checks_join_concerns():
     with pytest.raises(UserError, match="null class"):
         DiTTrainingSettings(max_steps=1, cfg_scale=4.0, class_dropout_prob=0.0).check()

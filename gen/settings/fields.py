@@ -10,6 +10,8 @@ import typing
 
 from common.errors import InvalidValue
 
+from ..checks import flag
+
 
 def setting(default, help: str | None = None, *, choices=None, parse=None, switch: bool = False,
             aliases: tuple[str, ...] = (), metavar: str | None = None, constants: dict | None = None):
@@ -42,6 +44,36 @@ def field_types(cls) -> dict[str, type]:
 
 def is_optional(hint) -> bool:
     return type(None) in typing.get_args(hint)
+
+
+KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def fits(value, kind) -> bool:
+    """`value` is of the field type `kind` as the flag would have read it (an int is a number; a bool is no int)."""
+    if typing.get_origin(kind) is list:
+        return isinstance(value, list) and bool(value) and all(fits(item, typing.get_args(kind)[0]) for item in value)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def check_types(settings):
+    """Every field of a settings object holds its type and one of its choices: a Python caller's slip is one line,
+    as the same value on the command line would be."""
+    hints, kinds = typing.get_type_hints(type(settings)), field_types(type(settings))
+    for field in dataclasses.fields(settings):
+        value, kind, choices = getattr(settings, field.name), kinds[field.name], field.metadata.get("choices")
+        name = flag(field.name)
+        if value is None and is_optional(hints[field.name]):
+            continue
+        if not fits(value, kind):
+            wanted = KIND_NAMES.get(kind, "a list of integers" if typing.get_origin(kind) is list else str(kind))
+            raise InvalidValue(f"{name} = {value!r} is not {wanted}")
+        if choices is not None and value not in choices:
+            raise InvalidValue(f"{name} = {value!r} is not one of {list(choices)}")
 
 
 def unset(cls, **given):

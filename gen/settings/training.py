@@ -13,7 +13,7 @@ from common.errors import UserError
 from ..models.zoo import model_config
 from .data import DataSettings
 from .evaluation import EvaluationSettings
-from .fields import redefault
+from .fields import check_types, redefault
 from .model import ModelSettings
 from .optimisation import OptimisationSettings
 from .process import PROCESS_DEFAULTS, DiffusionSettings, TransportSettings
@@ -41,6 +41,7 @@ class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, Optimi
     def check(self) -> list[str]:
         """Fill the data's defaults, then check every value before the VAE, the data or the model load; returns
         what to tell the user."""
+        check_types(self)
         notes = DataSettings.fill_defaults(self)
         family = model_config(self.model).family  # an unknown name fails here, in one line
         if family != self.family:
