@@ -29,10 +29,13 @@ def measure_noise_floor(run_dir, seeds: list[int], device=None) -> dict:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with open(args_path) as handle:  # the run's settings; keys of another version are skipped
         record = json.load(handle)
+    if "model" not in record:
+        raise UserError(f"{args_path} names no model; it is not a training run's args.json")
     family = model_config(record["model"]).family
     settings = from_record(TRAINING_SETTINGS[family], record, strict=False)
     precision = resolve_precision(settings.precision, device)
-    weights = load_for_sampling(export, device, precision=precision)  # as sample.py loads it
+    # the VAE in float32 and the run's kernels: as the run's own evaluations sampled
+    weights = load_for_sampling(export, device, precision="fp32", vca_kernels=settings.vca_kernels)
     sample_fn = build_sampler(settings, family, weights.process)
     features = settings.evaluation_features()
     from fid.networks import build_extractor

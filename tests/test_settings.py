@@ -26,6 +26,7 @@ from gen.settings import (
     RunSettings,
     SiTSamplerSettings,
     SiTTrainingSettings,
+    TrainingSettings,
     TransportSettings,
     from_record,
 )
@@ -107,7 +108,7 @@ def test_an_eval_ref_is_read_only_when_evaluating(tmp_path):
     (dict(lr="fast"), "--lr = 'fast' is not a number"),
     (dict(max_steps=2.5), "--max-steps = 2.5 is not an integer"),
     (dict(random_flip="no"), "--random-flip = 'no' is not true or false"),
-    (dict(grid_classes=[1, "2"]), "--grid-classes = [1, '2'] is not a list of integers"),
+    (dict(grid_classes=[1, "2"]), "--grid-classes = [1, '2'] is not a non-empty list of integers"),
     (dict(sampler="ddpn"), "--sampler = 'ddpn' is not one of ['ddpm', 'ddim', 'dpm-solver']"),
     (dict(max_grad_norm=None, lr=None), "--lr = None is not a number"),
 ])
@@ -115,6 +116,14 @@ def test_a_python_callers_wrong_type_is_one_line(values, phrase):
     with pytest.raises(UserError) as error:
         DiTTrainingSettings(**{"max_steps": 1, **values}).check()
     assert phrase in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_path_object_is_taken_as_its_text(tmp_path):
+    settings = DiTTrainingSettings(max_steps=1, data_path=tmp_path)
+    settings.check()
+    assert settings.data_path == str(tmp_path)
+    with pytest.raises(UserError, match="use DiTTrainingSettings or SiTTrainingSettings"):
+        TrainingSettings(max_steps=1).check()
 
 
 def test_the_combined_checks_join_concerns():

@@ -6,6 +6,7 @@ gen/args.py can make the command-line flag from it and a YAML key maps onto it (
     grid_classes: list[int] | None = setting(None, "a grid row per class", metavar="C")
 """
 import dataclasses
+import os
 import typing
 
 from common.errors import InvalidValue
@@ -69,8 +70,12 @@ def check_types(settings):
         name = flag(field.name)
         if value is None and is_optional(hints[field.name]):
             continue
+        if kind is str and isinstance(value, os.PathLike):  # a pathlib.Path for a folder or file: its text
+            value = os.fspath(value)
+            setattr(settings, field.name, value)
         if not fits(value, kind):
-            wanted = KIND_NAMES.get(kind, "a list of integers" if typing.get_origin(kind) is list else str(kind))
+            listed = "a non-empty list of integers" if typing.get_origin(kind) is list else str(kind)
+            wanted = KIND_NAMES.get(kind, listed)
             raise InvalidValue(f"{name} = {value!r} is not {wanted}")
         if choices is not None and value not in choices:
             raise InvalidValue(f"{name} = {value!r} is not one of {list(choices)}")

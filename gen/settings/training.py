@@ -8,7 +8,7 @@ Each concern checks its own values (`validate`); `check` runs them all and the r
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
-from common.errors import UserError
+from common.errors import InvalidValue, UserError
 
 from ..models.zoo import model_config
 from .data import DataSettings
@@ -34,13 +34,16 @@ def concerns_of(process, sampler) -> tuple[type, ...]:
 class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, OptimisationSettings, ModelSettings,
                        DataSettings):
     """What both families' training settings share; each family adds its process and sampler settings."""
-    family: ClassVar[str]
-    concerns: ClassVar[tuple[type, ...]]
+    family: ClassVar[str | None] = None  # the families' classes below say it
+    concerns: ClassVar[tuple[type, ...]] = ()
     cfg_scale: float = redefault(GuidanceSettings, "cfg_scale", GuidanceSettings.cfg_scale, GUIDANCE_HELP)
 
     def check(self) -> list[str]:
         """Fill the data's defaults, then check every value before the VAE, the data or the model load; returns
         what to tell the user."""
+        if self.family is None:
+            raise InvalidValue("TrainingSettings is the families' shared base; use DiTTrainingSettings or "
+                               "SiTTrainingSettings")
         check_types(self)
         notes = DataSettings.fill_defaults(self)
         family = model_config(self.model).family  # an unknown name fails here, in one line
