@@ -83,14 +83,14 @@ class SamplingSettings(SiTSamplerSettings, DiTSamplerSettings, GuidanceSettings)
         GuidanceSettings.validate(self)
 
 
-SAMPLER_SETTINGS = {"DiT": DiTSamplerSettings, "SiT": SiTSamplerSettings}
+SAMPLER_DEFAULTS = {"DiT": D, "SiT": S}
 OWN_KIND = {"DiT": "sampler", "SiT": "mode"}  # the option that names the sampler
 
 
 def own_options(family: str) -> tuple[str, ...]:
     """The sampler options of `family` alone (not the steps and precision both share), in the order exports
     record them."""
-    return tuple(D if family == "DiT" else S)
+    return tuple(SAMPLER_DEFAULTS[family])
 
 
 def family_options(family: str) -> tuple[str, ...]:
