@@ -22,6 +22,7 @@ from gen.sampling.loading import load_for_sampling
 from gen.sampling.timing import stage_summary
 from gen.settings import (
     DIFFUSION_DEFAULTS,
+    MAX_SAMPLING_STEPS,
     TRANSPORT_DEFAULTS,
     DataSettings,
     DiffusionSettings,
@@ -135,7 +136,8 @@ def run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings):
     if accelerator.is_main_process:
         start = time.perf_counter()
         labels = sampling.image_labels(args.seed, args.num_fid_samples, model.config.num_classes, args.class_order)
-        path = sampling.pack_npz(args.sample_dir, args.num_fid_samples, labels)
+        path = sampling.pack_npz(args.sample_dir, args.num_fid_samples, labels,
+                                 shape=(args.image_size, args.image_size, 3))
         print(f"wrote {path} in {time.perf_counter() - start:.1f}s")
     accelerator.wait_for_everyone()
 
@@ -148,6 +150,7 @@ def check_arguments(args):
         args.mode = args.positional_mode
     checks.at_least(args, 1, "num_fid_samples", "per_proc_batch_size", "num_sampling_steps", "nrow",
                     "image_size", "num_classes")
+    checks.within(args, "num_sampling_steps", 1, MAX_SAMPLING_STEPS)
     checks.guidance_scale(args.cfg_scale)
     checks.seed(args, "seed")
     checks.class_count(args)

@@ -9,11 +9,12 @@ import copy
 import errno
 import json
 import os
+import signal
 import sys
-
-import yaml
+import threading
 
 from .errors import UserError
+from .yaml_file import read_yaml
 
 DEBUG_ENV = "VCA_GEN_DEBUG"
 
@@ -49,6 +50,7 @@ def run_command(main, argv=None):
     """Run `main(argv)`; expected failures end as one line on stderr and exit status 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    previous = set_handler(signal.SIGTERM, stop_on_sigterm)
     try:
         return main(argv)
     except (UserError, OSError) as error:
@@ -56,11 +58,30 @@ def run_command(main, argv=None):
             raise
         print(f"error: {describe(error)}", file=sys.stderr, flush=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if debug:
             raise
-        print("interrupted; finished checkpoints and sample files are intact: rerun to resume", file=sys.stderr)
-        sys.exit(130)
+        terminated = isinstance(stop, Terminated)
+        print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; finished checkpoints and sample files are "
+              f"intact: rerun to resume", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM if terminated else 130)
+    finally:
+        set_handler(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`): ends the command as Ctrl-C does, through every cleanup."""
+
+
+def stop_on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def set_handler(signum, handler):
+    """Install `handler` for `signum` from the main thread (elsewhere Python refuses); returns the previous one."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signum, handler)
 
 
 def describe(error: BaseException) -> str:
@@ -104,10 +125,9 @@ def read_config(parser: argparse.ArgumentParser, path: str) -> dict:
     if not os.path.isfile(path):
         parser.error(f"config file {path} not found; pass the path of a YAML file such as configs/X.yaml")
     try:
-        with open(path) as handle:
-            values = yaml.safe_load(handle) or {}
-    except yaml.YAMLError as error:
-        parser.error(f"config file {path} is not valid YAML ({' '.join(str(error).split())})")
+        values = read_yaml(path, f"config file {path}") or {}
+    except UserError as error:
+        parser.error(str(error))
     if not isinstance(values, dict):
         parser.error(f"config file {path} must hold a mapping of flag names to values")
     return check_config(parser, values, f"config file {path}")

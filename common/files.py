@@ -3,6 +3,7 @@ every file of the toolkit goes through (checkpoint folders, which hold many file
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 
@@ -84,18 +85,71 @@ def release_folder(handle):
     handle.close()
 
 
+class ForeignFiles(UserError):
+    """An output path holds files that the command did not write: it refuses rather than delete or replace them."""
+
+
+FOLDER_MARKER = ".written-by.json"  # in every folder atomic_folder writes: the writer and the entries it wrote
+
+
+def folder_entries(path) -> list[str]:
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def named(entries, limit: int = 3) -> str:
+    shown = ", ".join(entries[:limit])
+    return shown + (f" and {len(entries) - limit} more" if len(entries) > limit else "")
+
+
+def check_output_folder(path, what: str, own=lambda path: set(), ignored=()):
+    """`path` may receive a command's output: it is missing, or a folder whose entries (but `ignored` names) are all
+    among `own(path)`, the names the same command wrote there before (none by default: the folder must be empty).
+    Anything else (a file, someone's photos, another program's output) is refused in one line."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ForeignFiles(f"{what} {path} is a file, not a folder; give a new folder name")
+    foreign = [entry for entry in folder_entries(path) if entry not in {*ignored, *own(path)}]
+    if foreign:
+        raise ForeignFiles(f"{what} {path} holds files this command did not write ({named(foreign)}); it deletes "
+                           f"and replaces nothing it did not write: give a new or empty folder")
+
+
+def written_entries(path, writer: str) -> set[str]:
+    """The names that atomic_folder(…, writer) wrote into `path` (its FOLDER_MARKER says), else none."""
+    try:
+        with open(os.path.join(path, FOLDER_MARKER)) as file:
+            marker = json.load(file)
+    except (OSError, ValueError):
+        return set()
+    listed = marker.get("entries") if isinstance(marker, dict) and marker.get("writer") == writer else None
+    return {FOLDER_MARKER, *listed} if isinstance(listed, list) else set()
+
+
+def check_replaceable(path, writer: str, what: str = "output folder"):
+    """What atomic_folder(path, writer) checks first, for a command to call before its expensive work."""
+    check_output_folder(path, what, own=lambda folder: written_entries(folder, writer))
+
+
 @contextlib.contextmanager
-def atomic_folder(path):
-    """A temporary folder beside `path` for the block to fill; it replaces `path` (a folder or nothing) when the
-    block finishes without an error and is removed when it does not, so `path` is never half-written."""
+def atomic_folder(path, writer: str, what: str = "output folder"):
+    """A temporary folder beside `path` for the block to fill; it becomes `path` when the block finishes without an
+    error and is removed when it does not, so `path` is never half-written. An existing `path` is replaced only when
+    it is empty or this `writer` wrote it (FOLDER_MARKER lists what it wrote): anything else raises ForeignFiles
+    before the block runs, and again before the swap (files may have arrived meanwhile)."""
     path = os.fspath(path).rstrip(os.sep)
+    check_replaceable(path, writer, what)
     temporary, previous = f"{path}.tmp-{os.getpid()}", f"{path}.old-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
+    shutil.rmtree(temporary, ignore_errors=True)  # ours: a crash of this pid's earlier attempt
     os.makedirs(temporary)
     try:
         yield temporary
-        if os.path.isdir(path):
-            os.replace(path, previous)
+        with open(os.path.join(temporary, FOLDER_MARKER), "w") as file:
+            json.dump({"writer": writer, "entries": folder_entries(temporary)}, file, indent=1)
+        check_replaceable(path, writer, what)
+        if folder_entries(path):
+            os.replace(path, previous)  # ours whole (checked just now): removed below
+        elif os.path.isdir(path):
+            os.rmdir(path)  # empty: rmdir refuses should a file have arrived since
         os.replace(temporary, path)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

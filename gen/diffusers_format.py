@@ -41,7 +41,7 @@ import shutil
 import torch
 
 from common.errors import InvalidValue, MissingInput
-from common.files import atomic_folder
+from common.files import atomic_folder, check_replaceable
 
 from .export import load_pretrained, read_settings
 from .models import create_model
@@ -49,6 +49,7 @@ from .models.config import SIZES
 from .settings import DIFFUSION_DEFAULTS, recorded_process
 
 REMOTE_CODE = os.path.join(os.path.dirname(__file__), "diffusers_remote")
+PIPELINE_WRITER = "gen.diffusers_format"  # the marker that lets a later export replace this one
 REMOTE_FILES = {"gen_pipeline.py": "", "gen_transformer.py": "transformer"}  # file: its subfolder in the export
 
 
@@ -122,7 +123,7 @@ def to_diffusers(model):
 
 def save_diffusers(model, folder) -> str:
     """The transformer alone: `folder` itself gets config.json and the weights (not a pipeline; see below)."""
-    with atomic_folder(folder) as temporary:
+    with atomic_folder(folder, PIPELINE_WRITER, "the transformer folder") as temporary:
         to_diffusers(model).save_pretrained(temporary)
     return str(folder)
 
@@ -163,7 +164,7 @@ def save_diffusers_pipeline(model, vae, folder, id2label=None, *, process=None, 
 
     transformer = to_diffusers(model)
     pipeline = DiTPipeline(transformer=transformer, vae=checked_vae(vae, model), scheduler=dit_scheduler())
-    with atomic_folder(folder) as temporary:
+    with atomic_folder(folder, PIPELINE_WRITER, "the pipeline folder") as temporary:
         pipeline.save_pretrained(temporary)
         if id2label:
             index_path = os.path.join(temporary, "model_index.json")
@@ -205,7 +206,7 @@ def save_custom_pipeline(model, vae, folder, id2label=None, *, process=None, sam
              "scheduler": ["diffusers", "DDIMScheduler"] if model.config.family == "DiT" else [None, None],
              "process": recorded_process(model, process), "sampler": sampler,
              "id2label": {str(key): value for key, value in id2label.items()} if id2label else None}
-    with atomic_folder(folder) as temporary:
+    with atomic_folder(folder, PIPELINE_WRITER, "the pipeline folder") as temporary:
         GenTransformer.from_model(model).save_pretrained(os.path.join(temporary, "transformer"))
         if vae is not None:
             vae.save_pretrained(os.path.join(temporary, "vae"))
@@ -273,12 +274,14 @@ def main(argv=None):
                    "sampler: DiTPipeline's layout for MHSA DiT models, diffusers' custom-code layout for the others.")
     parser = ArgumentParser(prog="python -m gen.diffusers_format", description=description)
     parser.add_argument("weights", help="an export (.safetensors), a training checkpoint folder or an official .pt")
-    parser.add_argument("folder", help="the pipeline folder to write (an older one there is replaced whole)")
+    parser.add_argument("folder", help="the pipeline folder to write: new, empty, or an earlier export of this command "
+                                          "(replaced whole); a folder of other files is refused")
     parser.add_argument("--vae", default=None, help="a local AutoencoderKL folder, ema, mse or a hub name in the hub "
                                                     "cache; default: the one the weights record (else ema)")
     parser.add_argument("--custom", action="store_true", default=None,
                         help="the custom-code layout for an MHSA DiT too (VCA and SiT models always get it)")
     args = parser.parse_args(argv)
+    check_replaceable(args.folder, PIPELINE_WRITER, "the pipeline folder")  # before the weights and VAE load
     settings = read_settings(args.weights)
     vae = load_vae(resolve_vae(args.weights, args.vae, settings.get("vae"), official=not settings))
     folder = save_diffusers_pipeline(args.weights, vae, args.folder, custom=args.custom)

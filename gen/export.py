@@ -24,6 +24,7 @@ from common.files import atomic_path
 
 from .models import ModelConfig, build_model, create_model, load_official_state_dict, read_state_dict
 from .models.convert import describe_mismatch
+from .settings import check_process_record
 
 FORMAT_KEY = "config"
 CHECKPOINT_WEIGHTS = "ema.safetensors"  # the EMA export in each training checkpoint folder
@@ -118,8 +119,33 @@ def read_export_info(path) -> dict:
                               f"export it with gen.save_pretrained, or load its tensors with read_state_dict")
     for key, default in ((FORMAT_KEY, "{}"), ("ema", "true"), ("vae", "null"), ("process", "null"),
                          ("sampler", "null")):
-        info[key] = json.loads(info.get(key, default))
+        try:
+            info[key] = json.loads(info.get(key, default))
+        except ValueError:
+            raise CheckpointError(f"{path}: its metadata field {key!r} is not JSON, so the file was damaged or edited; "
+                                  f"export it again") from None
+    check_record(path, info)
     return info
+
+
+RECORD_KINDS = {FORMAT_KEY: dict, "ema": bool, "vae": (str, type(None)), "process": (dict, type(None)),
+                "sampler": (dict, type(None))}
+
+
+def check_record(path, info: dict):
+    """Each metadata field of an export is of its kind and, for the model and its process, within its ranges: a file
+    from anywhere is refused in one line before anything is built from it."""
+    for key, kind in RECORD_KINDS.items():
+        if not isinstance(info[key], kind):
+            raise CheckpointError(f"{path}: its metadata field {key!r} is {info[key]!r}, not a "
+                                  f"{kind.__name__ if isinstance(kind, type) else kind[0].__name__}; export it again")
+    try:
+        config = ModelConfig.from_dict(info[FORMAT_KEY])
+        if info["process"] is not None:
+            check_process_record(config.family, info["process"])
+    except (TypeError, ValueError) as error:  # InvalidValue is a ValueError
+        raise CheckpointError(f"{path}: its recorded settings are not ones this version builds ({error}); export "
+                              f"it again") from None
 
 
 def read_settings(path) -> dict:
@@ -138,11 +164,8 @@ def read_settings(path) -> dict:
 
 
 def build_from_config(config: dict):
-    """The model a saved config describes (as written by save_pretrained)."""
-    try:
-        return build_model(ModelConfig.from_dict(config))
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"the saved model config is not one this version builds ({error})") from None
+    """The model a saved config describes (as written by save_pretrained; read_export_info has checked it)."""
+    return build_model(ModelConfig.from_dict(config))
 
 
 def _load_export(path):
@@ -224,4 +247,8 @@ def _load_strict(model, state_dict, path):
     problem = describe_mismatch(model.state_dict(), state_dict)
     if problem:
         raise CheckpointError(f"{path} does not fit {model.name}: {problem}")
+    damaged = [key for key, value in state_dict.items() if value.is_floating_point() and not value.isfinite().all()]
+    if damaged:  # a NaN weight makes every image NaN, which samplers report far from here
+        raise CheckpointError(f"{path} holds NaN or infinite weights ({', '.join(damaged[:3])}); it is damaged, or "
+                              f"its run diverged: take an earlier checkpoint")
     model.load_state_dict(state_dict, strict=True)

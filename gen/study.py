@@ -21,11 +21,10 @@ import statistics
 import subprocess
 import sys
 
-import yaml
-
 from common.cli import ArgumentParser, check_config, run_command
 from common.errors import UserError
-from common.files import atomic_open
+from common.files import atomic_open, check_output_folder
+from common.yaml_file import read_yaml
 
 from .args import add_training_flags
 from .models.zoo import model_config
@@ -33,7 +32,7 @@ from .noise_floor import measure_noise_floor
 from .plots import metric_by_budgets_figure, metric_label, plot_bars, plot_metric_by_steps, save_figure
 from .run_log import log_path, read_log
 from .study_stats import BUDGETS, compare_twins
-from .training.checkpoint import list_checkpoints
+from .training.checkpoint import list_checkpoints, run_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {"DiT": "train_dit.py", "SiT": "train_sit.py"}
@@ -48,11 +47,7 @@ BUDGET_AXES = {"step": "training step", "train_seconds": "training time (s; opti
 def read_study(path) -> dict:
     if not os.path.isfile(path):
         raise UserError(f"study file {path} not found; see configs/study-digits.yaml")
-    try:
-        with open(path) as handle:
-            study = yaml.safe_load(handle) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"study file {path} is not valid YAML ({' '.join(str(error).split())})") from None
+    study = read_yaml(path, f"study file {path}") or {}
     missing = [key for key in REQUIRED if key not in study]
     if missing:
         raise UserError(f"study file {path} lacks {missing}; it needs {list(REQUIRED)}")
@@ -128,12 +123,19 @@ def train_missing(study):
                 command.append("--resume")
                 command.append("latest")
             elif os.path.isdir(folder):
-                shutil.rmtree(folder)  # stopped before its first checkpoint: nothing to resume
+                remove_unfinished_run(folder)
             print(f"study: training {model} seed {seed} -> {folder}", flush=True)
             done = subprocess.run(command)
             if done.returncode != 0:
                 raise UserError(f"the run {model} seed {seed} failed (exit {done.returncode}); see {folder}/log.txt, "
                                 f"fix it and run the study again: finished runs are kept")
+
+
+def remove_unfinished_run(folder):
+    """A run stopped before its first checkpoint has nothing to resume: it starts again in an emptied folder. Only a
+    folder where a run started (its args.json) is emptied; anything else there is refused, never deleted."""
+    check_output_folder(folder, "the study's run folder", own=run_files)
+    shutil.rmtree(folder)
 
 
 # -- the report ---------------------------------------------------------------------------------------------------

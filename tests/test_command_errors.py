@@ -78,14 +78,46 @@ def world(tmp_path_factory):
     (root / "not_a_zip.npz").write_text("not a zip")
     paths.update(official=str(root / "DiT-XL-2-256x256.pt"), **{k: str(root / f"{k}.npz") for k in
                                                                 ("no_labels", "other_key", "not_a_zip")})
+    for name, field, value in EDITED_METADATA:
+        paths[name] = edited_export(paths["SiT" if field == "process" else "DiT"], root / f"{name}.safetensors",
+                                    field, value)
+    nan_state = load(open(paths["DiT"], "rb").read())
+    nan_state["final_layer.linear.bias"][0] = float("nan")
+    paths["nan weight"] = edited_export(paths["DiT"], root / "nan.safetensors", "config", None, tensors=nan_state)
     paths["run"] = str(root / "run")
     train_sit.main(["--model", "SiT-Mini/4", "--results-dir", paths["run"], "--data-path", paths["images"], *QUICK])
     AcceleratorState._reset_state(reset_partial_state=True)
     return paths
 
 
-def yaml_file(tmp, text: str) -> str:
-    (tmp / "config.yaml").write_text(text + "\n")
+EDITED_METADATA = [  # (name, metadata field, new value: a dict edits the JSON, a string replaces the text)
+    ("config not JSON", "config", "{not json"),
+    ("negative width", "config", {"hidden_size": -5}),
+    ("unknown family", "config", {"family": "Bogus"}),
+    ("a 1 TiB config", "config", {"hidden_size": 16384, "depth": 1024, "num_heads": 16}),
+    ("bogus path type", "process", {"path_type": "Bogus"}),
+    ("process not a mapping", "process", "[1, 2]"),
+    ("hub VAE", "vae", '"someone/any-repository"'),
+]
+
+
+def edited_export(source, out, field, value, tensors=None) -> str:
+    """A copy of export `source` whose metadata `field` is edited (as a user with a hex editor, or an attacker)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(source, framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    if isinstance(value, dict):
+        metadata[field] = json.dumps({**(json.loads(metadata[field]) or {}), **value})
+    elif value is not None:
+        metadata[field] = value
+    save_file(tensors or load(open(source, "rb").read()), str(out), metadata=metadata)
+    return str(out)
+
+
+def yaml_file(tmp, text: str, encoding: str = "utf-8") -> str:
+    (tmp / "config.yaml").write_text(text + "\n", encoding=encoding)
     return str(tmp / "config.yaml")
 
 
@@ -100,6 +132,13 @@ TRAINING = [
     ("unknown flag", lambda w, t: train(w, t, "--bogus", "1"), "unrecognized arguments: --bogus"),
     ("config not YAML", lambda w, t: train(w, t, "--config", w["bad_yaml"]), "is not valid YAML"),
     ("config unknown key", lambda w, t: train(w, t, "--config", w["unknown_yaml"]), "unknown key(s) ['modle']"),
+    ("config not UTF-8", lambda w, t: train(w, t, "--config", yaml_file(t, "lr: 1e-4 # caf\xe9", "latin-1")),
+     "is not UTF-8 text (byte 14); save it as UTF-8"),
+    ("config of aliases (billion laughs)", lambda w, t: train(w, t, "--config", yaml_file(
+        t, "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nmodel: *b")),
+     "an alias (*a) on line 2"),
+    ("config key twice", lambda w, t: train(w, t, "--config", yaml_file(t, "max_steps: 2\nmax_steps: 3")),
+     "key 'max_steps' is given twice (line 2)"),
     ("patch does not divide", lambda w, t: train(w, t, "--image-size", "18"), "patch size 4"),
     ("batch larger than data", lambda w, t: train(w, t, "--global-batch-size", "64"), "fewer than one global batch"),
     ("missing data", lambda w, t: train(w, t, "--data-path", str(t / "nowhere"), data=None), "is not a folder"),
@@ -262,7 +301,28 @@ SAMPLING = [
     ("SiT positional mode for DiT", lambda w, t: ["SDE", *sample_args(w, t)], "--mode SDE is a SiT flag"),
     ("DiT diffusion flag for SiT", lambda w, t: sample_args(w, t, "--noise-schedule", "cosine", family="SiT"),
      "--noise-schedule cosine is a DiT flag"),
+    # issue 32: a weights file's metadata is checked, values have upper bounds
+    *[(f"metadata: {name}", lambda w, t, name=name: recorded_vae(sample_args(w, t, "--ckpt", w[name])), phrase)
+      for name, phrase in [
+        ("config not JSON", "metadata field 'config' is not JSON"),
+        ("negative width", "hidden_size = -5 is not an integer in [1, 65536]"),
+        ("unknown family", "family = 'Bogus' is not one of ['DiT', 'SiT']"),
+        ("a 1 TiB config", "parameters, more than 1e+10"),
+        ("bogus path type", "--path-type = 'Bogus' is not one of ['Linear', 'GVP', 'VP']"),
+        ("process not a mapping", "metadata field 'process' is [1, 2], not a dict"),
+        ("hub VAE", "records the VAE 'someone/any-repository', which is no local folder"),
+        ("nan weight", "holds NaN or infinite weights (final_layer.linear.bias)")]],
+    ("a hundred million steps", lambda w, t: sample_args(w, t, "--num-sampling-steps", "100000000"),
+     "--num-sampling-steps must lie in [1, 100000]"),
+    ("more DiT steps than its chain", lambda w, t: sample_args(w, t, "--num-sampling-steps", "1001"),
+     "--num-sampling-steps must lie in [1, 1000] (the model's diffusion chain has 1000 steps)"),
 ]
+
+
+def recorded_vae(arguments: list[str]) -> list[str]:
+    """`arguments` without their --vae none: the weights file's record decides."""
+    at = arguments.index("--vae")
+    return arguments[:at] + arguments[at + 2 :]
 
 
 @pytest.mark.parametrize("name, arguments, phrase", SAMPLING, ids=[row[0] for row in SAMPLING])
@@ -427,12 +487,32 @@ def test_a_float_image_is_refused_naming_it(world, tmp_path, capsys):
 
 def test_a_truncated_sample_png_is_named(world, tmp_path, capsys):
     sample_dir = tmp_path / "samples"
-    os.makedirs(sample_dir)
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)).save(tmp_path / "whole.png")
-    (sample_dir / "000000.png").write_bytes((tmp_path / "whole.png").read_bytes()[:400])  # a copy cut short
     arguments = sample_args(world, tmp_path, "--num-fid-samples", "2", "--sample-dir", str(sample_dir))
+    run_command(sample.main, arguments)
+    whole = (sample_dir / "000000.png").read_bytes()
+    (sample_dir / "000000.png").write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    (sample_dir / "samples.npz").unlink()
     assert_one_line_error(sample.main, arguments, f"cannot read sample {sample_dir / '000000.png'}", capsys,
                           tmp_path)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(sample_dir / "000000.png")  # a stranger of another size
+    line = assert_one_line_error(sample.main, arguments, f"sample {sample_dir / '000000.png'} is 20x20", capsys,
+                                 tmp_path)
+    assert "this run makes 16x16" in line
+
+
+@pytest.mark.parametrize("foreign", ["someone's samples", "a photo"])
+def test_a_sample_dir_of_foreign_files_is_refused_and_kept(world, tmp_path, capsys, foreign):
+    sample_dir = tmp_path / "samples"
+    sample_dir.mkdir()
+    names = [f"{index:06d}.png" for index in range(5)] if foreign == "someone's samples" else ["holiday.jpg"]
+    for name in names:
+        Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(sample_dir / name, format="PNG")
+    before = {name: (sample_dir / name).read_bytes() for name in names}
+    arguments = sample_args(world, tmp_path, "--num-fid-samples", "10", "--sample-dir", str(sample_dir))
+    line = assert_one_line_error(sample.main, arguments, f"--sample-dir {sample_dir} holds files this command did "
+                                 "not write", capsys, tmp_path)
+    assert names[0] in line and "give a new or empty folder" in line
+    assert {name: (sample_dir / name).read_bytes() for name in os.listdir(sample_dir)} == before
 
 
 def test_fid_calc_says_when_sample_and_reference_sizes_differ(tmp_path, capsys, monkeypatch):
@@ -500,3 +580,19 @@ def test_every_help_shows_the_defaults(monkeypatch, capsys, command, argv, shown
     text = capsys.readouterr().out
     assert re.search(shown, text), text
     assert "(default: None)" not in text
+
+
+def test_sigterm_ends_a_run_with_a_word_and_what_is_kept(world, tmp_path):
+    """A scheduler's stop (SIGTERM) says what is kept, as Ctrl-C does, and exits 143; the run then resumes."""
+    command = [sys.executable, "train_sit.py", *train(world, tmp_path, "--max-steps", "100000", "--log-every", "50")]
+    root = os.path.join(os.path.dirname(__file__), "..")
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=root,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for line in runner.stdout:
+        if "step 0000050" in line:  # past the first checkpoint (--ckpt-every 1)
+            break
+    runner.terminate()
+    rest, _ = runner.communicate(timeout=60)
+    assert runner.returncode == 143
+    assert "terminated (SIGTERM); finished checkpoints and sample files are intact: rerun to resume" in rest
+    assert os.listdir(tmp_path / "out" / "ckpt")

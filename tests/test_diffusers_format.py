@@ -14,6 +14,7 @@ from tiny import perturbed
 
 from common.cli import run_command
 from common.errors import InvalidValue, MissingInput
+from common.files import FOLDER_MARKER
 from gen import GenerationPipeline, save_pretrained
 from gen.diffusers_format import (
     REMOTE_CODE,
@@ -76,10 +77,10 @@ def test_dit_pipeline_runs_an_export(tiny_vae):
 def test_pipeline_folder_loads_in_diffusers_runs_and_loads_back(tmp_path, tiny_vae):
     model = perturbed("DiT-Mini/2", num_classes=1000)  # DiTPipeline's null class is 1000
     folder = tmp_path / "pipe"
-    (folder / "stale").mkdir(parents=True)  # an older export in the way is replaced whole
+    save_diffusers_pipeline(perturbed("SiT-Mini/2"), tiny_vae, folder)  # an older export there is replaced whole
     save_diffusers_pipeline(model, tiny_vae, folder, id2label={1: "one, uno", 7: "seven"})
     assert sorted(os.listdir(tmp_path)) == ["pipe"]  # no temporary folder left beside it
-    assert sorted(os.listdir(folder)) == ["model_index.json", "scheduler", "transformer", "vae"]
+    assert sorted(os.listdir(folder)) == [FOLDER_MARKER, "model_index.json", "scheduler", "transformer", "vae"]
     pipeline = DiTPipeline.from_pretrained(folder)
     assert isinstance(pipeline.scheduler, DDIMScheduler) and pipeline.get_label_ids(["uno", "seven"]) == [1, 7]
     betas = pipeline.scheduler.betas
@@ -102,7 +103,7 @@ def test_pipeline_folder_loads_in_diffusers_runs_and_loads_back(tmp_path, tiny_v
 
 def test_save_diffusers_writes_the_transformer_into_the_folder_itself(tmp_path):
     folder = save_diffusers(perturbed("DiT-Mini/2"), tmp_path / "dir")
-    assert sorted(os.listdir(folder)) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert sorted(os.listdir(folder)) == [FOLDER_MARKER, "config.json", "diffusion_pytorch_model.safetensors"]
 
 
 def test_a_folder_that_is_neither_pipeline_nor_transformer_is_named(tmp_path):
@@ -129,7 +130,8 @@ def test_custom_folder_loads_in_diffusers_and_draws_our_images(tmp_path, tiny_va
     folder = tmp_path / "pipe"
     save_diffusers_pipeline(model, tiny_vae, folder, id2label={1: "one, uno", 7: "seven"})
     assert sorted(os.listdir(tmp_path)) == ["pipe"]  # no temporary folder left beside it
-    expected = ["gen_pipeline.py", "model_index.json", "transformer", "vae"] + (["scheduler"] if "DiT" in name else [])
+    expected = [FOLDER_MARKER, "gen_pipeline.py", "model_index.json", "transformer", "vae"]
+    expected += ["scheduler"] if "DiT" in name else []
     assert sorted(os.listdir(folder)) == sorted(expected)
     assert "gen_transformer.py" in os.listdir(folder / "transformer")
     pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
@@ -215,6 +217,26 @@ def test_command_line_exports_any_model_with_its_record(tmp_path, tiny_vae, caps
     with pytest.raises(SystemExit) as stopped:
         run_command(main, [str(tmp_path / "missing.safetensors"), str(tmp_path / "out")])
     assert stopped.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("into", ["the run folder", "a folder of photos", "a file"])
+def test_an_export_never_deletes_what_it_did_not_write(tmp_path, tiny_vae, capsys, into):
+    run = tmp_path / "run"
+    (run / "ckpt" / "0000002").mkdir(parents=True)
+    (run / "log.jsonl").write_text('{"step": 1}\n')
+    save_pretrained(perturbed("SiT-Mini/2"), run / "model.safetensors", vae=tiny_vae)
+    target = {"the run folder": run, "a folder of photos": tmp_path / "photos", "a file": tmp_path / "notes.txt"}[into]
+    if into == "a folder of photos":
+        target.mkdir()
+        (target / "holiday.jpg").write_bytes(b"jpeg")
+    if into == "a file":
+        target.write_text("notes")
+    before = {path: path.read_bytes() if path.is_file() else None for path in tmp_path.rglob("*")}
+    with pytest.raises(SystemExit) as stopped:
+        run_command(main, [str(run / "model.safetensors"), str(target)])
+    error = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and len(error.splitlines()) == 1 and "give a new" in error
+    assert {path: path.read_bytes() if path.is_file() else None for path in tmp_path.rglob("*")} == before
 
 
 @pytest.mark.parametrize("process", [{}, dict(noise_schedule="cosine", predict_xstart=True, diffusion_steps=500)],

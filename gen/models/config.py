@@ -4,6 +4,18 @@ nn.Module with no registration machinery, and `asdict` is all that serialisation
 """
 from dataclasses import asdict, dataclass, fields
 
+from ..checks import MAX_CLASSES
+
+FAMILY_NAMES = ("DiT", "SiT")
+MAX_PARAMETERS = 10**10  # 15x DiT-XL/2 (0.68 B): a larger config is a damaged or hostile file, not a model
+MAX_TOKENS = 256 * 256  # DiT-XL/2 at 512 px has 1,024 tokens
+# Every field's type and range, checked before a saved config builds anything (gen.export reads files from anywhere)
+CHOICES = {"family": FAMILY_NAMES, "attention": ("mhsa", "vca"), "vca_stage2_softmax": ("joint", "separate"),
+           "vca_contrast_tokens": ("pool", "learned")}
+INTEGER_RANGES = {"input_size": (1, 4096), "patch_size": (1, 64), "in_channels": (1, 64), "hidden_size": (1, 65536),
+                  "depth": (1, 1024), "num_heads": (1, 1024), "num_classes": (1, MAX_CLASSES),
+                  "cfg_channels": (1, 64), "vca_pool_size": (1, 256)}
+
 SIZES = {
     "XL": dict(depth=28, hidden_size=1152, num_heads=16),
     "L": dict(depth=24, hidden_size=1024, num_heads=16),
@@ -48,8 +60,42 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
+        """A saved config, every field checked (ValueError naming the first wrong one) before anything is built."""
+        if not isinstance(values, dict):
+            raise ValueError(f"the model config is a {type(values).__name__}, not a mapping")
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown model config keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self):
+        """Types and ranges of every field, the shapes that must divide, and the size: ValueError otherwise."""
+        for name, value in asdict(self).items():
+            if name in CHOICES and value not in CHOICES[name]:
+                raise ValueError(f"{name} = {value!r} is not one of {list(CHOICES[name])}")
+            if name in INTEGER_RANGES and not (value is None and name in ("cfg_channels", "vca_pool_size")):
+                low, high = INTEGER_RANGES[name]
+                if not (type(value) is int and low <= value <= high):
+                    raise ValueError(f"{name} = {value!r} is not an integer in [{low}, {high}]")
+            if name in ("learn_sigma", "vca_local_term", "vca_shared_pos_embed") and type(value) is not bool:
+                raise ValueError(f"{name} = {value!r} is not true or false")
+        if not (isinstance(self.mlp_ratio, (int, float)) and 0 < self.mlp_ratio <= 64):
+            raise ValueError(f"mlp_ratio = {self.mlp_ratio!r} is not a number in (0, 64]")
+        if not (isinstance(self.class_dropout_prob, (int, float)) and 0 <= self.class_dropout_prob <= 1):
+            raise ValueError(f"class_dropout_prob = {self.class_dropout_prob!r} is not a number in [0, 1]")
+        if self.input_size % self.patch_size or self.hidden_size % self.num_heads:
+            raise ValueError(f"patch_size {self.patch_size} must divide input_size {self.input_size} and num_heads "
+                             f"{self.num_heads} hidden_size {self.hidden_size}")
+        if (self.input_size // self.patch_size) ** 2 > MAX_TOKENS:
+            raise ValueError(f"{(self.input_size // self.patch_size) ** 2:,} tokens exceed {MAX_TOKENS:,}")
+        if self.estimated_parameters() > MAX_PARAMETERS:
+            raise ValueError(f"about {self.estimated_parameters():.2g} parameters, more than {MAX_PARAMETERS:.0e}")
+
+    def estimated_parameters(self) -> float:
+        """Blocks' attention (4 h^2), MLP (2 r h^2) and adaLN (6 h^2), the class table and the embedders."""
+        h, patch_pixels = self.hidden_size, self.patch_size**2 * self.in_channels
+        per_block = (4 + 2 * self.mlp_ratio + 6) * h * h
+        return self.depth * per_block + (self.num_classes + 1) * h + 2 * patch_pixels * h + 2 * h * h

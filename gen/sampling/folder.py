@@ -10,13 +10,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from common.errors import UserError
-from common.files import atomic_open, save_samples_npz
+from common.files import atomic_open, check_output_folder, save_samples_npz
 
 from ..vae import to_uint8
 from .guidance import GUIDANCE_FOR_FID, generate_images
 from .seeding import draw_batch
 from .timing import stage
 
+SETTINGS_FILE = "sample_settings.json"
 IO_THREADS = min(16, os.cpu_count() or 1)  # PNG encoding and decoding run in zlib, which releases the GIL
 
 
@@ -30,8 +31,12 @@ def write_png(image_uint8: np.ndarray, path: str):
 
 
 def check_settings(sample_dir, settings: dict, is_main: bool):
-    """Refuse to mix images of other settings into `sample_dir`; the main process records them once."""
-    path = os.path.join(sample_dir, "sample_settings.json")
+    """Refuse to mix images of other settings, or files of anyone else, into `sample_dir`; the main process
+    records the settings once (the record marks the folder as sample.py's: resuming trusts its PNGs)."""
+    path = os.path.join(sample_dir, SETTINGS_FILE)
+    if not os.path.exists(path):  # not ours: it must be empty (another process may be writing the record)
+        being_written = {name for name in os.listdir(sample_dir) if name.startswith(SETTINGS_FILE)}
+        check_output_folder(sample_dir, "--sample-dir", ignored=being_written)
     if os.path.exists(path):
         with open(path) as handle:
             saved = json.load(handle)
@@ -80,30 +85,32 @@ def finish(futures):
 
 
 def read_png(path, shape=None) -> np.ndarray:
-    """A sample PNG as uint8 [H, W, 3]; a damaged one (a copy cut short) is named, with the way to redo it."""
+    """A sample PNG as uint8 [H, W, 3]; a damaged one (a copy cut short) or one of another size than `shape` is
+    named, with the way to redo it."""
     try:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))
     except Exception as error:  # truncated, not a PNG: PIL's message does not name the file
         raise UserError(f"cannot read sample {path} ({type(error).__name__}: {' '.join(str(error).split())}); "
                         f"delete it and rerun the same command to make it again") from None
-    if shape is not None and array.shape != shape:
-        raise UserError(f"sample {path} is {array.shape[1]}x{array.shape[0]}, the others {shape[1]}x{shape[0]}; "
-                        f"delete it and rerun the same command to make it again")
+    if shape is not None and array.shape != tuple(shape):
+        raise UserError(f"sample {path} is {array.shape[1]}x{array.shape[0]} but this run makes {shape[1]}x{shape[0]} "
+                        f"images, so it is not one of them; move it away and rerun the same command to make it")
     return array
 
 
-def pack_npz(sample_dir, num_samples: int, labels: np.ndarray) -> str:
-    """`sample_dir/samples.npz`: arr_0 uint8 [N, H, W, 3] from the PNGs, arr_1 the classes (ADM's format)."""
+def pack_npz(sample_dir, num_samples: int, labels: np.ndarray, shape=None) -> str:
+    """`sample_dir/samples.npz`: arr_0 uint8 [N, H, W, 3] from the PNGs, arr_1 the classes (ADM's format); every
+    PNG must have `shape` (H, W, 3), by default image 0's."""
     missing = [i for i in range(num_samples) if not os.path.exists(png_path(sample_dir, i))]
     if missing:
         raise UserError(f"{sample_dir} lacks {len(missing)} of {num_samples} images (first {missing[0]:06d}.png); "
                         f"rerun the same command to make them")
-    first = read_png(png_path(sample_dir, 0))
-    images = np.empty((num_samples, *first.shape), dtype=np.uint8)
+    shape = tuple(shape or read_png(png_path(sample_dir, 0)).shape)
+    images = np.empty((num_samples, *shape), dtype=np.uint8)
 
     def read_into(i):
-        images[i] = read_png(png_path(sample_dir, i), first.shape)
+        images[i] = read_png(png_path(sample_dir, i), shape)
 
     with ThreadPoolExecutor(IO_THREADS) as readers:  # map re-raises a damaged PNG's error here
         list(tqdm(readers.map(read_into, range(num_samples)), total=num_samples, desc="packing samples.npz",

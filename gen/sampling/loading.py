@@ -16,7 +16,7 @@ from common.errors import MissingInput, UserError
 from ..export import load_pretrained, read_settings
 from ..models import set_vca_kernels
 from ..settings import recorded_process
-from ..vae import DEFAULT_VAE, downsampling_factor, load_vae
+from ..vae import DEFAULT_VAE, HUB_NAMES, downsampling_factor, load_vae
 from .precision import vae_dtype
 
 
@@ -35,6 +35,9 @@ def resolve_vae(ckpt, chosen: str | None, recorded: str | None, official=False) 
     """The VAE: `chosen`, else the file's (read_settings: "none" for an unrecorded RGB model), else DiT's. Pixels
     and latents cannot be swapped; two SD-VAEs can (their encoders are the same; DiT samples with either decoder)."""
     if chosen is None:
+        if recorded not in (None, "none", *HUB_NAMES) and not os.path.isdir(recorded):
+            raise UserError(f"{ckpt} records the VAE {recorded!r}, which is no local folder: a file may not make this "
+                            f"command fetch from the hub; pass --vae {recorded} if you trust it, or --vae FOLDER")
         return recorded or DEFAULT_VAE
     if official and chosen == "none":
         raise UserError(f"--vae none does not fit {ckpt}: official DiT/SiT .pt checkpoints are latent models; "

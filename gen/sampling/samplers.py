@@ -83,8 +83,10 @@ def dit_sampler(name: str, num_steps: int, ddim_eta: float = DIT_SAMPLER_DEFAULT
     predict_xstart, learn_sigma, ...); the chain is respaced to `num_steps` evenly spaced steps."""
     from ..diffusion import create_diffusion
 
-    if num_steps < 1:
-        raise InvalidValue(f"--num-sampling-steps must be at least 1, got {num_steps}")
+    chain = diffusion_settings.get("diffusion_steps", 1000)
+    if not 1 <= num_steps <= chain:
+        raise InvalidValue(f"--num-sampling-steps must lie in [1, {chain}] (the model's diffusion chain has {chain} "
+                           f"steps), got {num_steps}")
     if name not in DIT_SAMPLERS:
         raise InvalidValue(f"unknown DiT sampler {name!r}; use one of {list(DIT_SAMPLERS)}")
     if name == "dpm-solver":

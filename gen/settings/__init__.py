@@ -16,10 +16,12 @@ from .process import (
     TRANSPORT_DEFAULTS,
     DiffusionSettings,
     TransportSettings,
+    check_process_record,
     recorded_process,
 )
 from .run import RunSettings
 from .sampler import (
+    MAX_SAMPLING_STEPS,
     OWN_KIND,
     DiTSamplerSettings,
     GuidanceSettings,
@@ -35,9 +37,10 @@ from .sampler import (
 )
 from .training import TRAINING_SETTINGS, DiTTrainingSettings, SiTTrainingSettings, TrainingSettings
 
-__all__ = ["DIFFUSION_DEFAULTS", "DIGITS_IMAGE_SIZE", "OWN_KIND", "PROCESS_SETTINGS", "TRAINING_SETTINGS",
-           "TRANSPORT_DEFAULTS", "DataSettings", "DiTSamplerSettings", "DiTTrainingSettings", "DiffusionSettings",
+__all__ = ["MAX_SAMPLING_STEPS", "DIFFUSION_DEFAULTS", "DIGITS_IMAGE_SIZE", "OWN_KIND", "PROCESS_SETTINGS",
+           "TRAINING_SETTINGS", "TRANSPORT_DEFAULTS", "DataSettings", "DiTSamplerSettings", "DiTTrainingSettings",
+           "DiffusionSettings",
            "EvaluationSettings", "GuidanceSettings", "ModelSettings", "OptimisationSettings", "RunSettings",
            "SamplerSettings", "SamplingSettings", "SiTSamplerSettings", "SiTTrainingSettings", "TrainingSettings",
            "TransportSettings", "build_sampler", "family_options", "fill_defaults", "fill_from_record", "from_record",
-           "own_options", "recorded_process", "sampler_record", "setting", "unset"]
+           "own_options", "check_process_record", "recorded_process", "sampler_record", "setting", "unset"]

@@ -8,7 +8,7 @@ from common.cli import none_or_str
 
 from .. import checks
 from ..diffusion import create_diffusion, create_transport
-from .fields import setting
+from .fields import check_types, from_record, setting
 
 
 def keyword_defaults(function, skip=()) -> dict:
@@ -20,6 +20,7 @@ def keyword_defaults(function, skip=()) -> dict:
 DIFFUSION_DEFAULTS = keyword_defaults(create_diffusion, skip=("timestep_respacing",))  # sampling's, not training's
 TRANSPORT_DEFAULTS = keyword_defaults(create_transport)
 D, T = DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS
+MAX_DIFFUSION_STEPS = 100_000  # ADM's longest chain has 4,000 steps; the schedule's arrays grow with it
 
 
 @dataclass
@@ -37,7 +38,7 @@ class DiffusionSettings:
     diffusion_steps: int = setting(D["diffusion_steps"])
 
     def validate(self):
-        checks.at_least(self, 1, "diffusion_steps")
+        checks.within(self, "diffusion_steps", 1, MAX_DIFFUSION_STEPS)
 
 
 @dataclass
@@ -51,8 +52,9 @@ class TransportSettings:
     train_eps: float | None = setting(T["train_eps"])
     sample_eps: float | None = setting(T["sample_eps"])
 
-    def validate(self):
-        pass  # create_transport checks its own combinations when the run builds it
+    def validate(self):  # create_transport checks its own combinations when the run builds it
+        checks.within(self, "train_eps", 0.0, 0.5, high_open=True)
+        checks.within(self, "sample_eps", 0.0, 0.5, high_open=True)
 
 
 PROCESS_SETTINGS = {"DiT": DiffusionSettings, "SiT": TransportSettings}
@@ -67,3 +69,10 @@ def recorded_process(model, recorded: dict | None) -> dict:
     if family == "DiT":
         process["learn_sigma"] = model.config.learn_sigma  # the network's output says it
     return process
+
+
+def check_process_record(family: str, record: dict):
+    """A weights file's recorded process: the family's own settings, each of its type and range (InvalidValue)."""
+    settings = from_record(PROCESS_SETTINGS[family], record, where=f"the recorded {family} process")
+    check_types(settings)
+    settings.validate()

@@ -23,6 +23,7 @@ from .fields import setting
 from .process import PROCESS_DEFAULTS
 
 DEFAULT_SAMPLING_STEPS = 250  # DiT's and SiT's
+MAX_SAMPLING_STEPS = 100_000  # 100x ADM's longest chain: a larger count is a typo that would run for days
 D, S = DIT_SAMPLER_DEFAULTS, SIT_SAMPLER_DEFAULTS
 
 
@@ -38,7 +39,7 @@ class SamplerSettings:
                              choices=("auto", *PRECISIONS), constants={"--tf32": "tf32"})
 
     def validate(self):
-        checks.at_least(self, 1, "num_sampling_steps")
+        checks.within(self, "num_sampling_steps", 1, MAX_SAMPLING_STEPS)
 
 
 @dataclass

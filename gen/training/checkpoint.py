@@ -125,6 +125,15 @@ def resolve_resume(resume: str, results_dir, warn=print) -> str:
                              f"check --results-dir, or start a new run without --resume in another --results-dir")
 
 
+# -- the run folder ---------------------------------------------------------------------------------------------
+RUN_RECORD = "args.json"  # the run's settings, the first file a run writes: it marks the folder as a run's
+
+
+def run_files(folder) -> set[str]:
+    """Every entry of a folder where a run started (it wrote RUN_RECORD first), none of any other folder."""
+    return set(os.listdir(folder)) if os.path.isfile(os.path.join(folder, RUN_RECORD)) else set()
+
+
 # -- writing and reading -----------------------------------------------------------------------------------------
 def save_checkpoint(accelerator, results_dir, step: int, ema, training_state: dict, settings: dict) -> str:
     """Write checkpoint `step` (every process must call this); returns its folder. `settings`: the VAE and

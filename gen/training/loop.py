@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from common.errors import UserError
-from common.files import FolderInUse, lock_folder, release_folder
+from common.files import LOCK_FILE, FolderInUse, ForeignFiles, check_output_folder, lock_folder, release_folder
 
 from .. import checks
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
@@ -45,6 +45,7 @@ from ..vae import encode, latent_shape, load_vae
 from .budget import TrainingBudget
 from .checkpoint import (
     CHECKPOINTS,
+    RUN_RECORD,
     TRAINING_STATE,
     list_checkpoints,
     load_checkpoint,
@@ -53,6 +54,7 @@ from .checkpoint import (
     recoverable_checkpoint,
     resolve_resume,
     resume_differences,
+    run_files,
     save_checkpoint,
     write_json,
 )
@@ -121,7 +123,11 @@ def prepare_results_dir(settings, results_dir, accelerator, warn):
     if accelerator.is_main_process:
         try:
             lock = lock_folder(results_dir, "--results-dir", warn)
-        except FolderInUse as error:
+            if settings.resume is None:  # a new run writes only into an empty folder or one where a run started
+                check_output_folder(results_dir, "--results-dir", own=run_files, ignored={LOCK_FILE, "log.txt"})
+        except (FolderInUse, ForeignFiles) as error:
+            if lock is not None:
+                release_folder(lock)
             refusal = [str(error)]
     if accelerator.num_processes > 1:
         broadcast_object_list(refusal)  # every process stops alike
@@ -481,7 +487,7 @@ def train_in_folder(settings, accelerator, log, results_dir, *, loss_fn):
     if resume_path:
         check_resume_flags(resume_path, settings, log)
     if accelerator.is_main_process:
-        write_json(os.path.join(results_dir, "args.json"), settings.to_dict())
+        write_json(os.path.join(results_dir, RUN_RECORD), settings.to_dict())
 
     vae, dataset, shape, from_latents = open_training_data(settings, accelerator)
     check_patch_grid(settings, shape, vae)
