@@ -51,6 +51,9 @@ def run_command(main, argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     previous = set_handler(signal.SIGTERM, stop_on_sigterm)
+    for stream in (sys.stdout, sys.stderr):  # a path of non-UTF-8 bytes is shown escaped, not a crash mid-run
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         return main(argv)
     except (UserError, OSError) as error:
@@ -92,7 +95,10 @@ def describe(error: BaseException) -> str:
     if isinstance(error, OSError) and not isinstance(error, UserError) and error.strerror:
         where = f": {error.filename}" if error.filename else ""
         return f"{error.strerror}{where}"
-    return " ".join(str(error).split()) or type(error).__name__
+    text = str(error)
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: its own message is the last line
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split()) or type(error).__name__
 
 
 def none_or_str(value):

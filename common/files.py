@@ -1,6 +1,7 @@
 """Writing files so that a crash never leaves a half-written one under its real name: the one atomic writer that
 every file of the toolkit goes through (checkpoint folders, which hold many files, use a manifest instead)."""
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -36,6 +37,24 @@ def atomic_open(path, mode: str = "wb"):
     """Open a temporary file for writing; it becomes `path` once the block finishes without an error."""
     with atomic_path(path) as temporary, open(temporary, mode) as handle:
         yield handle
+
+
+def save_safetensors(tensors: dict, path, metadata: dict | None = None):
+    """safetensors' save_file under a temporary name, renamed when whole; its write errors (a SafetensorError that
+    wraps the OS's) become OSError, so a full disk is the one line every command gives for it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as temporary:
+        try:
+            save_file(tensors, temporary, metadata=metadata)
+        except SafetensorError as error:
+            full = "(os error 28)" in str(error)
+            raise OSError(errno.ENOSPC if full else errno.EIO, "No space left on device" if full else str(error),
+                          os.fspath(path)) from None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # safetensors creates its files 0600; weights are meant to be shared
 
 
 def sha256_of_file(path, chunk_size=1 << 24) -> str:

@@ -88,10 +88,19 @@ def load_reference(path, features="inception"):
         raise FIDError(f"{path} is not a readable .npz reference ({type(error).__name__}: {error})") from None
     check_keys(path, keys)
     with arrays:
-        stats = {key: arrays[key].astype(np.float64) for key in STATISTICS if key in keys}
+        stats = {key: read_array(path, arrays, key).astype(np.float64) for key in STATISTICS if key in keys}
     check_statistics(path, stats, features)
     images = NpzImages(path) if "arr_0" in keys else None
     return Reference(path=path, sha256=sha256_of_file(path), images=images, **stats)
+
+
+def read_array(path, arrays, key) -> np.ndarray:
+    """One array of an open .npz; an object array (a pickle, which is never loaded) is named."""
+    try:
+        return arrays[key]
+    except ValueError as error:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+        raise FIDError(f"{path}: {key} is not a numeric array ({error}); a reference holds float arrays only, "
+                       f"make it again with `python -m fid ref`") from None
 
 
 def make_reference(images, out, image_size=256, num_kept=10000, seed=0, inception_weights=None, device=None,

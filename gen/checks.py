@@ -48,7 +48,14 @@ def guidance_scale(value, dest="cfg_scale"):
 
 
 def writable_folder(path, what: str):
-    """Create `path` (and its parents) if needed and make sure files can be written in it."""
+    """Create `path` (and its parents) if needed and make sure files can be written in it; its name must be text
+    (tensorboard and the logs cannot write a name of non-UTF-8 bytes)."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fspath(path).encode("utf-8", "backslashreplace").decode()
+        raise UserError(f"{what} {shown} has bytes that are not UTF-8 text in its name; rename it or pick another "
+                        f"folder") from None
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:

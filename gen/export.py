@@ -20,7 +20,7 @@ from importlib import metadata
 import torch
 
 from common.errors import UserError
-from common.files import atomic_path
+from common.files import save_safetensors
 
 from .models import ModelConfig, build_model, create_model, load_official_state_dict, read_state_dict
 from .models.convert import describe_mismatch
@@ -52,8 +52,6 @@ def save_pretrained(model, path, ema: bool = True, dtype: torch.dtype | None = N
     the latents ("none": pixels), `process` the diffusion or transport settings and `sampler` the sampler flags,
     steps and guidance that training sampled with (sample.py's defaults for this file), when known.
     """
-    from safetensors.torch import save_file
-
     path = os.fspath(path)
     state_dict = read_state_dict(model.state_dict())  # drops DDP / torch.compile prefixes
     tensors = {
@@ -72,11 +70,7 @@ def save_pretrained(model, path, ema: bool = True, dtype: torch.dtype | None = N
         "gen_version": _version(),
     }
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_path(path) as temporary:  # a crash mid-write never leaves a truncated file under the real name
-        save_file(tensors, temporary, metadata=info)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # safetensors creates its files 0600; exports are meant to be shared
+    save_safetensors(tensors, path, metadata=info)  # a crash mid-write never leaves a truncated file behind
     return path
 
 
@@ -153,7 +147,7 @@ def read_settings(path) -> dict:
     official files."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        path = os.path.join(path, CHECKPOINT_WEIGHTS)
+        path = checkpoint_weights(path)
     if not path.endswith(".safetensors"):
         return {}
     info = read_export_info(path)
@@ -181,12 +175,19 @@ def _load_export(path):
     return model
 
 
-def _load_checkpoint_folder(folder):
+def checkpoint_weights(folder) -> str:
+    """The EMA export of a training checkpoint folder; any other folder (a run's, say) is named with what to pass."""
     weights_path = os.path.join(folder, CHECKPOINT_WEIGHTS)
-    if not os.path.exists(weights_path):
-        raise CheckpointError(f"{folder} is not a training checkpoint: {weights_path} is missing; pass a folder "
-                              f"written by the training loop (RESULTS/ckpt/step-NNNNNNN) or an exported .safetensors")
-    return _load_export(weights_path)
+    if not os.path.isfile(weights_path):
+        export = os.path.join(folder, "model.safetensors")
+        hint = f"pass {export}, the run's export, or" if os.path.isfile(export) else "pass"
+        raise CheckpointError(f"{folder} is not a training checkpoint folder (it has no {CHECKPOINT_WEIGHTS}); {hint} "
+                              f"a checkpoint folder (RESULTS/ckpt/step-NNNNNNN) or an exported .safetensors")
+    return weights_path
+
+
+def _load_checkpoint_folder(folder):
+    return _load_export(checkpoint_weights(folder))
 
 
 def load_weights(model, path):
@@ -194,13 +195,13 @@ def load_weights(model, path):
     checkpoint folder (its EMA) or an official DiT/SiT .pt. For starting a run from weights (--init-from)."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        path = os.path.join(path, CHECKPOINT_WEIGHTS)
+        path = checkpoint_weights(path)
     try:
         state_dict = read_state_dict(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path} not found; pass an export, a checkpoint folder or an official .pt") from None
     except Exception as error:  # a truncated file, or a pickle that is more than tensors
-        raise CheckpointError(f"cannot read {path} ({_one_line(error)}); it may be truncated or hold Python "
+        raise CheckpointError(f"cannot read {path} ({torch_load_reason(error)}); it may be truncated or hold Python "
                               f"objects besides tensors") from None
     _load_strict(model, state_dict, path)
     return model
@@ -228,19 +229,22 @@ def _load_official(path, model_name, image_size, **model_options):
     try:
         state_dict = read_state_dict(path)
     except Exception as error:  # a truncated zip archive, or a pickle that is more than tensors
-        raise CheckpointError(f"cannot read {path} as a weights-only torch file ({_one_line(error)}); it may be "
-                              f"truncated (download it again) or hold Python objects besides tensors") from None
+        raise CheckpointError(f"cannot read {path} as a weights-only torch file ({torch_load_reason(error)}); it may "
+                              f"be truncated (download it again) or hold Python objects besides tensors") from None
     try:
         return load_official_state_dict(model, state_dict)
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
 
 
-def _one_line(error) -> str:
-    """The telling line of a (possibly multi-line) error: torch's weights-only refusals span a page."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    unsafe = [line for line in lines if "Unsupported global" in line]
-    return (unsafe or lines or [type(error).__name__])[0].split(" Please")[0][:300]
+def torch_load_reason(error) -> str:
+    """The telling part of a torch.load error, in one line: a weights-only refusal spans a page of advice, and the
+    words after "WeightsUnpickler error:" name the refused global or instruction."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(error)).split())  # no terminal colours, one line
+    found = re.search(r"WeightsUnpickler error: (.*?)(?: Please | Check the documentation|$)", text)
+    if found:
+        return f"refused by weights_only: {found.group(1).strip()}"
+    return text.split(". ")[0][:200] or type(error).__name__
 
 
 def _load_strict(model, state_dict, path):

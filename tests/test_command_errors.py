@@ -3,6 +3,7 @@ leaves no half-written file. Each row: the command, its arguments, and a phrase 
 import errno
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -84,6 +85,13 @@ def world(tmp_path_factory):
     nan_state = load(open(paths["DiT"], "rb").read())
     nan_state["final_layer.linear.bias"][0] = float("nan")
     paths["nan weight"] = edited_export(paths["DiT"], root / "nan.safetensors", "config", None, tensors=nan_state)
+    with open(root / "code.pkl", "wb") as file:  # a plain pickle that would run code: torch refuses its opcodes
+        pickle.dump({"weights": Payload()}, file, protocol=4)
+    torch.save({"weights": Payload()}, root / "code.pt")  # a torch file that would run code: torch names the global
+    paths.update(code_pkl=str(root / "code.pkl"), code_pt=str(root / "code.pt"))
+    paths["photos"] = str(root / "photos")
+    os.makedirs(paths["photos"])
+    open(os.path.join(paths["photos"], "holiday.jpg"), "wb").close()
     paths["run"] = str(root / "run")
     train_sit.main(["--model", "SiT-Mini/4", "--results-dir", paths["run"], "--data-path", paths["images"], *QUICK])
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -169,6 +177,10 @@ TRAINING = [
     ("init-from with resume", lambda w, t: train(w, t, "--init-from", w["SiT"], "--resume", "latest"),
      "give only one"),
     ("init-from missing", lambda w, t: train(w, t, "--init-from", str(t / "none.pt")), "--init-from"),
+    ("init-from a pickle of code", lambda w, t: train(w, t, "--init-from", w["code_pkl"]),
+     "(refused by weights_only: Unsupported operand 149)"),
+    ("init-from a torch file of code", lambda w, t: train(w, t, "--init-from", w["code_pt"]),
+     "(refused by weights_only: Unsupported global: GLOBAL"),
     ("init-from another model", lambda w, t: train(w, t, "--init-from", w["SiT"], model="SiT-Mini/2"),
      "does not fit SiT-Mini/2"),
     ("accumulation does not divide", lambda w, t: train(w, t, "--grad-accum-steps", "3"),
@@ -193,12 +205,24 @@ TRAINING = [
     ("seed above 2^64", lambda w, t: train(w, t, "--global-seed", str(2**64 + 1)), "--global-seed must lie in"),
     ("a hundred billion classes", lambda w, t: train(w, t, "--num-classes", "100000000000"),
      "--num-classes must be at most 100,000"),
+    ("results dir of non-UTF-8 bytes", lambda w, t: train(w, t, "--results-dir", os.path.join(t, "run-\udcff")),
+     "has bytes that are not UTF-8 text in its name"),
+    ("a new run in a folder of someone's files", lambda w, t: train(w, t, "--results-dir", w["photos"]),
+     "holds files this command did not write (holiday.jpg)"),
+    ("digits at 4096 px", lambda w, t: train(w, t, "--image-size", "4096", data=None),
+     "--image-size must lie in [1, 512], got 4096"),
 ]
 
 
 @pytest.mark.parametrize("name, arguments, phrase", TRAINING, ids=[row[0] for row in TRAINING])
 def test_train_sit_bad_input_is_one_line(world, tmp_path, capsys, name, arguments, phrase):
     assert_one_line_error(train_sit.main, arguments(world, tmp_path), phrase, capsys, tmp_path)
+
+
+def test_a_data_worker_error_is_its_own_line_not_its_traceback(world, tmp_path, capsys):
+    arguments = train(world, tmp_path, "--strict", "--num-workers", "1", data="corrupt")
+    line = assert_one_line_error(train_sit.main, arguments, "error: cannot read image", capsys, tmp_path)
+    assert "Traceback" not in line and "drop --strict to skip it" in line
 
 
 def test_study_shared_flags_are_checked(tmp_path, capsys):
@@ -244,10 +268,11 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_tmp(world, tmp_pa
         return real_save(*args, **kwargs)
 
     monkeypatch.setattr(accelerate.utils.other, "safe_save_file", disk_fills)
-    kept = "the last finished checkpoint" if checkpoint > 1 else "no earlier checkpoint exists"
+    kept = ("the last finished checkpoint", "continue with --resume latest") if checkpoint > 1 else \
+        ("no earlier checkpoint exists", "start again with another --results-dir")
     line = assert_one_line_error(train_sit.main, train(world, tmp_path), f"checkpoint of step {checkpoint} not "
                                  f"saved: no space left on the device", capsys, tmp_path)
-    assert kept in line
+    assert all(phrase in line for phrase in kept) and ("--resume" in line) == (checkpoint > 1)
     assert sorted(os.listdir(tmp_path / "out" / "ckpt")) == ["losses.jsonl", *(["step-0000001"] * (checkpoint > 1))]
 
 
@@ -312,6 +337,8 @@ SAMPLING = [
         ("process not a mapping", "metadata field 'process' is [1, 2], not a dict"),
         ("hub VAE", "records the VAE 'someone/any-repository', which is no local folder"),
         ("nan weight", "holds NaN or infinite weights (final_layer.linear.bias)")]],
+    ("a run folder for --ckpt", lambda w, t: sample_args(w, t, "--ckpt", w["run"]),
+     "is not a training checkpoint folder (it has no ema.safetensors); pass"),
     ("a hundred million steps", lambda w, t: sample_args(w, t, "--num-sampling-steps", "100000000"),
      "--num-sampling-steps must lie in [1, 100000]"),
     ("more DiT steps than its chain", lambda w, t: sample_args(w, t, "--num-sampling-steps", "1001"),
@@ -361,6 +388,14 @@ def test_fid_bad_input_is_one_line(tmp_path, capsys):
     assert len(lines) == 2 and "samples not found" in lines[0] and "arguments are required: samples" in lines[1]
 
 
+def test_a_reference_of_object_arrays_is_refused_unread(tmp_path, capsys):
+    np.savez(tmp_path / "ref.npz", mu=np.array([Payload()], dtype=object), sigma=np.eye(2))  # a pickle inside
+    np.savez(tmp_path / "samples.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    assert fid.cli.main(["calc", str(tmp_path / "samples.npz"), "--ref", str(tmp_path / "ref.npz")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "ref.npz: mu is not a numeric array" in lines[0], lines
+
+
 # -- damaged data inputs (issue 22): latent folders, image modes, sample folders, fid sizes -------------------
 @pytest.fixture(scope="module")
 def latent_world(world, tiny_vae, tmp_path_factory):
@@ -401,6 +436,18 @@ def write_text(path, text):
         file.write(text)
 
 
+def nan_latent(path):
+    """A shard whose first latent is NaN, the same size as before (an fp16 encoder's overflow)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(path, framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load(open(path, "rb").read())
+    tensors["latents"][0] = float("nan")
+    save_file(tensors, path, metadata=metadata)
+
+
 LATENTS = [
     ("truncated shard", lambda f: truncate(os.path.join(f, shard_name(1))), (),
      "shard-00001.safetensors has 300 bytes, the manifest says"),
@@ -415,6 +462,8 @@ LATENTS = [
      "the manifest's shape [4, 8, 9] says [4, 2, 4, 8, 9]"),
     ("manifest of fewer classes than its labels", lambda f: edit_manifest(f, lambda m: m.update(classes=["a", "b"])),
      ("--num-classes", "2"), "shard-00002.safetensors holds labels 2..2 but"),
+    ("NaN latents", lambda f: nan_latent(os.path.join(f, shard_name(0))), ("--max-steps", "3", "--log-every", "3"),
+     "shard-00000.safetensors holds NaN or infinite latents, which make the loss NaN"),
 ]
 
 
@@ -596,3 +645,50 @@ def test_sigterm_ends_a_run_with_a_word_and_what_is_kept(world, tmp_path):
     assert runner.returncode == 143
     assert "terminated (SIGTERM); finished checkpoints and sample files are intact: rerun to resume" in rest
     assert os.listdir(tmp_path / "out" / "ckpt")
+
+
+def test_a_plain_pt_takes_its_latent_side_from_the_vae_given(tmp_path, tiny_vae, capsys):
+    """An official-style .pt records no config: its latent side is --image-size over this VAE's factor (2 here)."""
+    torch.manual_seed(0)
+    model = create_model("DiT-Mini/4", input_size=8, in_channels=4, num_classes=3)
+    torch.save(model.state_dict(), tmp_path / "plain.pt")
+    run_command(sample.main, ["--ckpt", str(tmp_path / "plain.pt"), "--model", "DiT-Mini/4", "--image-size", "16",
+                              "--num-classes", "3", "--vae", tiny_vae, "--sampler", "ddim", "--num-sampling-steps",
+                              "2", "--class-labels", "0", "1", "--output", str(tmp_path / "grid.png")])
+    assert Image.open(tmp_path / "grid.png").size[0] > 16
+
+
+class Payload:
+    """A pickle that would run code when unpickled without weights_only."""
+
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+@pytest.mark.parametrize("file", ["optimizer.bin", "random_states_0.pkl"])
+def test_a_checkpoint_file_that_is_more_than_tensors_is_refused(world, tmp_path, capsys, file):
+    """Resuming loads every file under weights_only; a refusal names the global, in one line, and nothing runs."""
+    from gen.training.checkpoint import write_manifest
+
+    run = shutil.copytree(world["run"], tmp_path / "out")
+    checkpoint = run / "ckpt" / "step-0000002"
+    torch.save({"state": {}, "param_groups": [], "extra": Payload()}, checkpoint / file)
+    write_manifest(checkpoint)  # the manifest agrees: only the unpickling can tell
+    line = assert_one_line_error(train_sit.main, train(world, tmp_path, "--resume", "latest", "--max-steps", "3"),
+                                 f"cannot restore {checkpoint}", capsys, tmp_path)
+    assert "Unsupported global: GLOBAL builtins.print" in line or "GLOBAL print" in line
+
+
+def test_a_full_disk_while_extracting_latents_is_one_line(world, tiny_vae, tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+
+    def disk_full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    arguments = ["--data-path", world["images"], "--output", str(tmp_path / "latents"), "--image-size", "16",
+                 "--vae", tiny_vae, "--num-workers", "0", "--shard-size", "4"]
+    line = assert_one_line_error(extract_latents.main, arguments, "no space left on the device writing", capsys,
+                                 tmp_path)
+    assert "shard-00000.safetensors" in line and not any(name.startswith("shard") for name in
+                                                          os.listdir(tmp_path / "latents"))

@@ -15,11 +15,10 @@ import sys
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from common.errors import UserError
-from common.files import atomic_open, atomic_path
+from common.files import atomic_open, save_safetensors
 
 from ..vae import encode
 from .images import SkippedImage, collate_skipping_unreadable, split_key
@@ -180,9 +179,8 @@ def extract_latents(dataset, vae, root, plan: dict, *, accelerator, batch_size: 
     for shard in progress:
         tensors, skipped = encode_shard(dataset, shard, plan, vae, accelerator.device, batch_size, num_workers)
         path = os.path.join(root, shard_name(shard))
-        with atomic_path(path) as temporary:  # a shard exists only once it is whole
-            save_file({k: v.contiguous() for k, v in tensors.items()}, temporary,
-                      metadata={"skipped": json.dumps(skipped)})
+        save_safetensors({k: v.contiguous() for k, v in tensors.items()}, path,  # a shard exists once whole
+                         metadata={"skipped": json.dumps(skipped)})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         finish_manifest(root)
@@ -275,6 +273,13 @@ class LatentDataset(torch.utils.data.Dataset):
                                  f"but {os.path.join(self.root, MANIFEST)} lists {len(self.classes)} classes; "
                                  f"{redo_hint(self.root)}")
         return labels
+
+    def check_finite(self):
+        """LatentSetError naming the first shard that holds a NaN or infinite latent (an fp16 encoder's overflow)."""
+        for file in self.shard_files:
+            if not torch.isfinite(self.read(file, "latents")).all():
+                raise LatentSetError(f"{os.path.join(self.root, file)} holds NaN or infinite latents, which make the "
+                                     f"loss NaN; {redo_hint(self.root)}")
 
     def __getstate__(self):  # open files stay behind when a DataLoader worker receives a copy
         return {**self.__dict__, "files": {}}

@@ -1,5 +1,6 @@
 """Load weights in the official DiT/SiT format (facebookresearch/DiT, willisma/SiT) into our networks."""
 import os
+import warnings
 
 import torch
 
@@ -20,7 +21,9 @@ def read_state_dict(state_dict_or_path) -> dict:
 
             state_dict = load_file(path)
         else:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about pickle protocols before it refuses a file
+                warnings.simplefilter("ignore", UserWarning)
+                state_dict = torch.load(path, map_location="cpu", weights_only=True)
     # Training checkpoints of DiT/SiT hold {"model", "ema", "opt", "args"}; sampling uses the EMA weights.
     for key in ("ema", "model", "state_dict"):
         if isinstance(state_dict.get(key), dict):

@@ -75,6 +75,8 @@ def load_for_sampling(ckpt, device, *, vae: str | None = None, precision: str = 
     vae_name = resolve_vae(ckpt, vae, settings.get("vae"), official=not settings)  # {}: an official .pt
     vae_model = load_vae(vae_name, device, dtype=vae_dtype(precision))
     options = {} if num_classes is None else {"num_classes": num_classes}
+    if not settings and image_size is not None:  # an official .pt: its latent side follows this VAE's factor
+        options["input_size"] = image_size // downsampling_factor(vae_model)
     model = load_pretrained(ckpt, device, expected_name=model_name, image_size=image_size, **options)
     if check_model is not None:
         check_model(model)

@@ -11,6 +11,8 @@ from .fields import setting
 
 DEFAULT_IMAGE_SIZE = 256  # DiT's and SiT's ImageNet size
 DEFAULT_WORKERS = 4
+MAX_IMAGE_SIZE = 8192  # 8x DiT's largest; the model's token count is checked again when it is built
+MAX_DIGITS_IMAGE_SIZE = 512  # the 1,797 digits are held in memory enlarged: 1.4 GB at 512 px, 90 GB at 4,096
 
 
 def available_cpus() -> int:
@@ -58,6 +60,7 @@ class DataSettings:
 
     def validate(self):
         checks.at_least(self, 1, "num_classes", "image_size")
+        checks.within(self, "image_size", 1, MAX_DIGITS_IMAGE_SIZE if self.digits else MAX_IMAGE_SIZE)
         checks.at_least(self, 0, "num_workers")
         checks.class_count(self)
         for name in ("data_path", "latents"):

@@ -11,15 +11,18 @@ NaN the run can name a checkpoint whose weights had not yet blown up.
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 
+from accelerate.utils import RNG_STATE_NAME
+from accelerate.utils import load as accelerate_load
 from safetensors.torch import load_file
 
 from common.errors import UserError
 from common.files import atomic_open, sha256_of_file
 
-from ..export import CHECKPOINT_WEIGHTS, save_pretrained
+from ..export import CHECKPOINT_WEIGHTS, CheckpointError, save_pretrained, torch_load_reason
 
 CHECKPOINTS = "ckpt"
 TRAINING_STATE = "training_state.json"
@@ -187,8 +190,17 @@ def unused_name(path) -> str:
 
 
 def load_checkpoint(accelerator, path, ema) -> dict:
-    """Restore model, optimiser and RNG states through Accelerate and the EMA; returns the training state."""
-    accelerator.load_state(path)
+    """Restore model, optimiser and RNG states through Accelerate and the EMA; returns the training state. A file
+    that does not load under weights_only (a pickle of code) is refused in one line: Accelerate would raise a
+    traceback for the optimiser, and for the RNG state only log and resume no longer bit-exact."""
+    rng_state = os.path.join(path, f"{RNG_STATE_NAME}_{accelerator.process_index}.pkl")
+    try:
+        if os.path.isfile(rng_state):
+            accelerate_load(rng_state)
+        accelerator.load_state(path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise CheckpointError(f"cannot restore {path} ({torch_load_reason(error)}); its files load only as tensors "
+                              f"and plain values: resume from another checkpoint, or start again") from None
     ema.load_state_dict(load_file(os.path.join(path, CHECKPOINT_WEIGHTS)))
     with open(os.path.join(path, TRAINING_STATE)) as file:
         return json.load(file)

@@ -27,7 +27,7 @@ class TrainingLog:
             return
         line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}"
         write_line(line, sys.stdout)
-        with open(self.text_path, "a") as file:
+        with open(self.text_path, "a", errors="backslashreplace") as file:  # paths of non-UTF-8 bytes
             file.write(line + "\n")
 
     def warning(self, message: str):

@@ -196,11 +196,14 @@ class Window:
         self.batch_size = batch_size
 
 
-def check_finite(accelerator, window, step: int, results_dir, last_checked: int):
-    """Stop every process alike when a loss since `last_checked` was NaN or infinite."""
+def check_finite(accelerator, window, step: int, results_dir, last_checked: int, dataset=None):
+    """Stop every process alike when a loss since `last_checked` was NaN or infinite: blamed on the data when a
+    latent shard holds NaN (no learning rate would help), else on the optimisation."""
     loss_sum = accelerator.reduce(window.loss_sum.clone(), reduction="sum")
     if torch.isfinite(loss_sum):
         return
+    if isinstance(dataset, LatentDataset):
+        dataset.check_finite()
     fixes = "a lower --lr, --max-grad-norm 1, or bf16 instead of fp16"
     path, loss = recoverable_checkpoint(results_dir)
     if path is not None:
@@ -287,14 +290,14 @@ def train_steps(run, start_step: int, max_steps: int):
                 run.budget.stop()
 
             if log_now:
-                check_finite(accelerator, window, step, run.results_dir, last_checked)
+                check_finite(accelerator, window, step, run.results_dir, last_checked, run.loader.dataset)
                 skipped_total, shown = log_window(accelerator, log, window, step, grad_norm=grad_norm,
                                                   lr=optimizer.param_groups[0]["lr"], skipped_total=skipped_total,
                                                   device=device, budget=run.budget)
                 bar.set_postfix(loss=f"{shown:.4f}", refresh=False)
                 last_checked, window = step, Window(device)
             if step % settings.ckpt_every == 0 or step == max_steps:
-                check_finite(accelerator, window, step, run.results_dir, last_checked)
+                check_finite(accelerator, window, step, run.results_dir, last_checked, run.loader.dataset)
                 save(run, step)
                 unrated = step
             if sampling_due(settings, step):
@@ -375,10 +378,12 @@ def checkpoint_write_error(results_dir, step: int, error) -> TrainingError:
     cause = " ".join(str(error).split())[:200]
     full = getattr(error, "errno", None) == errno.ENOSPC or "(os error 28)" in str(error) or free < 2**20
     found = list_checkpoints(results_dir)
-    kept = f"the last finished checkpoint {found[-1]} is intact" if found else "no earlier checkpoint exists"
+    way_on = (f"the last finished checkpoint {found[-1]} is intact. Free some space, then continue with --resume "
+              f"latest" if found else "no earlier checkpoint exists, so there is nothing to resume. Free some space, "
+              "then start again with another --results-dir")
     what = "no space left on the device" if full else f"writing failed ({cause})"
     return TrainingError(f"checkpoint of step {step} not saved: {what} ({free / 2**30:.2f} GiB free under "
-                         f"{results_dir}); {kept}. Free some space, then continue with --resume latest")
+                         f"{results_dir}); {way_on}")
 
 
 def grid(run, path, step: int):
