@@ -54,8 +54,10 @@ REMOTE_FILES = {"gen_pipeline.py": "", "gen_transformer.py": "transformer"}  # f
 
 
 def diffusers_config(config) -> dict:
-    if config.attention != "mhsa" or config.family != "DiT":
-        raise InvalidValue(f"diffusers' DiTTransformer2DModel holds MHSA DiT models; {config.name} is not one")
+    if config.attention != "mhsa" or config.family != "DiT" or config.lightning_blocks():
+        raise InvalidValue(f"diffusers' DiTTransformer2DModel holds MHSA DiT models with DiT's blocks; {config.name} "
+                           f"{'with ' + ', '.join(config.lightning_blocks()) if config.lightning_blocks() else ''} "
+                           f"is not one: export it with --custom")
     return dict(num_attention_heads=config.num_heads, attention_head_dim=config.hidden_size // config.num_heads,
                 in_channels=config.in_channels, out_channels=config.in_channels * (2 if config.learn_sigma else 1),
                 num_layers=config.depth, sample_size=config.input_size, patch_size=config.patch_size,
@@ -156,8 +158,9 @@ def save_diffusers_pipeline(model, vae, folder, id2label=None, *, process=None, 
         model = load_pretrained(model)
         process, sampler = process or recorded.get("process"), sampler or recorded.get("sampler")
     if custom is None:
-        custom = (model.config.family, model.config.attention) != ("DiT", "mhsa") or \
-            recorded_process(model, process) != recorded_process(model, None)
+        dit_blocks = (model.config.family, model.config.attention) == ("DiT", "mhsa") and \
+            not model.config.lightning_blocks()
+        custom = not dit_blocks or recorded_process(model, process) != recorded_process(model, None)
     if custom:
         return save_custom_pipeline(model, vae, folder, id2label, process=process, sampler=sampler)
     from diffusers import DiTPipeline

@@ -692,3 +692,11 @@ def test_a_full_disk_while_extracting_latents_is_one_line(world, tiny_vae, tmp_p
                                  tmp_path)
     assert "shard-00000.safetensors" in line and not any(name.startswith("shard") for name in
                                                           os.listdir(tmp_path / "latents"))
+
+
+def test_the_diffusers_export_checks_the_metadata_too(world, tmp_path, capsys):
+    import gen.diffusers_format
+
+    line = assert_one_line_error(gen.diffusers_format.main, [world["config not JSON"], str(tmp_path / "pipe")],
+                                 "metadata field 'config' is not JSON", capsys, tmp_path)
+    assert "export it again" in line and not (tmp_path / "pipe").exists()

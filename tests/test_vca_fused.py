@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gen.models import VisualContrastAttention, create_model, set_vca_kernels, vca_fused
+from gen.models.lightning import QueryKeyTransform
 from gen.models.vca import auto_takes_triton
 from gen.models.vca_fused import pooling_bins
 
@@ -72,6 +73,8 @@ CASES = {  # (dim, heads, grid, pool, options)
     "no local term": (32, 4, (6, 6), 3, {"local_term": False}),
     "learned tokens, shared embedding": (32, 4, (6, 6), 3, {"contrast_tokens": "learned", "shared_pos_embed": True}),
     "more tokens than one program walks (289)": (16, 2, (17, 17), 4, {}),
+    "LightningDiT's QK-norm and RoPE": (32, 4, (6, 6), 3, {"query_key": lambda: QueryKeyTransform(
+        8, (6, 6), qk_norm=True, rope=True, rmsnorm=True)}),
 }
 
 
@@ -86,6 +89,7 @@ PRECISIONS = {"float32": (None, 3, 1e-5, 1e-5), "bf16 autocast": (torch.bfloat16
 def test_fused_equals_reference(case, precision):
     dim, heads, grid, pool, options = CASES[case]
     autocast_dtype, factor, floor, lambda_floor = PRECISIONS[precision]
+    options = {key: value() if callable(value) else value for key, value in options.items()}  # a module: a fresh one
     vca = randomised(VisualContrastAttention(dim, heads, grid, layer_index=3, pool_size=pool, **options))
     x = torch.randn(2, grid[0] * grid[1], dim, device=DEVICE, requires_grad=True)
     grad_out = torch.randn(2, grid[0] * grid[1], dim, device=DEVICE)

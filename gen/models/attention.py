@@ -15,17 +15,23 @@ def split_heads_qkv(qkv, num_heads: int):
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+    """`query_key` (optional): a module (q, k) -> (q, k) applied before attention, e.g. LightningDiT's QK-norm and
+    RoPE (gen.models.lightning)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, query_key: nn.Module | None = None):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"hidden size {dim} is not divisible by num_heads {num_heads}; pick a divisor")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.query_key = query_key
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x):
         B, N, C = x.shape
         q, k, v = split_heads_qkv(self.qkv(x), self.num_heads)
+        if self.query_key is not None:
+            q, k = self.query_key(q, k)
         x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))

@@ -12,6 +12,7 @@ MAX_TOKENS = 256 * 256  # DiT-XL/2 at 512 px has 1,024 tokens
 # Every field's type and range, checked before a saved config builds anything (gen.export reads files from anywhere)
 CHOICES = {"family": FAMILY_NAMES, "attention": ("mhsa", "vca"), "vca_stage2_softmax": ("joint", "separate"),
            "vca_contrast_tokens": ("pool", "learned")}
+BOOLEAN_FIELDS = ("learn_sigma", "vca_local_term", "vca_shared_pos_embed", "qk_norm", "rope", "swiglu", "rmsnorm")
 INTEGER_RANGES = {"input_size": (1, 4096), "patch_size": (1, 64), "in_channels": (1, 64), "hidden_size": (1, 65536),
                   "depth": (1, 1024), "num_heads": (1, 1024), "num_classes": (1, MAX_CLASSES),
                   "cfg_channels": (1, 64), "vca_pool_size": (1, 256)}
@@ -47,6 +48,10 @@ class ModelConfig:
     vca_local_term: bool = True
     vca_contrast_tokens: str = "pool"
     vca_shared_pos_embed: bool = False
+    qk_norm: bool = False  # LightningDiT's block options (gen/models/lightning.py); off: DiT's and SiT's blocks
+    rope: bool = False
+    swiglu: bool = False
+    rmsnorm: bool = False
 
     @property
     def name(self) -> str:
@@ -80,7 +85,7 @@ class ModelConfig:
                 low, high = INTEGER_RANGES[name]
                 if not (type(value) is int and low <= value <= high):
                     raise ValueError(f"{name} = {value!r} is not an integer in [{low}, {high}]")
-            if name in ("learn_sigma", "vca_local_term", "vca_shared_pos_embed") and type(value) is not bool:
+            if name in BOOLEAN_FIELDS and type(value) is not bool:
                 raise ValueError(f"{name} = {value!r} is not true or false")
         if not (isinstance(self.mlp_ratio, (int, float)) and 0 < self.mlp_ratio <= 64):
             raise ValueError(f"mlp_ratio = {self.mlp_ratio!r} is not a number in (0, 64]")
@@ -89,10 +94,17 @@ class ModelConfig:
         if self.input_size % self.patch_size or self.hidden_size % self.num_heads:
             raise ValueError(f"patch_size {self.patch_size} must divide input_size {self.input_size} and num_heads "
                              f"{self.num_heads} hidden_size {self.hidden_size}")
+        if self.rope and (self.hidden_size // self.num_heads) % 4:
+            raise ValueError(f"rope needs a head width divisible by 4; {self.hidden_size} / {self.num_heads} heads "
+                             f"is {self.hidden_size // self.num_heads}")
         if (self.input_size // self.patch_size) ** 2 > MAX_TOKENS:
             raise ValueError(f"{(self.input_size // self.patch_size) ** 2:,} tokens exceed {MAX_TOKENS:,}")
         if self.estimated_parameters() > MAX_PARAMETERS:
             raise ValueError(f"about {self.estimated_parameters():.2g} parameters, more than {MAX_PARAMETERS:.0e}")
+
+    def lightning_blocks(self) -> list[str]:
+        """The LightningDiT block options that are on (none: DiT's and SiT's blocks as published)."""
+        return [name for name in ("qk_norm", "rope", "swiglu", "rmsnorm") if getattr(self, name)]
 
     def estimated_parameters(self) -> float:
         """Blocks' attention (4 h^2), MLP (2 r h^2) and adaLN (6 h^2), the class table and the embedders."""

@@ -14,6 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention
 from .config import ModelConfig
+from .lightning import SwiGLU, block_norm, query_key_transform
 from .vca import VisualContrastAttention
 
 
@@ -121,14 +122,16 @@ class Mlp(nn.Module):
 
 
 class DiTBlock(nn.Module):
-    """Attention and MLP, each modulated (shift, scale) and gated by the conditioning: adaLN-Zero."""
+    """Attention and MLP, each modulated (shift, scale) and gated by the conditioning: adaLN-Zero. `rmsnorm` and
+    `swiglu`: LightningDiT's norms and MLP instead of DiT's."""
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, attn: nn.Module):
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, attn: nn.Module, *, rmsnorm=False,
+                 swiglu=False):
         super().__init__()
-        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.norm1 = block_norm(hidden_size, rmsnorm)
         self.attn = attn
-        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+        self.norm2 = block_norm(hidden_size, rmsnorm)
+        self.mlp = (SwiGLU if swiglu else Mlp)(hidden_size, int(hidden_size * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size, bias=True))
 
     def forward(self, x, c):
@@ -138,9 +141,9 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int, rmsnorm: bool = False):
         super().__init__()
-        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.norm_final = block_norm(hidden_size, rmsnorm)
         self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels, bias=True)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size, bias=True))
 
@@ -184,18 +187,20 @@ class DiT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, c.hidden_size), requires_grad=False)
 
         def make_attention(layer_index):
+            query_key = query_key_transform(c, c.hidden_size // c.num_heads, self.x_embedder.grid_size)
             if c.attention == "mhsa":
-                return Attention(c.hidden_size, c.num_heads, qkv_bias=True)
+                return Attention(c.hidden_size, c.num_heads, qkv_bias=True, query_key=query_key)
             return VisualContrastAttention(
                 c.hidden_size, c.num_heads, self.x_embedder.grid_size, layer_index=layer_index,
                 pool_size=c.vca_pool_size, stage2_softmax=c.vca_stage2_softmax, local_term=c.vca_local_term,
-                contrast_tokens=c.vca_contrast_tokens, shared_pos_embed=c.vca_shared_pos_embed,
+                contrast_tokens=c.vca_contrast_tokens, shared_pos_embed=c.vca_shared_pos_embed, query_key=query_key,
             )
 
         self.blocks = nn.ModuleList(
-            [DiTBlock(c.hidden_size, c.num_heads, c.mlp_ratio, make_attention(i)) for i in range(c.depth)]
+            [DiTBlock(c.hidden_size, c.num_heads, c.mlp_ratio, make_attention(i), rmsnorm=c.rmsnorm, swiglu=c.swiglu)
+             for i in range(c.depth)]
         )
-        self.final_layer = FinalLayer(c.hidden_size, c.patch_size, self.out_channels)
+        self.final_layer = FinalLayer(c.hidden_size, c.patch_size, self.out_channels, rmsnorm=c.rmsnorm)
         self.initialize_weights()
 
     def initialize_weights(self):

@@ -132,9 +132,9 @@ class VisualContrastAttention(nn.Module):
 
     Options: `pool_size` (side s of the pooled grid, default min(8, side // 2); an int or (sh, sw)),
     `stage2_softmax` ("joint": one softmax over [T+; T-], the released code's choice, or "separate"),
-    `local_term` (the depthwise 3x3 convolution of V), `layer_index` (sets lambda_init), and two ablations,
-    off by default: `contrast_tokens="learned"` (a learned embedding instead of pooled queries) and
-    `shared_pos_embed` (E+ = E-).
+    `local_term` (the depthwise 3x3 convolution of V), `layer_index` (sets lambda_init), `query_key` (a module
+    (q, k) -> (q, k) before both stages: LightningDiT's QK-norm and RoPE), and two ablations, off by default:
+    `contrast_tokens="learned"` (a learned embedding instead of pooled queries) and `shared_pos_embed` (E+ = E-).
     """
 
     def __init__(
@@ -150,6 +150,7 @@ class VisualContrastAttention(nn.Module):
         shared_pos_embed: bool = False,
         qkv_bias: bool = True,
         kernels: str = "auto",
+        query_key: nn.Module | None = None,
     ):
         super().__init__()
         if dim % num_heads:
@@ -174,6 +175,7 @@ class VisualContrastAttention(nn.Module):
         self.lambda_init = lambda_init_for_layer(layer_index)
 
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.query_key = query_key  # QK-norm and RoPE act on Q and K before pooling: T+- inherit them
         self.contrast_pos_plus = nn.Parameter(torch.randn(self.num_contrast, dim))
         self.contrast_pos_minus = None if shared_pos_embed else nn.Parameter(torch.randn(self.num_contrast, dim))
         learned = contrast_tokens == "learned"
@@ -205,8 +207,12 @@ class VisualContrastAttention(nn.Module):
                              f"tokens) got {x.shape[1]} tokens; build the model for this input size")
 
     def _split_heads_qkv(self, x):
+        """q, k, v [B, h, N, d], q and k through `query_key` when the model has one (every path starts here)."""
         self._check_tokens(x)
-        return split_heads_qkv(self.qkv(x), self.num_heads)
+        q, k, v = split_heads_qkv(self.qkv(x), self.num_heads)
+        if self.query_key is not None:
+            q, k = self.query_key(q, k)
+        return q, k, v
 
     def _to_grid(self, tokens):
         """[B, h, N, d] -> [B, C, H, W] ordered channels-last, channel = head * d + j (the merge order).

@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention import split_heads_qkv
-
 _KERNELS = None
 LAMBDA_VECTORS = ("q1", "k1", "q2", "k2")  # the parameters of `DifferentialLambda`, in the kernels' order
 
@@ -256,7 +254,7 @@ def pooling_bins(grid_size, pool_size) -> tuple[Tensor, Tensor, float | None]:
 def fused_forward(vca, x: Tensor) -> Tensor:
     """`VisualContrastAttention.forward` through the fused epilogues; equal to the reference to float rounding."""
     n = vca.num_contrast
-    q, k, v = split_heads_qkv(vca.qkv(x), vca.num_heads)
+    q, k, v = vca._split_heads_qkv(x)
     contrast = _contrast_tokens(vca, q, x.shape[0])  # [B, h, 2n, d]
     scale = 1 - vca.lambda_init
     lambdas = [getattr(stage, name) for stage in (vca.stage1_lambda, vca.stage2_lambda) for name in LAMBDA_VECTORS]

@@ -109,7 +109,7 @@ def build_model(settings, shape):
     process = settings.process()
     options = {"learn_sigma": process["learn_sigma"]} if "learn_sigma" in process else {}
     model = create_model(settings.model, input_size=shape[1], in_channels=shape[0], num_classes=settings.num_classes,
-                         class_dropout_prob=settings.class_dropout_prob, **options)
+                         class_dropout_prob=settings.class_dropout_prob, **options, **settings.lightning_options())
     if settings.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     return set_vca_kernels(model, settings.vca_kernels)
