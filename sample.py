@@ -26,6 +26,7 @@ from gen.settings import (
     TRANSPORT_DEFAULTS,
     DataSettings,
     DiffusionSettings,
+    GuidanceSettings,
     ModelSettings,
     SamplerSettings,
     TransportSettings,
@@ -151,7 +152,8 @@ def check_arguments(args):
     checks.at_least(args, 1, "num_fid_samples", "per_proc_batch_size", "num_sampling_steps", "nrow",
                     "image_size", "num_classes")
     checks.within(args, "num_sampling_steps", 1, MAX_SAMPLING_STEPS)
-    checks.guidance_scale(args.cfg_scale)
+    GuidanceSettings.validate(args)  # the scale and the interval of noise levels where it applies
+    checks.at_least(args, 0.0, "time_shift")
     checks.seed(args, "seed")
     checks.class_count(args)
     checks.at_least(args, 0.0, "ddim_eta", "diffusion_norm")

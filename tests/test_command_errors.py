@@ -209,6 +209,14 @@ TRAINING = [
      "has bytes that are not UTF-8 text in its name"),
     ("a new run in a folder of someone's files", lambda w, t: train(w, t, "--results-dir", w["photos"]),
      "holds files this command did not write (holiday.jpg)"),
+    # issue 31: the recipe's options
+    ("cosine loss without velocities", lambda w, t: train(w, t, "--cos-loss", "--prediction", "noise"),
+     "--cos-loss compares velocities: it needs a SiT model with --prediction velocity"),
+    ("empty guidance interval", lambda w, t: train(w, t, "--guidance-low", "0.8", "--guidance-high", "0.2"),
+     "--guidance-low 0.8 is above --guidance-high 0.2"),
+    ("negative time shift", lambda w, t: train(w, t, "--time-shift", "-1"), "--time-shift must be at least 0.0"),
+    ("beta2 of 1", lambda w, t: train(w, t, "--adam-beta2", "1"), "--adam-beta2 must lie in [0.0, 1.0)"),
+    ("unknown weighting", lambda w, t: train(w, t, "--weighting", "cosine"), "invalid choice: 'cosine'"),
     ("digits at 4096 px", lambda w, t: train(w, t, "--image-size", "4096", data=None),
      "--image-size must lie in [1, 512], got 4096"),
 ]

@@ -21,13 +21,16 @@ from .samplers import (
     SIT_MODES,
     SIT_SAMPLER_DEFAULTS,
     check_sit_sampler,
+    guided_within,
     make_sampler,
+    noise_level_of,
 )
 from .seeding import CLASS_ORDERS, SEED_STRIDE, StepNoise, draw_batch, image_labels
 
 __all__ = ["CLASS_ORDERS", "DEFAULT_PRECISION", "DIT_SAMPLER_DEFAULTS", "DIT_SAMPLERS", "GUIDANCE_FOR_FID",
            "GUIDANCE_FOR_PICTURES", "NO_GUIDANCE", "PRECISIONS", "SEED_STRIDE", "SIT_MODES", "SIT_SAMPLER_DEFAULTS",
            "StepNoise", "check_precision", "check_settings", "check_sit_sampler", "draw_batch", "generate_images",
-           "generate_latents", "grid_classes", "guided", "image_labels", "make_sampler", "pack_npz",
+           "generate_latents", "grid_classes", "guided", "guided_within", "noise_level_of", "image_labels",
+           "make_sampler", "pack_npz",
            "resolve_precision", "sample_grid", "sample_to_folder", "samples_in_memory", "sampling_precision",
            "save_grid", "vae_dtype"]

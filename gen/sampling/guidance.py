@@ -18,11 +18,11 @@ def guided(model, labels, cfg_scale: float = NO_GUIDANCE, stats: dict | None = N
     `stats`, if given, counts "model_evaluations"."""
     null_labels = torch.full_like(labels, model.config.num_classes)
 
-    def model_fn(x, t):
+    def model_fn(x, t, guide: bool = True):  # guide=False: the conditional model (outside a guidance interval)
         if stats is not None:
             stats["model_evaluations"] = stats.get("model_evaluations", 0) + 1
         with sampling_precision(precision, x.device):
-            if cfg_scale <= NO_GUIDANCE:
+            if cfg_scale <= NO_GUIDANCE or not guide:
                 return model(x, t, labels).to(x.dtype)
             doubled = model.forward_with_cfg(torch.cat([x, x]), torch.cat([t, t]),
                                              torch.cat([labels, null_labels]), cfg_scale=cfg_scale)

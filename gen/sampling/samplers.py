@@ -63,7 +63,8 @@ def sde(model_fn, noise, *, integrator, noise_sampler=None, progress=False):
 # the sampler defaults of DiT's and SiT's sample.py: the command lines and the pipeline read them here
 DIT_SAMPLER_DEFAULTS = dict(sampler="ddpm", ddim_eta=0.0)
 SIT_SAMPLER_DEFAULTS = dict(mode="ODE", sampling_method=None, atol=1e-6, rtol=1e-3, reverse=False,
-                            diffusion_form="sigma", diffusion_norm=1.0, last_step="Mean", last_step_size=0.04)
+                            diffusion_form="sigma", diffusion_norm=1.0, last_step="Mean", last_step_size=0.04,
+                            time_shift=0.0)
 
 
 def make_sampler(family: str, name: str | None = None, num_steps: int = 250, **options):
@@ -111,12 +112,35 @@ def sit_sampler(mode: str, num_steps: int, **options):
     sampler = Sampler(create_transport(**options))  # the transport settings; an unknown key fails there
     if mode == "ODE":
         integrator = sampler.sample_ode(sampling_method=s["sampling_method"] or "dopri5", num_steps=num_steps,
-                                        atol=s["atol"], rtol=s["rtol"], reverse=s["reverse"])
+                                        atol=s["atol"], rtol=s["rtol"], reverse=s["reverse"],
+                                        time_shift=s["time_shift"])
         return functools.partial(ode, integrator=integrator)
     integrator = sampler.sample_sde(sampling_method=s["sampling_method"] or "Euler",
                                     diffusion_form=s["diffusion_form"], diffusion_norm=s["diffusion_norm"],
-                                    last_step=s["last_step"], last_step_size=s["last_step_size"], num_steps=num_steps)
+                                    last_step=s["last_step"], last_step_size=s["last_step_size"], num_steps=num_steps,
+                                    time_shift=s["time_shift"])
     return functools.partial(sde, integrator=integrator)
+
+
+# -- guidance inside an interval of noise levels (REPA, LightningDiT) -------------------------------------------
+def noise_level_of(family: str, diffusion_steps: int = 1000):
+    """The noise level in [0, 1] (1: pure noise, REPA's time) of the `t` that a family's model_fn receives: DiT's
+    chain index over the chain's length, SiT's 1 - t."""
+    if family == "DiT":
+        return lambda t: float(t.flatten()[0]) / diffusion_steps
+    return lambda t: 1.0 - float(t.flatten()[0])
+
+
+def guided_within(sample_fn, low: float, high: float, noise_level):
+    """`sample_fn` whose model_fn guides only at noise levels in [low, high] (REPA's --guidance-low/-high; outside,
+    the conditional model alone, one batch, as REPA's sampler does)."""
+    def interval_sample_fn(model_fn, noise, **options):
+        def model_in_interval(x, t):
+            return model_fn(x, t, guide=low <= noise_level(t) <= high)
+
+        return sample_fn(model_in_interval, noise, **options)
+
+    return interval_sample_fn
 
 
 def check_sit_sampler(mode: str, num_steps: int, sampling_method: str | None):

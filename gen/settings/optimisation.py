@@ -20,6 +20,7 @@ class OptimisationSettings:
     lr: float = setting(1e-4)
     warmup_steps: int = setting(0, "raise the learning rate linearly to --lr over this many steps (0: none, as DiT)")
     weight_decay: float = setting(0.0)
+    adam_beta2: float = setting(0.999, "AdamW's second-moment decay (LightningDiT: 0.95)")
     ema_decay: float = setting(0.9999)
     max_grad_norm: float | None = setting(None, "clip the gradient norm (off by default)")
     mixed_precision: str | None = setting(None, "autocast precision (default: what `accelerate launch` was given, "
@@ -35,3 +36,4 @@ class OptimisationSettings:
         checks.positive(self, "lr", "max_grad_norm")
         checks.at_least(self, 0.0, "weight_decay")
         checks.within(self, "ema_decay", 0.0, 1.0)
+        checks.within(self, "adam_beta2", 0.0, 1.0, high_open=True)

@@ -17,7 +17,9 @@ from ..sampling import (
     PRECISIONS,
     SIT_MODES,
     SIT_SAMPLER_DEFAULTS,
+    guided_within,
     make_sampler,
+    noise_level_of,
 )
 from .fields import setting
 from .process import PROCESS_DEFAULTS
@@ -62,6 +64,12 @@ class SiTSamplerSettings(SamplerSettings):
     diffusion_norm: float = setting(S["diffusion_norm"])
     last_step: str | None = setting(S["last_step"], choices=(None, "Mean", "Tweedie", "Euler"), parse=none_or_str)
     last_step_size: float = setting(S["last_step_size"])
+    time_shift: float = setting(S["time_shift"], "LightningDiT's shift of the time grid, s t / (1 + (s - 1) t): "
+                                                 "below 1 more steps near the noise (LightningDiT: 0.3); 0: none")
+
+    def validate(self):
+        SamplerSettings.validate(self)
+        checks.at_least(self, 0.0, "time_shift")
 
 
 @dataclass
@@ -69,9 +77,16 @@ class GuidanceSettings:
     title: ClassVar[str] = "guidance"
 
     cfg_scale: float = setting(GUIDANCE_FOR_PICTURES, "classifier-free guidance scale (1: none)")
+    guidance_low: float = setting(0.0, "guide only at noise levels >= this (0: data, 1: noise; REPA's interval)")
+    guidance_high: float = setting(1.0, "guide only at noise levels <= this (REPA: 0.7; LightningDiT: 0.89)")
 
     def validate(self):
         checks.guidance_scale(self.cfg_scale)
+        checks.within(self, "guidance_low", 0.0, 1.0)
+        checks.within(self, "guidance_high", 0.0, 1.0)
+        if None not in (self.guidance_low, self.guidance_high) and self.guidance_low > self.guidance_high:
+            raise UserError(f"--guidance-low {self.guidance_low} is above --guidance-high {self.guidance_high}; the "
+                            f"interval of noise levels where guidance applies must not be empty")
 
 
 @dataclass
@@ -80,11 +95,12 @@ class SamplingSettings(SiTSamplerSettings, DiTSamplerSettings, GuidanceSettings)
     weights file, and fill what their caller left None from its record (fill_from_record)."""
 
     def validate(self):
-        SamplerSettings.validate(self)
+        SiTSamplerSettings.validate(self)
         GuidanceSettings.validate(self)
 
 
 SAMPLER_DEFAULTS = {"DiT": D, "SiT": S}
+GUIDANCE_INTERVAL = {"guidance_low": 0.0, "guidance_high": 1.0}  # every noise level: DiT's and SiT's guidance
 OWN_KIND = {"DiT": "sampler", "SiT": "mode"}  # the option that names the sampler
 
 
@@ -103,13 +119,18 @@ def sampler_record(settings, family: str) -> dict:
     """The sampler options, steps and guidance that training sampled with: what exports record and sample.py takes
     as its defaults for them."""
     return {"num_sampling_steps": settings.num_sampling_steps, "cfg_scale": settings.cfg_scale,
+            **{key: getattr(settings, key) for key in GUIDANCE_INTERVAL},
             **{key: getattr(settings, key) for key in own_options(family)}}
 
 
 def build_sampler(settings, family: str, process: dict):
     """sample_fn of these sampler settings for a model trained with diffusion or transport settings `process`."""
     options = {key: getattr(settings, key) for key in own_options(family)}
-    return make_sampler(family, options.pop(OWN_KIND[family]), settings.num_sampling_steps, **options, **process)
+    sample_fn = make_sampler(family, options.pop(OWN_KIND[family]), settings.num_sampling_steps, **options, **process)
+    interval = tuple(getattr(settings, key, default) for key, default in GUIDANCE_INTERVAL.items())
+    if interval == tuple(GUIDANCE_INTERVAL.values()):
+        return sample_fn
+    return guided_within(sample_fn, *interval, noise_level_of(family, process.get("diffusion_steps", 1000)))
 
 
 def fill_from_record(settings, family: str, source, recorded: dict | None = None):
@@ -130,7 +151,7 @@ def fill_from_record(settings, family: str, source, recorded: dict | None = None
     for key, default in {**D, **S}.items():
         if getattr(settings, key) is None:
             setattr(settings, key, recorded[key] if same_sampler and key in recorded else default)
-    for key in ("num_sampling_steps", "cfg_scale"):
+    for key in ("num_sampling_steps", "cfg_scale", *GUIDANCE_INTERVAL):
         if getattr(settings, key) is None:
             setattr(settings, key, recorded.get(key))
 
@@ -141,3 +162,6 @@ def fill_defaults(settings, pictures: bool):
         settings.num_sampling_steps = DEFAULT_SAMPLING_STEPS
     if settings.cfg_scale is None:
         settings.cfg_scale = GUIDANCE_FOR_PICTURES if pictures else GUIDANCE_FOR_FID
+    for key, default in GUIDANCE_INTERVAL.items():
+        if getattr(settings, key) is None:
+            setattr(settings, key, default)

@@ -15,6 +15,7 @@ from .data import DataSettings
 from .evaluation import EvaluationSettings
 from .fields import check_types, redefault
 from .model import ModelSettings
+from .objective import ObjectiveSettings
 from .optimisation import OptimisationSettings
 from .process import PROCESS_DEFAULTS, DiffusionSettings, TransportSettings
 from .run import RunSettings
@@ -26,13 +27,13 @@ GUIDANCE_HELP = "classifier-free guidance of grids, final samples and evaluation
 
 def concerns_of(process, sampler) -> tuple[type, ...]:
     """A family's concerns, given its process and sampler settings, in the order of --help's groups."""
-    return (DataSettings, ModelSettings, OptimisationSettings, process, RunSettings, GuidanceSettings, sampler,
-            EvaluationSettings)
+    return (DataSettings, ModelSettings, OptimisationSettings, process, ObjectiveSettings, RunSettings,
+            GuidanceSettings, sampler, EvaluationSettings)
 
 
 @dataclass
-class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, OptimisationSettings, ModelSettings,
-                       DataSettings):
+class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, ObjectiveSettings, OptimisationSettings,
+                       ModelSettings, DataSettings):
     """What both families' training settings share; each family adds its process and sampler settings."""
     family: ClassVar[str | None] = None  # the families' classes below say it
     concerns: ClassVar[tuple[type, ...]] = ()
@@ -55,6 +56,8 @@ class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, Optimi
             raise UserError("--init-from starts a new run from weights, --resume continues one; give only one")
         for concern in self.concerns:
             concern.validate(self)
+        if self.cos_loss and (self.family, getattr(self, "prediction", None)) != ("SiT", "velocity"):
+            raise UserError("--cos-loss compares velocities: it needs a SiT model with --prediction velocity")
         if self.cfg_scale > 1 and self.class_dropout_prob <= 0:
             raise UserError("--cfg-scale > 1 needs the null class that --class-dropout-prob > 0 trains; "
                             "pass --cfg-scale 1 or a positive --class-dropout-prob")

@@ -36,13 +36,14 @@ def parse_training_flags(family: str, argv=None, description: str | None = None)
 
 def train_dit(settings: DiTTrainingSettings) -> str:
     """Train with ADM's Gaussian diffusion (every step of the chain); returns the results folder."""
-    loss_fn = DiffusionLoss(create_diffusion(timestep_respacing="", **settings.process()))
+    loss_fn = DiffusionLoss(create_diffusion(timestep_respacing="", **settings.process()), settings.weighting)
     return train(settings, loss_fn=loss_fn)
 
 
 def train_sit(settings: SiTTrainingSettings) -> str:
     """Train with SiT's interpolant transport; returns the results folder."""
-    return train(settings, loss_fn=TransportLoss(create_transport(**settings.process())))
+    loss_fn = TransportLoss(create_transport(**settings.process()), settings.weighting, settings.cos_loss)
+    return train(settings, loss_fn=loss_fn)
 
 
 TRAINERS = {"DiT": train_dit, "SiT": train_sit}

@@ -516,6 +516,7 @@ def train_in_folder(settings, accelerator, log, results_dir, *, loss_fn):
         log.info(f"initialised {settings.model} from {settings.init_from} (fresh optimizer)")
     ema = create_ema(model).to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
+                                  betas=(0.9, settings.adam_beta2),
                                   fused=accelerator.device.type in ("cuda", "cpu"))  # one kernel, not a loop
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)

@@ -14,6 +14,14 @@ from .transport import Transport
 # ------------------------------------------------------------------------------------------ integrators
 
 
+def shifted_times(times, time_shift: float):
+    """LightningDiT's timestep shift s t / (1 + (s - 1) t) of a time grid (s < 1: more of the steps near the noise
+    end, t = 0); s = 0 (or 1) leaves the grid as it is."""
+    if not time_shift or time_shift == 1:
+        return times
+    return time_shift * times / (1 + (time_shift - 1) * times)
+
+
 def integrate_ode(drift, x, times, model, *, method, atol, rtol, **model_kwargs):
     """Solve dx/dt = drift(x, t, model) over `times`; returns the states at `times` ([len(times), ...],
     or a tuple of such for tuple states)."""
@@ -95,10 +103,11 @@ class Sampler:
         raise ValueError(f"unknown last step {last_step!r}; use 'Mean', 'Tweedie', 'Euler' or None")
 
     def sample_sde(self, *, sampling_method="Euler", diffusion_form="SBDM", diffusion_norm=1.0,
-                   last_step="Mean", last_step_size=0.04, num_steps=250):
+                   last_step="Mean", last_step_size=0.04, num_steps=250, time_shift=0.0):
         """Integrate the reverse SDE dx = [v + w_t score] dt + sqrt(2 w_t) dW from noise (t0) to t1 with
-        num_steps - 1 steps of `sampling_method` ("Euler" or "Heun"), then take `last_step` of size
-        `last_step_size`. sample_fn returns the list of the num_steps states; the last is the sample."""
+        num_steps - 1 steps of `sampling_method` ("Euler" or "Heun") on a grid shifted by `time_shift`
+        (shifted_times), then take `last_step` of size `last_step_size`. sample_fn returns the list of the
+        num_steps states; the last is the sample."""
         if sampling_method not in SDE_STEPS:
             raise ValueError(f"unknown SDE sampling method {sampling_method!r}; use 'Euler' or 'Heun'")
         if last_step is None:
@@ -117,7 +126,7 @@ class Sampler:
             return self.transport.path.diffusion(x, t, diffusion_form, diffusion_norm)
 
         def sample_fn(x, model, noise_fn=torch.randn_like, **model_kwargs):
-            times = torch.linspace(t0, t1, num_steps, dtype=x.dtype, device=x.device)
+            times = shifted_times(torch.linspace(t0, t1, num_steps, dtype=x.dtype, device=x.device), time_shift)
             states = integrate_sde(drift, diffusion, x, times, model, step=SDE_STEPS[sampling_method],
                                    noise_fn=noise_fn, **model_kwargs)
             with torch.no_grad():
@@ -126,16 +135,18 @@ class Sampler:
 
         return sample_fn
 
-    def sample_ode(self, *, sampling_method="dopri5", num_steps=50, atol=1e-6, rtol=1e-3, reverse=False):
+    def sample_ode(self, *, sampling_method="dopri5", num_steps=50, atol=1e-6, rtol=1e-3, reverse=False,
+                   time_shift=0.0):
         """Integrate the probability-flow ODE from noise to data (data to noise if `reverse`) with the
         torchdiffeq method `sampling_method`: fixed-grid methods take num_steps - 1 steps, adaptive ones
-        report num_steps points. sample_fn returns the states at those points ([num_steps, B, ...])."""
+        report num_steps points, on a grid shifted by `time_shift` (shifted_times). sample_fn returns the states
+        at those points ([num_steps, B, ...])."""
         t0, t1 = self.transport.check_interval(
             self.transport.train_eps, self.transport.sample_eps, sde=False, eval=True, reverse=reverse,
             last_step_size=0.0)
 
         def sample_fn(x, model, **model_kwargs):
-            times = torch.linspace(t0, t1, num_steps, dtype=x.dtype, device=x.device)
+            times = shifted_times(torch.linspace(t0, t1, num_steps, dtype=x.dtype, device=x.device), time_shift)
             with torch.no_grad():
                 return integrate_ode(self.transport.velocity, x, times, model, method=sampling_method,
                                      atol=atol, rtol=rtol, **model_kwargs)

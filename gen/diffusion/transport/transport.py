@@ -71,7 +71,8 @@ class Transport:
         return t.to(x1), x0
 
     def training_losses(self, model, x1, model_kwargs=None, *, t=None, x0=None):
-        """Per-sample loss for data x1: {"loss": [B], "pred": the network output}. t and x0 are drawn by
+        """Per-sample loss for data x1: {"loss": [B], "pred": the network output, and for velocity prediction
+        "target": the true velocity}. t and x0 are drawn by
         `sample` unless given (given values make the loss reproducible)."""
         if t is None or x0 is None:
             sampled_t, sampled_x0 = self.sample(x1)
@@ -83,7 +84,7 @@ class Transport:
             raise ValueError(f"model output {tuple(model_output.shape)} does not match x_t {tuple(xt.shape)}")
 
         if self.model_type == ModelType.VELOCITY:
-            return {"pred": model_output, "loss": mean_flat((model_output - ut) ** 2)}
+            return {"pred": model_output, "target": ut, "loss": mean_flat((model_output - ut) ** 2)}
         tx = append_dims(t, xt.ndim)
         score_coefficient = self.path.score_coefficient(tx)
         sigma_t, _ = self.path.sigma(tx)

@@ -1,0 +1,154 @@
+"""The 2026 recipe's objective and sampling options equal their anchors' code on fixed inputs
+(tests/fixtures/recipe_anchors.safetensors, recorded from LightningDiT and REPA): logit-normal times, the cosine
+velocity term, the time shift and interval guidance; and the options train and sample end to end."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tolerances import ARITHMETIC, NETWORK, assert_close_to_recorded
+
+from gen.diffusion import create_diffusion, create_transport
+from gen.training.losses import DiffusionLoss, TransportLoss, logit_normal, velocity_direction_loss
+
+ANCHORS = os.path.join(os.path.dirname(__file__), "fixtures", "recipe_anchors.safetensors")
+
+
+@pytest.fixture(scope="module")
+def anchors():
+    return load_file(ANCHORS)
+
+
+def test_lognormal_times_are_lightningdits_and_repas(anchors):
+    assert_close_to_recorded(logit_normal(anchors["lognormal.normals"].float()), anchors["lognormal.t"], ARITHMETIC,
+                             "LightningDiT's sample_logit_normal")
+    # REPA draws sigmoid(n) in its own time (1 = noise): in SiT's (1 = data) that is 1 - t, the same distribution
+    assert_close_to_recorded(logit_normal(anchors["repa_lognormal.normals"]), anchors["repa_lognormal.time"],
+                             ARITHMETIC, "REPA's lognormal weighting")
+
+
+def test_the_cosine_term_is_lightningdits(anchors):
+    transport = create_transport("Linear", "velocity")
+    x1 = anchors["cos_loss.x1"]
+    terms = transport.training_losses(lambda xt, t, **kwargs: torch.sin(xt) + t.view(-1, 1, 1, 1) * xt, x1,
+                                      t=anchors["cos_loss.t"], x0=anchors["cos_loss.x0"])
+    assert_close_to_recorded(terms["loss"], anchors["cos_loss.loss"], NETWORK, "the MSE term")
+    assert_close_to_recorded(velocity_direction_loss(terms["pred"], terms["target"]), anchors["cos_loss.cos"], NETWORK,
+                             "the cosine term")
+
+
+class Recorder(torch.nn.Module):
+    """A 'network' that records the times it is asked about and predicts a fixed field."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def forward(self, x, t, y=None):
+        self.times.append(t.detach().float())
+        return torch.tanh(x) + 0 * t.view(-1, *[1] * (x.ndim - 1))
+
+
+@pytest.mark.parametrize("path", ["Linear", "GVP"])
+def test_sit_lognormal_training_draws_mid_times_and_adds_the_cosine_term(path):
+    torch.manual_seed(0)
+    x, y = torch.randn(4096, 2, 2, 2), torch.zeros(4096, dtype=torch.long)
+    transport = create_transport(path, "velocity")
+    recorder = Recorder()
+    plain = TransportLoss(transport)(recorder, x, y)
+    recorder_ln = Recorder()
+    torch.manual_seed(0)
+    both = TransportLoss(transport, "lognormal", cos_loss=True)(recorder_ln, x, y)
+    uniform, lognormal = recorder.times[0], recorder_ln.times[0]
+    middle = lambda t: ((t > 0.25) & (t < 0.75)).float().mean()  # noqa: E731
+    assert abs(middle(uniform) - 0.5) < 0.03 and abs(middle(lognormal) - 0.728) < 0.03  # P(|n| < ln 3) = 0.728
+    assert both.shape == plain.shape == (4096,) and (both > 0).all()
+
+
+def test_dit_lognormal_steps_follow_the_chain():
+    diffusion = create_diffusion("", learn_sigma=False)
+    seen = []
+
+    def model(x, t, y):
+        seen.append(t)
+        return torch.zeros_like(x)
+
+    torch.manual_seed(0)
+    DiffusionLoss(diffusion, "lognormal")(model, torch.randn(4096, 1, 2, 2), torch.zeros(4096, dtype=torch.long))
+    steps = seen[0].float()
+    assert 0 <= steps.min() and steps.max() <= 999 and abs(steps.mean() - 499.5) < 15
+    assert abs(((steps > 250) & (steps < 750)).float().mean() - 0.728) < 0.03
+
+
+class FieldModel(torch.nn.Module):
+    """REPA's test field (tests/fixtures/record_recipe_anchors.py) as a SiT network: SiT's time is 1 - REPA's and its
+    velocity the opposite; guidance on every channel, as REPA guides."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = type("Config", (), {"num_classes": 1000, "family": "SiT"})()
+
+    def forward(self, x, t, y):
+        tau = 1 - t
+        scale = 1 + 0.1 * y.to(x.dtype).view(-1, 1, 1, 1) - 0.05 * (y == 1000).to(x.dtype).view(-1, 1, 1, 1)
+        return -(torch.tanh(x) * scale - tau.view(-1, 1, 1, 1) * x)
+
+    def forward_with_cfg(self, x, t, y, cfg_scale):
+        cond, uncond = self.forward(x, t, y).chunk(2)
+        guided = uncond + cfg_scale * (cond - uncond)
+        return torch.cat([guided, guided])
+
+
+def test_interval_guidance_is_repas(anchors):
+    from gen.sampling import generate_latents, guided_within, make_sampler, noise_level_of
+
+    euler = make_sampler("SiT", "ODE", 11, sampling_method="euler")  # 10 Euler steps, as REPA's num_steps=10
+    sample_fn = guided_within(euler, 0.0, 0.7, noise_level_of("SiT"))
+    out = generate_latents(FieldModel(), anchors["interval.y"], anchors["interval.noise"], sample_fn, cfg_scale=1.8)
+    assert_close_to_recorded(out, anchors["interval.out"], ARITHMETIC, "REPA's euler_sampler with guidance_high 0.7")
+    everywhere = generate_latents(FieldModel(), anchors["interval.y"], anchors["interval.noise"], euler, cfg_scale=1.8)
+    assert (everywhere - anchors["interval.out"]).abs().max() > 1e-3  # the interval changes the result
+
+
+def test_time_shift_is_lightningdits(anchors):
+    from gen.diffusion.transport.integrators import shifted_times
+
+    grid = shifted_times(torch.linspace(0, 1, 11), 0.3)
+    assert_close_to_recorded(grid, anchors["time_shift.t"], ARITHMETIC, "LightningDiT's timestep_shift 0.3")
+    assert torch.equal(shifted_times(torch.linspace(0, 1, 11), 0.0), torch.linspace(0, 1, 11))
+
+
+# -- end to end: each option trains on the digits and samples from its export with nothing else said -------------
+RECIPE_RUN = ["--image-size", "8", "--num-classes", "10", "--global-batch-size", "8", "--num-workers", "0",
+              "--vae", "none", "--log-every", "1", "--sample-every", "0", "--max-steps", "2", "--ckpt-every", "2",
+              "--log-with", "none", "--final-samples", "0", "--weighting", "lognormal", "--adam-beta2", "0.95",
+              "--qk-norm", "--rope", "--swiglu", "--rmsnorm", "--guidance-high", "0.7", "--cfg-scale", "1.5"]
+
+
+@pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
+@pytest.mark.parametrize("family, extra", [
+    ("DiT", ["--model", "DiT-Mini/2-VCA", "--sampler", "ddim", "--num-sampling-steps", "4"]),
+    ("SiT", ["--model", "SiT-Mini/2", "--cos-loss", "--time-shift", "0.3", "--sampling-method", "euler",
+             "--num-sampling-steps", "4"])])
+def test_the_recipe_trains_and_its_export_samples_as_it_was_trained(tmp_path, family, extra):
+    import sample
+    import train_dit
+    import train_sit
+    from common.cli import run_command
+    from gen.export import load_pretrained, read_settings
+
+    script = train_dit if family == "DiT" else train_sit
+    run_command(script.main, [*RECIPE_RUN, *extra, "--results-dir", str(tmp_path / "run")])
+    export = tmp_path / "run" / "model.safetensors"
+    model, recorded = load_pretrained(export), read_settings(export)
+    assert model.config.lightning_blocks() == ["qk_norm", "rope", "swiglu", "rmsnorm"]
+    assert recorded["sampler"]["guidance_high"] == 0.7 and recorded["sampler"]["cfg_scale"] == 1.5
+    assert recorded["sampler"].get("time_shift", 0.0) == (0.3 if family == "SiT" else 0.0)
+    arguments = json.loads((tmp_path / "run" / "args.json").read_text())
+    assert arguments["weighting"] == "lognormal" and arguments["adam_beta2"] == 0.95
+    run_command(sample.main, ["--ckpt", str(export), "--num-fid-samples", "4", "--sample-dir", str(tmp_path / "s")])
+    settings = json.loads((tmp_path / "s" / "sample_settings.json").read_text())
+    assert settings["guidance_high"] == 0.7 and settings["num_sampling_steps"] == 4
+    assert np.load(tmp_path / "s" / "samples.npz")["arr_0"].shape == (4, 8, 8, 3)
