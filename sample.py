@@ -18,6 +18,7 @@ from common.cli import ArgumentParser, parse_with_config, run_command
 from common.errors import UserError
 from gen import checks, sampling
 from gen.args import add_flags, add_sampling_flags
+from gen.sampling.autoguidance import Autoguided, load_guide
 from gen.sampling.loading import load_for_sampling
 from gen.sampling.timing import stage_summary
 from gen.settings import (
@@ -56,6 +57,9 @@ def build_parser():
                        help="torch.compile the network once for the sampling shape: about 20 s, then network steps "
                             "2.3x faster on an H200; pays from about 3,000 images per process")
     add_flags(model, ModelSettings, only=["vca_kernels"], title="")
+    model.add_argument("--guide-ckpt", default=None, metavar="FILE",
+                       help="autoguidance: guide with this smaller or earlier model of the same data instead of the "
+                            "null class (guide + cfg_scale x (model - guide); Karras et al. 2024)")
     add_flags(parser, DiffusionSettings, unset=True,
               helps={"learn_sigma": "learned variance; default: what the network's output says (a contradicting "
                                     "flag fails)"})
@@ -159,9 +163,10 @@ def check_arguments(args):
     checks.at_least(args, 0.0, "ddim_eta", "diffusion_norm")
     checks.positive(args, "atol", "rtol")
     checks.within(args, "last_step_size", 0.0, 1.0, high_open=True)
-    if not os.path.exists(args.ckpt):
-        raise UserError(f"--ckpt {args.ckpt} not found; pass an exported .safetensors, a training checkpoint "
-                        f"folder or an official DiT/SiT .pt")
+    for flag, path in (("--ckpt", args.ckpt), ("--guide-ckpt", args.guide_ckpt)):
+        if path is not None and not os.path.exists(path):
+            raise UserError(f"{flag} {path} not found; pass an exported .safetensors, a training checkpoint folder or "
+                            f"an official DiT/SiT .pt")
     if args.num_fid_samples is None:
         checks.writable_file(args.output, "--output")
     else:
@@ -185,6 +190,8 @@ def main(argv=None):
     if grid_mode and not accelerator.is_main_process:
         return
     model, vae, latent_shape, settings, recorded_sampler = load_model_and_vae(args, accelerator.device)
+    if args.guide_ckpt is not None:
+        model = Autoguided(model, load_guide(args.guide_ckpt, model, accelerator.device))
     process = {k: v for k, v in settings.items() if k != "vae"}
     fill_from_record(args, model.config.family, args.ckpt, recorded_sampler)
     fill_defaults(args, pictures=grid_mode)

@@ -54,10 +54,10 @@ REMOTE_FILES = {"gen_pipeline.py": "", "gen_transformer.py": "transformer"}  # f
 
 
 def diffusers_config(config) -> dict:
-    if config.attention != "mhsa" or config.family != "DiT" or config.lightning_blocks():
-        raise InvalidValue(f"diffusers' DiTTransformer2DModel holds MHSA DiT models with DiT's blocks; {config.name} "
-                           f"{'with ' + ', '.join(config.lightning_blocks()) if config.lightning_blocks() else ''} "
-                           f"is not one: export it with --custom")
+    if config.attention != "mhsa" or config.family != "DiT" or config.recipe_options():
+        extras = f" with {', '.join(config.recipe_options())}" if config.recipe_options() else ""
+        raise InvalidValue(f"diffusers' DiTTransformer2DModel holds MHSA DiT models with DiT's blocks; "
+                           f"{config.name}{extras} is not one: export it with --custom")
     return dict(num_attention_heads=config.num_heads, attention_head_dim=config.hidden_size // config.num_heads,
                 in_channels=config.in_channels, out_channels=config.in_channels * (2 if config.learn_sigma else 1),
                 num_layers=config.depth, sample_size=config.input_size, patch_size=config.patch_size,
@@ -159,7 +159,7 @@ def save_diffusers_pipeline(model, vae, folder, id2label=None, *, process=None, 
         process, sampler = process or recorded.get("process"), sampler or recorded.get("sampler")
     if custom is None:
         dit_blocks = (model.config.family, model.config.attention) == ("DiT", "mhsa") and \
-            not model.config.lightning_blocks()
+            not model.config.recipe_options()
         custom = not dit_blocks or recorded_process(model, process) != recorded_process(model, None)
     if custom:
         return save_custom_pipeline(model, vae, folder, id2label, process=process, sampler=sampler)

@@ -79,7 +79,7 @@ def test_training_checkpoint_folder_loads(tmp_path):
     assert torch.equal(outputs(load_pretrained(tmp_path)), outputs(model))
     assert read_settings(tmp_path) == {"vae": "none", "process": {"path_type": "GVP"}, "sampler": None}
     (tmp_path / "ema.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="ema.safetensors is missing"):
+    with pytest.raises(CheckpointError, match="is not a training checkpoint folder \\(it has no ema.safetensors\\)"):
         load_pretrained(tmp_path)
 
 

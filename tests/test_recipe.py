@@ -152,3 +152,71 @@ def test_the_recipe_trains_and_its_export_samples_as_it_was_trained(tmp_path, fa
     settings = json.loads((tmp_path / "s" / "sample_settings.json").read_text())
     assert settings["guidance_high"] == 0.7 and settings["num_sampling_steps"] == 4
     assert np.load(tmp_path / "s" / "samples.npz")["arr_0"].shape == (4, 8, 8, 3)
+
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+@pytest.mark.parametrize("name", sorted(name for name in os.listdir(os.path.join(ROOT, "configs"))
+                                        if not name.startswith("study")))
+def test_every_training_preset_reads_as_its_scripts_flags(name):
+    import yaml
+
+    from gen.models.zoo import model_config
+    from gen.training.entry import parse_training_flags
+
+    path = os.path.join(ROOT, "configs", name)
+    values = yaml.safe_load(open(path))
+    settings = parse_training_flags(model_config(values["model"]).family, ["--config", path])
+    assert all(getattr(settings, key) == value for key, value in values.items()), name
+
+
+def test_the_lightning_presets_are_twins():
+    import yaml
+
+    plain, vca = (yaml.safe_load(open(os.path.join(ROOT, "configs", f"sit-b2-{kind}lightning-256.yaml")))
+                  for kind in ("", "vca-"))
+    differing = {key for key in plain if plain[key] != vca[key]}
+    assert differing == {"model", "results_dir"} and vca["model"] == plain["model"] + "-VCA"
+    assert plain["weighting"] == "lognormal" and plain["rope"] and plain["guidance_high"] == 0.89
+
+
+# -- autoguidance --------------------------------------------------------------------------------------------------
+def test_autoguidance_extrapolates_from_the_guide_to_the_model():
+    from tiny import perturbed
+
+    from gen.sampling import guided
+    from gen.sampling.autoguidance import Autoguided
+
+    torch.manual_seed(0)
+    model, guide = perturbed("DiT-Mini/2", num_classes=3), perturbed("DiT-Mini/2", num_classes=3, seed=1)
+    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([10, 500]), torch.tensor([0, 2])
+    with torch.no_grad():
+        out = guided(Autoguided(model, guide), y, cfg_scale=2.5)(x, t)
+        mine, theirs = model(x, t, y), guide(x, t, y)
+        itself = guided(Autoguided(model, model), y, cfg_scale=2.5)(x, t)
+    assert (mine - theirs).abs().max() > 1e-3  # two different networks
+    torch.testing.assert_close(out[:, :3], theirs[:, :3] + 2.5 * (mine[:, :3] - theirs[:, :3]))
+    torch.testing.assert_close(out[:, 3:], mine[:, 3:])  # DiT guides 3 channels; the rest are the model's
+    torch.testing.assert_close(itself, mine)  # a model guided by itself is itself, at any scale
+
+
+@pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
+def test_sample_py_takes_a_guide_of_the_same_data_and_refuses_another(tmp_path, capsys):
+    from tiny import perturbed
+
+    import sample
+    from common.cli import run_command
+    from gen import save_pretrained
+
+    model = save_pretrained(perturbed("SiT-Mini/2", in_channels=3, num_classes=3), tmp_path / "model.safetensors")
+    guide = save_pretrained(perturbed("SiT-Mini/4", in_channels=3, num_classes=3), tmp_path / "guide.safetensors")
+    other = save_pretrained(perturbed("SiT-Mini/4", in_channels=3, num_classes=5), tmp_path / "other.safetensors")
+    common = ["--ckpt", model, "--num-sampling-steps", "3", "--sampling-method", "euler", "--cfg-scale", "2",
+              "--class-labels", "0", "1"]
+    run_command(sample.main, [*common, "--output", str(tmp_path / "plain.png")])
+    run_command(sample.main, [*common, "--guide-ckpt", guide, "--output", str(tmp_path / "guided.png")])
+    assert (tmp_path / "guided.png").read_bytes() != (tmp_path / "plain.png").read_bytes()
+    with pytest.raises(SystemExit) as stop:
+        run_command(sample.main, [*common, "--guide-ckpt", other, "--output", str(tmp_path / "x.png")])
+    assert stop.value.code == 2 and "{'num_classes': 5}" in capsys.readouterr().err

@@ -133,10 +133,11 @@ def test_the_digits_train_at_their_own_size_with_no_workers(tmp_path):
     assert args["precision"] == "fp32"  # --precision auto, resolved for the CPU: what grids and samples used
     export = tmp_path / "model.safetensors"
     assert load_pretrained(export).config.input_size == DIGITS_IMAGE_SIZE  # pixels: no VAE
-    assert read_settings(export)["sampler"] == dict(num_sampling_steps=2, cfg_scale=1.5, mode="ODE",
-                                                    sampling_method="euler", atol=1e-6, rtol=1e-3, reverse=False,
-                                                    diffusion_form="sigma", diffusion_norm=1.0, last_step="Mean",
-                                                    last_step_size=0.04)
+    assert read_settings(export)["sampler"] == dict(num_sampling_steps=2, cfg_scale=1.5, guidance_low=0.0,
+                                                    guidance_high=1.0, mode="ODE", sampling_method="euler",
+                                                    atol=1e-6, rtol=1e-3, reverse=False, diffusion_form="sigma",
+                                                    diffusion_norm=1.0, last_step="Mean", last_step_size=0.04,
+                                                    time_shift=0.0)
 
 
 @pytest.mark.parametrize("data_path, given, expected", [

@@ -30,7 +30,8 @@ class GenTransformer(ModelMixin, ConfigMixin):
                  attention=M.attention, cfg_channels=M.cfg_channels, vca_pool_size=M.vca_pool_size,
                  vca_stage2_softmax=M.vca_stage2_softmax, vca_local_term=M.vca_local_term,
                  vca_contrast_tokens=M.vca_contrast_tokens, vca_shared_pos_embed=M.vca_shared_pos_embed,
-                 qk_norm=M.qk_norm, rope=M.rope, swiglu=M.swiglu, rmsnorm=M.rmsnorm):
+                 qk_norm=M.qk_norm, rope=M.rope, swiglu=M.swiglu, rmsnorm=M.rmsnorm, repa_depth=M.repa_depth,
+                 repa_dim=M.repa_dim, repa_projector_dim=M.repa_projector_dim):
         super().__init__()
         values = locals()
         self.model = build_model(ModelConfig(**{field.name: values[field.name] for field in fields(ModelConfig)}))

@@ -15,7 +15,9 @@ CHOICES = {"family": FAMILY_NAMES, "attention": ("mhsa", "vca"), "vca_stage2_sof
 BOOLEAN_FIELDS = ("learn_sigma", "vca_local_term", "vca_shared_pos_embed", "qk_norm", "rope", "swiglu", "rmsnorm")
 INTEGER_RANGES = {"input_size": (1, 4096), "patch_size": (1, 64), "in_channels": (1, 64), "hidden_size": (1, 65536),
                   "depth": (1, 1024), "num_heads": (1, 1024), "num_classes": (1, MAX_CLASSES),
-                  "cfg_channels": (1, 64), "vca_pool_size": (1, 256)}
+                  "cfg_channels": (1, 64), "vca_pool_size": (1, 256), "repa_depth": (1, 1024), "repa_dim": (1, 65536),
+                  "repa_projector_dim": (1, 65536)}
+OPTIONAL_INTEGERS = ("cfg_channels", "vca_pool_size", "repa_depth", "repa_dim")
 
 SIZES = {
     "XL": dict(depth=28, hidden_size=1152, num_heads=16),
@@ -52,6 +54,9 @@ class ModelConfig:
     rope: bool = False
     swiglu: bool = False
     rmsnorm: bool = False
+    repa_depth: int | None = None  # REPA: project the hidden states after this block (1-based); None: no projector
+    repa_dim: int | None = None  # the frozen encoder's feature width that the projector maps to
+    repa_projector_dim: int = 2048  # REPA's projector width
 
     @property
     def name(self) -> str:
@@ -81,7 +86,7 @@ class ModelConfig:
         for name, value in asdict(self).items():
             if name in CHOICES and value not in CHOICES[name]:
                 raise ValueError(f"{name} = {value!r} is not one of {list(CHOICES[name])}")
-            if name in INTEGER_RANGES and not (value is None and name in ("cfg_channels", "vca_pool_size")):
+            if name in INTEGER_RANGES and not (value is None and name in OPTIONAL_INTEGERS):
                 low, high = INTEGER_RANGES[name]
                 if not (type(value) is int and low <= value <= high):
                     raise ValueError(f"{name} = {value!r} is not an integer in [{low}, {high}]")
@@ -97,6 +102,9 @@ class ModelConfig:
         if self.rope and (self.hidden_size // self.num_heads) % 4:
             raise ValueError(f"rope needs a head width divisible by 4; {self.hidden_size} / {self.num_heads} heads "
                              f"is {self.hidden_size // self.num_heads}")
+        if (self.repa_depth is None) != (self.repa_dim is None) or (self.repa_depth or 0) > self.depth:
+            raise ValueError(f"repa_depth {self.repa_depth} and repa_dim {self.repa_dim} go together, and the depth "
+                             f"must be a block of the {self.depth}")
         if (self.input_size // self.patch_size) ** 2 > MAX_TOKENS:
             raise ValueError(f"{(self.input_size // self.patch_size) ** 2:,} tokens exceed {MAX_TOKENS:,}")
         if self.estimated_parameters() > MAX_PARAMETERS:
@@ -106,8 +114,13 @@ class ModelConfig:
         """The LightningDiT block options that are on (none: DiT's and SiT's blocks as published)."""
         return [name for name in ("qk_norm", "rope", "swiglu", "rmsnorm") if getattr(self, name)]
 
+    def recipe_options(self) -> list[str]:
+        """Every option beyond DiT's and SiT's networks that is on: the LightningDiT blocks and REPA's projector."""
+        return self.lightning_blocks() + (["repa projector"] if self.repa_depth is not None else [])
+
     def estimated_parameters(self) -> float:
         """Blocks' attention (4 h^2), MLP (2 r h^2) and adaLN (6 h^2), the class table and the embedders."""
         h, patch_pixels = self.hidden_size, self.patch_size**2 * self.in_channels
         per_block = (4 + 2 * self.mlp_ratio + 6) * h * h
-        return self.depth * per_block + (self.num_classes + 1) * h + 2 * patch_pixels * h + 2 * h * h
+        projector = (h + self.repa_projector_dim + self.repa_dim) * self.repa_projector_dim if self.repa_dim else 0
+        return self.depth * per_block + (self.num_classes + 1) * h + 2 * patch_pixels * h + 2 * h * h + projector

@@ -201,6 +201,12 @@ class DiT(nn.Module):
              for i in range(c.depth)]
         )
         self.final_layer = FinalLayer(c.hidden_size, c.patch_size, self.out_channels, rmsnorm=c.rmsnorm)
+        # REPA: an MLP from the hidden states after block repa_depth to the frozen encoder's features (training only)
+        self.projector = None if c.repa_depth is None else nn.Sequential(
+            nn.Linear(c.hidden_size, c.repa_projector_dim), nn.SiLU(),
+            nn.Linear(c.repa_projector_dim, c.repa_projector_dim), nn.SiLU(),
+            nn.Linear(c.repa_projector_dim, c.repa_dim))
+        self.aligned_tokens = None  # the projector's output of the last training forward: [B, N, repa_dim]
         self.initialize_weights()
 
     def initialize_weights(self):
@@ -244,11 +250,13 @@ class DiT(nn.Module):
         """x: [B, C, H, W] latents, t: [B] timesteps, y: [B] class labels (num_classes = the null class)."""
         x = self.x_embedder(x) + self.pos_embed.to(x.dtype)
         c = self.t_embedder(t) + self.y_embedder(y, self.training)
-        for block in self.blocks:
+        for depth, block in enumerate(self.blocks, start=1):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, c, use_reentrant=False)
             else:
                 x = block(x, c)
+            if self.projector is not None and depth == self.config.repa_depth and self.training:
+                self.aligned_tokens = self.projector(x)  # read by the alignment loss (gen.training.alignment)
         return self.unpatchify(self.final_layer(x, c))
 
     def forward_with_cfg(self, x, t, y, cfg_scale: float):

@@ -38,6 +38,7 @@ class DiffusionSettings:
     diffusion_steps: int = setting(D["diffusion_steps"])
 
     def validate(self):
+        checks.at_least(self, 1, "diffusion_steps")
         checks.within(self, "diffusion_steps", 1, MAX_DIFFUSION_STEPS)
 
 

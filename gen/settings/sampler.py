@@ -41,6 +41,7 @@ class SamplerSettings:
                              choices=("auto", *PRECISIONS), constants={"--tf32": "tf32"})
 
     def validate(self):
+        checks.at_least(self, 1, "num_sampling_steps")
         checks.within(self, "num_sampling_steps", 1, MAX_SAMPLING_STEPS)
 
 
@@ -127,7 +128,8 @@ def build_sampler(settings, family: str, process: dict):
     """sample_fn of these sampler settings for a model trained with diffusion or transport settings `process`."""
     options = {key: getattr(settings, key) for key in own_options(family)}
     sample_fn = make_sampler(family, options.pop(OWN_KIND[family]), settings.num_sampling_steps, **options, **process)
-    interval = tuple(getattr(settings, key, default) for key, default in GUIDANCE_INTERVAL.items())
+    interval = tuple(default if getattr(settings, key, None) is None else getattr(settings, key)
+                     for key, default in GUIDANCE_INTERVAL.items())  # unset (None): every noise level
     if interval == tuple(GUIDANCE_INTERVAL.values()):
         return sample_fn
     return guided_within(sample_fn, *interval, noise_level_of(family, process.get("diffusion_steps", 1000)))

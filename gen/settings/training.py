@@ -56,6 +56,10 @@ class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, Object
             raise UserError("--init-from starts a new run from weights, --resume continues one; give only one")
         for concern in self.concerns:
             concern.validate(self)
+        depth = model_config(self.model).depth
+        if self.enc_type is not None and self.encoder_depth > depth:
+            raise UserError(f"--encoder-depth {self.encoder_depth} is past the last of {self.model}'s {depth} blocks; "
+                            f"pick a block in 1..{depth} (REPA: 8 of SiT-XL's 28, about a third)")
         if self.cos_loss and (self.family, getattr(self, "prediction", None)) != ("SiT", "velocity"):
             raise UserError("--cos-loss compares velocities: it needs a SiT model with --prediction velocity")
         if self.cfg_scale > 1 and self.class_dropout_prob <= 0:

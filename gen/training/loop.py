@@ -33,6 +33,7 @@ from common.files import LOCK_FILE, FolderInUse, ForeignFiles, check_output_fold
 
 from .. import checks
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
+from ..encoders import load_encoder
 from ..export import load_weights, save_pretrained
 from ..models import create_model, set_vca_kernels
 from ..models.flops import forward_flops_per_image
@@ -42,6 +43,7 @@ from ..run_log import log_path
 from ..sampling import grid_classes, resolve_precision
 from ..settings import TrainingSettings
 from ..vae import encode, latent_shape, load_vae
+from .alignment import AlignedLoss
 from .budget import TrainingBudget
 from .checkpoint import (
     CHECKPOINTS,
@@ -103,11 +105,15 @@ def open_training_data(settings, accelerator):
     return vae, dataset, latent_shape(vae, settings.image_size), False
 
 
-def build_model(settings, shape):
-    """The network to train: its output channels follow the diffusion's learned sigma (DiT)."""
+def build_model(settings, shape, encoder=None):
+    """The network to train: its output channels follow the diffusion's learned sigma (DiT); with REPA's `encoder`,
+    a projector from block --encoder-depth to the encoder's features."""
     torch.manual_seed(settings.global_seed)  # the same initial weights whatever the number of processes
     process = settings.process()
     options = {"learn_sigma": process["learn_sigma"]} if "learn_sigma" in process else {}
+    if encoder is not None:
+        options.update(repa_depth=settings.encoder_depth, repa_dim=encoder.dim,
+                       repa_projector_dim=settings.projector_dim)
     model = create_model(settings.model, input_size=shape[1], in_channels=shape[0], num_classes=settings.num_classes,
                          class_dropout_prob=settings.class_dropout_prob, **options, **settings.lightning_options())
     if settings.gradient_checkpointing:
@@ -267,10 +273,11 @@ def train_steps(run, start_step: int, max_steps: int):
             if images is None:
                 raise TrainingError(f"every image of a batch was unreadable ({skipped[:3]}...); check --data-path")
             x, y = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            pixels = x if isinstance(run.loss_fn, AlignedLoss) else None  # what REPA's encoder sees
             if not run.from_latents:
                 x = encode(run.vae, x)  # a fresh posterior sample each step, as DiT's train.py
             optimizer.zero_grad(set_to_none=True)
-            loss = forward_backward(run, x, y)
+            loss = forward_backward(run, x, y, pixels)
             if unrated is not None:
                 rate_checkpoint(run, unrated, loss)
                 unrated = None
@@ -316,16 +323,19 @@ def sampling_due(settings, step: int) -> bool:
     return bool(settings.sample_every) and step % settings.sample_every == 0
 
 
-def forward_backward(run, x, y):
+def forward_backward(run, x, y, images=None):
     """The batch's mean loss (detached) and its gradients, in --grad-accum-steps micro-batches: the same
-    gradients as one pass, to float rounding, with a fraction of the activation memory."""
-    pieces = list(zip(x.tensor_split(run.settings.grad_accum_steps), y.tensor_split(run.settings.grad_accum_steps),
-                      strict=True))
+    gradients as one pass, to float rounding, with a fraction of the activation memory. `images`: the batch's
+    pixels, for a loss that needs them (REPA's alignment)."""
+    pieces = run.settings.grad_accum_steps
+    image_pieces = images.tensor_split(pieces) if images is not None else [None] * pieces
     total = torch.zeros((), device=x.device)
-    for index, (x_piece, y_piece) in enumerate(pieces):
-        last = index == len(pieces) - 1
+    for index, (x_piece, y_piece, image_piece) in enumerate(zip(x.tensor_split(pieces), y.tensor_split(pieces),
+                                                                 image_pieces, strict=True)):
+        last = index == pieces - 1
+        extra = {} if image_piece is None else {"images": image_piece}
         with contextlib.nullcontext() if last else run.accelerator.no_sync(run.model):  # one all-reduce a step
-            loss = run.loss_fn(run.model, x_piece, y_piece).sum() / len(x)
+            loss = run.loss_fn(run.model, x_piece, y_piece, **extra).sum() / len(x)
             run.accelerator.backward(loss)
         total += loss.detach()
     return total
@@ -510,7 +520,10 @@ def train_in_folder(settings, accelerator, log, results_dir, *, loss_fn):
         pin_memory=accelerator.device.type == "cuda", persistent_workers=settings.num_workers > 0,
         generator=torch.Generator())  # its own generator: creating an epoch's iterator leaves the global RNG alone
 
-    model = build_model(settings, shape)
+    encoder = load_encoder(settings.enc_type, accelerator.device) if settings.enc_type else None
+    if encoder is not None:
+        loss_fn = AlignedLoss(loss_fn, encoder, settings.proj_coeff)
+    model = build_model(settings, shape, encoder)
     if settings.init_from:
         load_weights(model, settings.init_from)  # before the EMA copy: both start from these weights
         log.info(f"initialised {settings.model} from {settings.init_from} (fresh optimizer)")
