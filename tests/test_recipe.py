@@ -171,14 +171,18 @@ def test_every_training_preset_reads_as_its_scripts_flags(name):
     assert all(getattr(settings, key) == value for key, value in values.items()), name
 
 
-def test_the_lightning_presets_are_twins():
+@pytest.mark.parametrize("plain_name, vca_name", [("sit-b2-lightning-256", "sit-b2-vca-lightning-256"),
+                                                  ("sit-xl2-repa-256", "sit-xl2-vca-repa-256")])
+def test_the_recipe_presets_are_twins(plain_name, vca_name):
     import yaml
 
-    plain, vca = (yaml.safe_load(open(os.path.join(ROOT, "configs", f"sit-b2-{kind}lightning-256.yaml")))
-                  for kind in ("", "vca-"))
+    plain, vca = (yaml.safe_load(open(os.path.join(ROOT, "configs", f"{name}.yaml"))) for name in (plain_name, vca_name))
     differing = {key for key in plain if plain[key] != vca[key]}
     assert differing == {"model", "results_dir"} and vca["model"] == plain["model"] + "-VCA"
-    assert plain["weighting"] == "lognormal" and plain["rope"] and plain["guidance_high"] == 0.89
+    if "lightning" in plain_name:
+        assert plain["weighting"] == "lognormal" and plain["rope"] and plain["guidance_high"] == 0.89
+    else:
+        assert (plain["enc_type"], plain["encoder_depth"], plain["proj_coeff"]) == ("dinov2-vit-b", 8, 0.5)
 
 
 # -- autoguidance --------------------------------------------------------------------------------------------------
