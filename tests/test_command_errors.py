@@ -217,6 +217,11 @@ TRAINING = [
     ("negative time shift", lambda w, t: train(w, t, "--time-shift", "-1"), "--time-shift must be at least 0.0"),
     ("beta2 of 1", lambda w, t: train(w, t, "--adam-beta2", "1"), "--adam-beta2 must lie in [0.0, 1.0)"),
     ("unknown weighting", lambda w, t: train(w, t, "--weighting", "cosine"), "invalid choice: 'cosine'"),
+    ("REPA from a latent folder", lambda w, t: train(w, t, "--enc-type", "digits", "--latents", w["empty"], data=None),
+     "--enc-type needs the images, which a --latents folder does not keep"),
+    ("REPA past the last block", lambda w, t: train(w, t, "--enc-type", "digits", "--encoder-depth", "9"),
+     "--encoder-depth 9 is past the last of SiT-Mini/4's 4 blocks"),
+    ("an unknown encoder", lambda w, t: train(w, t, "--enc-type", "dinov9"), "--enc-type 'dinov9' is neither"),
     ("digits at 4096 px", lambda w, t: train(w, t, "--image-size", "4096", data=None),
      "--image-size must lie in [1, 512], got 4096"),
 ]

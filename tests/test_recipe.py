@@ -176,7 +176,8 @@ def test_every_training_preset_reads_as_its_scripts_flags(name):
 def test_the_recipe_presets_are_twins(plain_name, vca_name):
     import yaml
 
-    plain, vca = (yaml.safe_load(open(os.path.join(ROOT, "configs", f"{name}.yaml"))) for name in (plain_name, vca_name))
+    plain, vca = (yaml.safe_load(open(os.path.join(ROOT, "configs", f"{name}.yaml")))
+                  for name in (plain_name, vca_name))
     differing = {key for key in plain if plain[key] != vca[key]}
     assert differing == {"model", "results_dir"} and vca["model"] == plain["model"] + "-VCA"
     if "lightning" in plain_name:

@@ -19,14 +19,19 @@ from .vit import TIMM_NAMES, TimmEncoder
 ENC_TYPES = ("digits", *TIMM_NAMES)  # besides a local folder of a timm model
 
 
+def check_enc_type(enc_type: str):
+    """A name load_encoder knows or a folder; else the one-line error, before anything is loaded."""
+    if enc_type not in ENC_TYPES and not os.path.isdir(enc_type):
+        raise UserError(f"--enc-type {enc_type!r} is neither one of {list(ENC_TYPES)} nor a folder holding a timm "
+                        f"model; pick one of those")
+
+
 def load_encoder(enc_type: str, device="cpu"):
     """The frozen encoder `enc_type` (one of ENC_TYPES or a local folder) in eval mode on `device`."""
+    check_enc_type(enc_type)
     if enc_type == "digits":
         return DigitsEncoder.load_or_train().to(device).eval().requires_grad_(False)
-    if enc_type in TIMM_NAMES or os.path.isdir(enc_type):
-        return TimmEncoder.load(enc_type).to(device).eval().requires_grad_(False)
-    raise UserError(f"--enc-type {enc_type!r} is neither one of {list(ENC_TYPES)} nor a folder holding a timm model; "
-                    f"pick one of those")
+    return TimmEncoder.load(enc_type).to(device).eval().requires_grad_(False)
 
 
-__all__ = ["ENC_TYPES", "DigitsEncoder", "TimmEncoder", "load_encoder"]
+__all__ = ["ENC_TYPES", "DigitsEncoder", "TimmEncoder", "check_enc_type", "load_encoder"]
