@@ -646,12 +646,13 @@ def test_every_help_shows_the_defaults(monkeypatch, capsys, command, argv, shown
 
 def test_sigterm_ends_a_run_with_a_word_and_what_is_kept(world, tmp_path):
     """A scheduler's stop (SIGTERM) says what is kept, as Ctrl-C does, and exits 143; the run then resumes."""
-    command = [sys.executable, "train_sit.py", *train(world, tmp_path, "--max-steps", "100000", "--log-every", "50")]
+    command = [sys.executable, "train_sit.py", *train(world, tmp_path, "--max-steps", "100000", "--log-every", "50",
+                                                      "--ckpt-every", "25")]
     root = os.path.join(os.path.dirname(__file__), "..")
     runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=root,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     for line in runner.stdout:
-        if "step 0000050" in line:  # past the first checkpoint (--ckpt-every 1)
+        if "step 0000050" in line:  # past the first checkpoints (--ckpt-every 25)
             break
     runner.terminate()
     rest, _ = runner.communicate(timeout=60)
