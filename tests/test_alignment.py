@@ -113,3 +113,59 @@ def test_the_alignment_pulls_the_projection_towards_the_features(digits_encoder)
     optimizer.step()
     after = loss_fn(model, images, y, images=images).mean()
     assert after < before
+
+
+@pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
+def test_repa_trains_from_a_latent_set_with_stored_features(tmp_path, image_folder, tiny_vae, monkeypatch):
+    """extract_latents.py --enc-type stores each view's features; a REPA run from --latents aligns with them and
+    never loads the encoder; a set without them, of another encoder or of another token grid is refused."""
+    import timm
+    from timm.models import save_for_hf
+
+    import extract_latents
+    import train_sit
+    from common.errors import UserError
+    from gen.data import ImageFolderDataset, LatentDataset
+    from gen.encoders import load_encoder as real_load_encoder
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_small_patch14_dinov2.lvd142m", pretrained=False, img_size=56, depth=1, embed_dim=24,
+                            num_heads=2)
+    save_for_hf(vit, str(tmp_path / "vit"))
+    latents = tmp_path / "latents"
+    extract = ["--data-path", image_folder, "--image-size", "16", "--vae", tiny_vae, "--shard-size", "5",
+               "--num-workers", "0", "--batch-size", "4", "--dtype", "float32"]
+    run_command(extract_latents.main, [*extract, "--output", str(latents), "--enc-type", str(tmp_path / "vit")])
+    dataset = LatentDataset(str(latents), enc_type=str(tmp_path / "vit"))
+    (latent, features), label = dataset[(3, True)]
+    assert latent.shape == (4, 8, 8) and features.shape == (16, 24)  # the default grid: latent side 8 / patch 2
+    image, _ = ImageFolderDataset(image_folder, 16)[int(dataset.read(dataset.shard_files[0], "indices")[3])]
+    encoder = real_load_encoder(str(tmp_path / "vit"))
+    expected = encoder(image.flip(-1)[None], 4)[0]
+    assert torch.allclose(features, expected, atol=1e-5)  # the mirror image's features, as its latent
+
+    def no_encoder(*args):
+        raise AssertionError("the encoder was loaded although the latent set stores its features")
+
+    monkeypatch.setattr("gen.training.loop.load_encoder", no_encoder)
+    train = ["--model", "SiT-Mini/2", "--image-size", "16", "--num-classes", "3", "--global-batch-size", "4",
+             "--num-workers", "0", "--vae", tiny_vae, "--log-every", "1", "--sample-every", "0", "--max-steps", "2",
+             "--ckpt-every", "2", "--log-with", "none", "--final-samples", "0", "--encoder-depth", "2",
+             "--projector-dim", "32", "--latents", str(latents)]
+    run_command(train_sit.main, [*train, "--enc-type", str(tmp_path / "vit"), "--results-dir", str(tmp_path / "run")])
+    records = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
+    assert all(np.isfinite(record["loss"]) for record in records if "loss" in record)
+
+    with pytest.raises(UserError, match="holds features of --enc-type .*vit, this run asks for digits"):
+        train_sit.main([*train, "--enc-type", "digits", "--results-dir", str(tmp_path / "other-encoder")])
+    plain = tmp_path / "plain"
+    run_command(extract_latents.main, [*extract, "--output", str(plain)])
+    with pytest.raises(UserError, match="holds no encoder features for REPA; extract it again with --enc-type"):
+        train_sit.main([*train[:-1], str(plain), "--enc-type", "digits", "--results-dir", str(tmp_path / "plain-run")])
+    with pytest.raises(UserError, match="2x2 token grid.*--enc-grid 4"):
+        coarse = tmp_path / "coarse"
+        run_command(extract_latents.main, [*extract, "--output", str(coarse), "--enc-type", str(tmp_path / "vit"),
+                                           "--enc-grid", "2"])
+        train_sit.main([*train[:-1], str(coarse), "--enc-type", str(tmp_path / "vit"),
+                        "--results-dir", str(tmp_path / "coarse-run")])
+

@@ -217,8 +217,6 @@ TRAINING = [
     ("negative time shift", lambda w, t: train(w, t, "--time-shift", "-1"), "--time-shift must be at least 0.0"),
     ("beta2 of 1", lambda w, t: train(w, t, "--adam-beta2", "1"), "--adam-beta2 must lie in [0.0, 1.0)"),
     ("unknown weighting", lambda w, t: train(w, t, "--weighting", "cosine"), "invalid choice: 'cosine'"),
-    ("REPA from a latent folder", lambda w, t: train(w, t, "--enc-type", "digits", "--latents", w["empty"], data=None),
-     "--enc-type needs the images, which a --latents folder does not keep"),
     ("REPA past the last block", lambda w, t: train(w, t, "--enc-type", "digits", "--encoder-depth", "9"),
      "--encoder-depth 9 is past the last of SiT-Mini/4's 4 blocks"),
     ("an unknown encoder", lambda w, t: train(w, t, "--enc-type", "dinov9"), "--enc-type 'dinov9' is neither"),
@@ -475,6 +473,8 @@ LATENTS = [
      "the manifest's shape [4, 8, 9] says [4, 2, 4, 8, 9]"),
     ("manifest of fewer classes than its labels", lambda f: edit_manifest(f, lambda m: m.update(classes=["a", "b"])),
      ("--num-classes", "2"), "shard-00002.safetensors holds labels 2..2 but"),
+    ("manifest features edited", lambda f: edit_manifest(f, lambda m: m.update(features={"enc_type": "digits"})),
+     (), "'features' must be"),
     ("NaN latents", lambda f: nan_latent(os.path.join(f, shard_name(0))), ("--max-steps", "3", "--log-every", "3"),
      "shard-00000.safetensors holds NaN or infinite latents, which make the loss NaN"),
 ]

@@ -73,11 +73,15 @@ class SkippedImage(str):
 
 
 def collate_skipping_unreadable(items):
-    """Stack (image, label) items, dropping SkippedImage ones: (images, labels, skipped paths)."""
+    """Stack (image, label) items, dropping SkippedImage ones: (images, labels, skipped paths). An image given
+    as a tuple of tensors (a latent and its REPA features) gives a tuple of stacks."""
     skipped = [item for item in items if isinstance(item, SkippedImage)]
     good = [item for item in items if not isinstance(item, SkippedImage)]
     if not good:
         return None, None, skipped
-    images = torch.stack([image for image, _ in good])
+    if isinstance(good[0][0], tuple):
+        images = tuple(torch.stack(parts) for parts in zip(*(image for image, _ in good), strict=True))
+    else:
+        images = torch.stack([image for image, _ in good])
     labels = torch.tensor([label for _, label in good], dtype=torch.long)
     return images, labels, skipped

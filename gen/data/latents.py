@@ -3,9 +3,11 @@ augmentation survives), and the data set that trains on the result.
 
 A latent folder holds `manifest.json` (count, shape, dtype, VAE, image size, classes, shards with their sizes,
 skipped files) and `shard-00000.safetensors`, ... with `latents` [n, 2, C, h, w] (index 1 on axis 1 is the
-flipped image), `labels` [n] and `indices` [n] (positions in the image data set). Shard i always holds images
-[i * shard_size, (i + 1) * shard_size), so any number of processes can fill in the missing shards, and a
-rerun skips the finished ones (each is written under a temporary name, then renamed) and redoes damaged ones.
+flipped image), `labels` [n] and `indices` [n] (positions in the image data set); made with a REPA encoder
+(`features` in the manifest: its name, token grid and width), also `features` [n, 2, grid * grid, dim].
+Shard i always holds images [i * shard_size, (i + 1) * shard_size), so any number of processes can fill in the
+missing shards, and a rerun skips the finished ones (each is written under a temporary name, then renamed) and
+redoes damaged ones.
 """
 import json
 import math
@@ -69,12 +71,27 @@ def vae_identity(name) -> str:
     return os.path.abspath(name) if os.path.isdir(str(name)) else str(name)
 
 
-def extraction_plan(dataset, *, vae_name, image_size, latent_shape, shard_size, dtype, source, seed) -> dict:
-    """The settings an extraction is defined by; a resumed extraction must have the same ones."""
-    return dict(vae=vae_identity(vae_name), image_size=image_size, shape=list(latent_shape), dtype=dtype,
+def extraction_plan(dataset, *, vae_name, image_size, latent_shape, shard_size, dtype, source, seed,
+                    features=None) -> dict:
+    """The settings an extraction is defined by; a resumed extraction must have the same ones. `features`:
+    feature_plan(...) when a REPA encoder's features are stored beside the latents."""
+    plan = dict(vae=vae_identity(vae_name), image_size=image_size, shape=list(latent_shape), dtype=dtype,
                 shard_size=shard_size, source=str(source), source_count=len(dataset),
                 num_shards=math.ceil(len(dataset) / shard_size), classes=list(dataset.classes),
                 num_classes=len(dataset.classes), seed=seed, flipped=True)
+    return plan if features is None else dict(plan, features=features)
+
+
+def feature_plan(enc_type: str, grid: int, dim: int) -> dict:
+    """What a latent set's stored encoder features are: the encoder (a folder by its absolute path), the token grid
+    they were pooled or resized to, their width."""
+    return {"enc_type": vae_identity(enc_type), "grid": grid, "dim": dim}
+
+
+def feature_shape(manifest: dict) -> list[int] | None:
+    """[grid * grid, dim] of a set's stored features per image and view; None when it stores none."""
+    features = manifest.get("features")
+    return None if features is None else [features["grid"] ** 2, features["dim"]]
 
 
 def start_extraction(root, plan: dict):
@@ -92,28 +109,42 @@ def start_extraction(root, plan: dict):
 
 
 @torch.no_grad()
-def encode_shard(dataset, shard: int, plan: dict, vae, device, batch_size: int,
-                 num_workers: int) -> tuple[dict, list]:
-    """(tensors, skipped paths) of shard `shard`: the latents of each readable image and of its mirror image."""
+def encode_shard(dataset, shard: int, plan: dict, vae, device, batch_size: int, num_workers: int,
+                 encoder=None) -> tuple[dict, list]:
+    """(tensors, skipped paths) of shard `shard`: the latents of each readable image and of its mirror image, and
+    with an `encoder`, its features of both."""
     first = shard * plan["shard_size"]
     indices = list(range(first, min(first + plan["shard_size"], len(dataset))))
     loader = torch.utils.data.DataLoader(IndexedSubset(dataset, indices), batch_size=batch_size,
                                          num_workers=num_workers, collate_fn=collate_with_indices)
     generator = torch.Generator(device).manual_seed(plan["seed"] * 100_003 + shard)  # a rerun draws the same
-    latents, labels, kept, skipped = [], [], [], []
+    dtype = DTYPES[plan["dtype"]]
+    latents, features, labels, kept, skipped = [], [], [], [], []
     for images, batch_labels, batch_indices, batch_skipped in loader:
         skipped += batch_skipped
         if images is None:
             continue
-        images = images.to(device)
-        both = encode(vae, torch.cat([images, horizontal_flip(images)]), generator)
-        latents.append(torch.stack(both.chunk(2), dim=1).to("cpu", DTYPES[plan["dtype"]]))
+        both_views = torch.cat([images.to(device), horizontal_flip(images.to(device))])
+        latents.append(by_view(encode(vae, both_views, generator), dtype))
+        if encoder is not None:
+            features.append(by_view(encoder(both_views, plan["features"]["grid"]), dtype))
         labels.append(batch_labels)
         kept.append(batch_indices)
-    shape = [0, 2, *plan["shape"]]
-    return dict(latents=torch.cat(latents) if latents else torch.zeros(shape, dtype=DTYPES[plan["dtype"]]),
-                labels=torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
-                indices=torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long)), skipped
+    tensors = dict(latents=stacked(latents, [2, *plan["shape"]], dtype), labels=stacked(labels, [], torch.long),
+                   indices=stacked(kept, [], torch.long))
+    if encoder is not None:
+        tensors["features"] = stacked(features, [2, *feature_shape(plan)], dtype)
+    return tensors, skipped
+
+
+def by_view(both_views: torch.Tensor, dtype) -> torch.Tensor:
+    """[2B, ...] (the images, then their mirror images) -> [B, 2, ...] on the CPU in `dtype`."""
+    return torch.stack(both_views.float().chunk(2), dim=1).to("cpu", dtype)
+
+
+def stacked(pieces: list, item_shape: list, dtype) -> torch.Tensor:
+    """The batches of a shard concatenated; an empty [0, *item_shape] tensor when every image was unreadable."""
+    return torch.cat(pieces) if pieces else torch.zeros([0, *item_shape], dtype=dtype)
 
 
 class IndexedSubset(torch.utils.data.Dataset):
@@ -143,9 +174,11 @@ def shard_problem(path, manifest: dict, count=None, size=None) -> str | None:
         return "is missing"
     if size is not None and os.path.getsize(path) != size:
         return f"has {os.path.getsize(path):,} bytes, the manifest says {size:,} (truncated or replaced)"
+    stored = feature_shape(manifest)
+    names = ("latents", "labels", "indices") + (("features",) if stored else ())
     try:
         with safe_open(path, framework="pt") as file:
-            shapes = {name: file.get_slice(name).get_shape() for name in ("latents", "labels", "indices")}
+            shapes = {name: file.get_slice(name).get_shape() for name in names}
             dtype = file.get_slice("latents").get_dtype()
     except Exception as error:  # SafetensorError: truncated header or data, another file, a tensor missing
         return f"is not a readable shard ({' '.join(str(error).split())})"
@@ -153,6 +186,8 @@ def shard_problem(path, manifest: dict, count=None, size=None) -> str | None:
     expected = [rows, 2, *manifest["shape"]]
     if shapes["latents"] != expected or shapes["indices"] != [rows]:
         return f"holds latents {shapes['latents']}, the manifest's shape {manifest['shape']} says {expected}"
+    if stored and shapes["features"] != [rows, 2, *stored]:
+        return f"holds features {shapes['features']}, the manifest says [{rows}, 2, {stored[0]}, {stored[1]}]"
     if dtype != HEADER_DTYPES.get(manifest["dtype"]):
         return f"holds {dtype} latents, the manifest says {manifest['dtype']}"
     if count is not None and rows != count:
@@ -160,9 +195,11 @@ def shard_problem(path, manifest: dict, count=None, size=None) -> str | None:
     return None
 
 
-def extract_latents(dataset, vae, root, plan: dict, *, accelerator, batch_size: int = 32, num_workers: int = 4):
-    """Encode the shards of `dataset` missing from `root`, spread over the processes; then, on the main
-    process, complete the manifest. Returns the manifest."""
+def extract_latents(dataset, vae, root, plan: dict, *, accelerator, batch_size: int = 32, num_workers: int = 4,
+                    encoder=None):
+    """Encode the shards of `dataset` missing from `root`, spread over the processes (with the REPA `encoder`
+    that plan["features"] names, its features too); then, on the main process, complete the manifest. Returns the
+    manifest."""
     if accelerator.is_main_process:
         start_extraction(root, plan)
     accelerator.wait_for_everyone()
@@ -177,7 +214,8 @@ def extract_latents(dataset, vae, root, plan: dict, *, accelerator, batch_size: 
     progress = tqdm(todo, desc=f"encoding (process {accelerator.process_index})", unit="shard",
                     disable=not accelerator.is_local_main_process)
     for shard in progress:
-        tensors, skipped = encode_shard(dataset, shard, plan, vae, accelerator.device, batch_size, num_workers)
+        tensors, skipped = encode_shard(dataset, shard, plan, vae, accelerator.device, batch_size, num_workers,
+                                        encoder)
         path = os.path.join(root, shard_name(shard))
         save_safetensors({k: v.contiguous() for k, v in tensors.items()}, path,  # a shard exists once whole
                          metadata={"skipped": json.dumps(skipped)})
@@ -234,25 +272,50 @@ def check_manifest_keys(root, manifest: dict):
             found = "lacks it" if key not in manifest else f"holds {manifest[key]!r}"
             raise LatentSetError(f"{path}: '{key}' must be a {kind.__name__} ({found}); {redo_hint(root)}")
     shape = manifest["shape"]
-    if len(shape) != 3 or not all(isinstance(side, int) and side > 0 for side in shape):
+    if len(shape) != 3 or not all(positive_int(side) for side in shape):
         raise LatentSetError(f"{path}: 'shape' must be [channels, height, width], got {shape}; {redo_hint(root)}")
     if manifest["dtype"] not in HEADER_DTYPES:
         raise LatentSetError(f"{path}: 'dtype' must be one of {sorted(HEADER_DTYPES)}, got {manifest['dtype']!r}; "
                              f"{redo_hint(root)}")
+    features = manifest.get("features")
+    if features is not None and not (isinstance(features, dict) and isinstance(features.get("enc_type"), str) and
+                                     all(positive_int(features.get(key)) for key in ("grid", "dim"))):
+        raise LatentSetError(f"{path}: 'features' must be {{\"enc_type\": ..., \"grid\": ..., \"dim\": ...}} "
+                             f"with positive whole grid and dim, got {features!r}; {redo_hint(root)}")
     for shard in manifest["shards"]:
         if not (isinstance(shard, dict) and isinstance(shard.get("file"), str) and isinstance(shard.get("count"), int)):
             raise LatentSetError(f"{path}: each of 'shards' must be {{\"file\": ..., \"count\": ...}}, got {shard!r}; "
                                  f"{redo_hint(root)}")
 
 
+def positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_stored_features(root, manifest: dict, enc_type: str):
+    """The set stores the features of `enc_type` (REPA's encoder), or the one-line error saying how to make them."""
+    stored = manifest.get("features")
+    if stored is None:
+        raise LatentSetError(f"the latent set {root} holds no encoder features for REPA; extract it again with "
+                             f"--enc-type {enc_type} (extract_latents.py), or train from --data-path")
+    if stored["enc_type"] != vae_identity(enc_type):
+        raise LatentSetError(f"the latent set {root} holds features of --enc-type {stored['enc_type']}, this run "
+                             f"asks for {enc_type}; pass --enc-type {stored['enc_type']} or extract them again")
+
+
 class LatentDataset(torch.utils.data.Dataset):
     """Pre-extracted latents as ([C, h, w] float32, label); the key's flip bit picks the mirror image's latent.
-    Shards are read lazily through safetensors' memory map, one open file per shard and worker."""
+    With `enc_type` (REPA), items are ((latent, features [grid * grid, dim] float32), label): the stored features
+    of that encoder, of the same view. Shards are read lazily through safetensors' memory map, one open file per
+    shard and worker."""
 
-    def __init__(self, root, *, vae_name=None, image_size=None):
+    def __init__(self, root, *, vae_name=None, image_size=None, enc_type=None):
         self.root = root
         self.manifest = read_manifest(root)
         check_latent_set(root, self.manifest, vae_name=vae_name, image_size=image_size)
+        if enc_type is not None:
+            check_stored_features(root, self.manifest, enc_type)
+        self.features = self.manifest["features"] if enc_type is not None else None
         self.classes = self.manifest["classes"]
         self.shape = tuple(self.manifest["shape"])
         self.shard_files = [shard["file"] for shard in self.manifest["shards"]]
@@ -293,5 +356,8 @@ class LatentDataset(torch.utils.data.Dataset):
         file, row = self.shard_files[shard], index - int(self.shard_starts[shard])
         if file not in self.files:
             self.files[file] = safe_open(os.path.join(self.root, file), framework="pt")
-        latent = self.files[file].get_slice("latents")[row: row + 1]
-        return latent[0, int(flip)].float(), int(self.labels[index])
+        latent = self.files[file].get_slice("latents")[row: row + 1][0, int(flip)].float()
+        if self.features is None:
+            return latent, int(self.labels[index])
+        features = self.files[file].get_slice("features")[row: row + 1][0, int(flip)].float()
+        return (latent, features), int(self.labels[index])

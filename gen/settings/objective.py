@@ -4,8 +4,6 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from common.errors import UserError
-
 from .. import checks
 from ..encoders import check_enc_type
 from .fields import setting
@@ -33,6 +31,3 @@ class ObjectiveSettings:
         checks.at_least(self, 0.0, "proj_coeff")
         if self.enc_type is not None:
             check_enc_type(self.enc_type)
-        if self.enc_type is not None and getattr(self, "latents", None) is not None:
-            raise UserError("--enc-type needs the images, which a --latents folder does not keep: train from "
-                            "--data-path (the VAE encodes each batch), or drop --enc-type")

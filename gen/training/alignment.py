@@ -22,18 +22,21 @@ def unwrapped(model):
 
 
 class AlignedLoss:
-    """`loss_fn` (the family's denoising loss) plus REPA's alignment of the model's projected tokens with
-    `encoder(images, grid)`; called as every loss is, with the batch's clean `images` (pixels in [-1, 1])."""
+    """`loss_fn` (the family's denoising loss) plus REPA's alignment of the model's projected tokens with the
+    encoder's features; called as every loss is, with the batch's clean `images` (pixels in [-1, 1]) for
+    `encoder(images, grid)`, or its `features` [B, grid * grid, dim] stored beside the latents (encoder None)."""
 
-    def __init__(self, loss_fn, encoder, proj_coeff: float = 0.5):
+    def __init__(self, loss_fn, encoder=None, proj_coeff: float = 0.5):
         self.loss_fn, self.encoder, self.proj_coeff = loss_fn, encoder, proj_coeff
 
-    def __call__(self, model, x, y, images=None):
-        if images is None:
-            raise ValueError("REPA's alignment needs the batch's images: the training loop passes them")
+    def __call__(self, model, x, y, images=None, features=None):
+        if features is None and (images is None or self.encoder is None):
+            raise ValueError("REPA's alignment needs the batch's features, or its images and the encoder: the "
+                             "training loop passes them")
         denoising = self.loss_fn(model, x, y)
         network = unwrapped(model)
-        grid = network.x_embedder.grid_size[0]
-        with torch.no_grad():
-            features = self.encoder(images, grid).to(network.aligned_tokens.dtype)
-        return denoising + self.proj_coeff * alignment_loss(network.aligned_tokens, features)
+        if features is None:
+            with torch.no_grad():
+                features = self.encoder(images, network.x_embedder.grid_size[0])
+        return denoising + self.proj_coeff * alignment_loss(network.aligned_tokens,
+                                                            features.to(network.aligned_tokens.dtype))

@@ -98,27 +98,50 @@ def open_training_data(settings, accelerator):
     """(VAE, data set, latent (channels, side), whether items are latents already); a latent folder is checked
     against its manifest before the VAE loads, so a damaged one stops at once."""
     if settings.latents is not None:
-        dataset = LatentDataset(settings.latents, vae_name=settings.vae, image_size=settings.image_size)
+        dataset = LatentDataset(settings.latents, vae_name=settings.vae, image_size=settings.image_size,
+                                enc_type=settings.enc_type)
         return load_vae(settings.vae, accelerator.device), dataset, (dataset.shape[0], dataset.shape[1]), True
     vae = load_vae(settings.vae, accelerator.device)
     dataset = open_image_dataset(settings.data_path, settings.image_size, strict=settings.strict)
     return vae, dataset, latent_shape(vae, settings.image_size), False
 
 
-def build_model(settings, shape, encoder=None):
-    """The network to train: its output channels follow the diffusion's learned sigma (DiT); with REPA's `encoder`,
-    a projector from block --encoder-depth to the encoder's features."""
+def build_model(settings, shape, feature_dim=None):
+    """The network to train: its output channels follow the diffusion's learned sigma (DiT); with REPA, a projector
+    from block --encoder-depth to the encoder's `feature_dim` features."""
     torch.manual_seed(settings.global_seed)  # the same initial weights whatever the number of processes
     process = settings.process()
     options = {"learn_sigma": process["learn_sigma"]} if "learn_sigma" in process else {}
-    if encoder is not None:
-        options.update(repa_depth=settings.encoder_depth, repa_dim=encoder.dim,
+    if feature_dim is not None:
+        options.update(repa_depth=settings.encoder_depth, repa_dim=feature_dim,
                        repa_projector_dim=settings.projector_dim)
     model = create_model(settings.model, input_size=shape[1], in_channels=shape[0], num_classes=settings.num_classes,
                          class_dropout_prob=settings.class_dropout_prob, **options, **settings.lightning_options())
     if settings.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     return set_vca_kernels(model, settings.vca_kernels)
+
+
+def aligned(settings, loss_fn, dataset, device):
+    """(the loss, REPA's feature width or None): with --enc-type, the alignment added to the loss, its encoder
+    loaded unless the latent set stores its features."""
+    if settings.enc_type is None:
+        return loss_fn, None
+    stored = getattr(dataset, "features", None)
+    if stored is not None:
+        return AlignedLoss(loss_fn, None, settings.proj_coeff), stored["dim"]
+    encoder = load_encoder(settings.enc_type, device)
+    return AlignedLoss(loss_fn, encoder, settings.proj_coeff), encoder.dim
+
+
+def check_feature_grid(dataset, model):
+    """Stored features are of one token grid: the model's."""
+    stored = getattr(dataset, "features", None)
+    grid = model.x_embedder.grid_size[0]
+    if stored is not None and stored["grid"] != grid:
+        raise TrainingError(f"the features in {dataset.root} are of a {stored['grid']}x{stored['grid']} token grid, "
+                            f"{model.name} at this size has {grid}x{grid} tokens; extract them again with "
+                            f"--enc-grid {grid}")
 
 
 def prepare_results_dir(settings, results_dir, accelerator, warn):
@@ -272,12 +295,9 @@ def train_steps(run, start_step: int, max_steps: int):
                 log.warning(f"skipped unreadable image {path} (--strict stops at it instead)")
             if images is None:
                 raise TrainingError(f"every image of a batch was unreadable ({skipped[:3]}...); check --data-path")
-            x, y = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            pixels = x if isinstance(run.loss_fn, AlignedLoss) else None  # what REPA's encoder sees
-            if not run.from_latents:
-                x = encode(run.vae, x)  # a fresh posterior sample each step, as DiT's train.py
+            x, y, alignment = batch_inputs(run, images, labels)
             optimizer.zero_grad(set_to_none=True)
-            loss = forward_backward(run, x, y, pixels)
+            loss = forward_backward(run, x, y, alignment)
             if unrated is not None:
                 rate_checkpoint(run, unrated, loss)
                 unrated = None
@@ -323,17 +343,35 @@ def sampling_due(settings, step: int) -> bool:
     return bool(settings.sample_every) and step % settings.sample_every == 0
 
 
-def forward_backward(run, x, y, images=None):
+def batch_inputs(run, images, labels):
+    """(network input x, labels, what REPA's alignment needs: {} without it) of a loader batch on the device: the
+    VAE encodes pixels (a fresh posterior sample each step, as DiT's train.py); a latent set with features gives
+    them with its latents, else the alignment's encoder sees the pixels."""
+    device = run.accelerator.device
+    features = None
+    if isinstance(images, tuple):
+        images, features = images
+    x, y = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    alignment = {}
+    if features is not None:
+        alignment = {"features": features.to(device, non_blocking=True)}
+    elif isinstance(run.loss_fn, AlignedLoss):
+        alignment = {"images": x}
+    if not run.from_latents:
+        x = encode(run.vae, x)
+    return x, y, alignment
+
+
+def forward_backward(run, x, y, alignment=None):
     """The batch's mean loss (detached) and its gradients, in --grad-accum-steps micro-batches: the same
-    gradients as one pass, to float rounding, with a fraction of the activation memory. `images`: the batch's
-    pixels, for a loss that needs them (REPA's alignment)."""
+    gradients as one pass, to float rounding, with a fraction of the activation memory. `alignment`: the batch's
+    pixels or features by keyword, for REPA's alignment (batch_inputs)."""
     pieces = run.settings.grad_accum_steps
-    image_pieces = images.tensor_split(pieces) if images is not None else [None] * pieces
+    split = {name: value.tensor_split(pieces) for name, value in (alignment or {}).items()}
     total = torch.zeros((), device=x.device)
-    for index, (x_piece, y_piece, image_piece) in enumerate(zip(x.tensor_split(pieces), y.tensor_split(pieces),
-                                                                 image_pieces, strict=True)):
+    for index, (x_piece, y_piece) in enumerate(zip(x.tensor_split(pieces), y.tensor_split(pieces), strict=True)):
         last = index == pieces - 1
-        extra = {} if image_piece is None else {"images": image_piece}
+        extra = {name: parts[index] for name, parts in split.items()}
         with contextlib.nullcontext() if last else run.accelerator.no_sync(run.model):  # one all-reduce a step
             loss = run.loss_fn(run.model, x_piece, y_piece, **extra).sum() / len(x)
             run.accelerator.backward(loss)
@@ -520,10 +558,9 @@ def train_in_folder(settings, accelerator, log, results_dir, *, loss_fn):
         pin_memory=accelerator.device.type == "cuda", persistent_workers=settings.num_workers > 0,
         generator=torch.Generator())  # its own generator: creating an epoch's iterator leaves the global RNG alone
 
-    encoder = load_encoder(settings.enc_type, accelerator.device) if settings.enc_type else None
-    if encoder is not None:
-        loss_fn = AlignedLoss(loss_fn, encoder, settings.proj_coeff)
-    model = build_model(settings, shape, encoder)
+    loss_fn, feature_dim = aligned(settings, loss_fn, dataset, accelerator.device)
+    model = build_model(settings, shape, feature_dim)
+    check_feature_grid(dataset, model)
     if settings.init_from:
         load_weights(model, settings.init_from)  # before the EMA copy: both start from these weights
         log.info(f"initialised {settings.model} from {settings.init_from} (fresh optimizer)")
