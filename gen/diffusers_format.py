@@ -40,7 +40,7 @@ import shutil
 
 import torch
 
-from common.errors import InvalidValue, MissingInput
+from common.errors import InvalidValue, MissingInput, UserError
 from common.files import atomic_folder, check_replaceable
 
 from .export import load_pretrained, read_settings
@@ -155,6 +155,9 @@ def save_diffusers_pipeline(model, vae, folder, id2label=None, *, process=None, 
     custom-code layout (save_custom_pipeline)."""
     if isinstance(model, (str, os.PathLike)):
         recorded = read_settings(model)
+        if recorded.get("latent_norm") is not None:
+            raise UserError(f"{model} was trained with --latent-norm channel, whose statistics diffusers pipeline "
+                            f"folders do not carry; sample it with sample.py or gen.GenerationPipeline")
         model = load_pretrained(model)
         process, sampler = process or recorded.get("process"), sampler or recorded.get("sampler")
     if custom is None:

@@ -25,6 +25,7 @@ from common.files import save_safetensors
 from .models import ModelConfig, build_model, create_model, load_official_state_dict, read_state_dict
 from .models.convert import describe_mismatch
 from .settings import check_process_record
+from .vae import ChannelNorm
 
 FORMAT_KEY = "config"
 CHECKPOINT_WEIGHTS = "ema.safetensors"  # the EMA export in each training checkpoint folder
@@ -45,12 +46,13 @@ def _version() -> str:
 
 # -- export ----------------------------------------------------------------------------------------------------
 def save_pretrained(model, path, ema: bool = True, dtype: torch.dtype | None = None, vae: str | None = None,
-                    process: dict | None = None, sampler: dict | None = None) -> str:
+                    process: dict | None = None, sampler: dict | None = None, latent_norm=None) -> str:
     """Write `model`'s weights (optionally cast to `dtype`) and config to `path` (.safetensors) atomically.
 
     `ema` records whether these are EMA weights (pass the EMA module for sampling exports); `vae` the VAE of
     the latents ("none": pixels), `process` the diffusion or transport settings and `sampler` the sampler flags,
-    steps and guidance that training sampled with (sample.py's defaults for this file), when known.
+    steps and guidance that training sampled with (sample.py's defaults for this file), when known;
+    `latent_norm` the per-channel latent statistics of --latent-norm channel (a gen.vae.ChannelNorm; None: scalar).
     """
     path = os.fspath(path)
     state_dict = read_state_dict(model.state_dict())  # drops DDP / torch.compile prefixes
@@ -65,6 +67,7 @@ def save_pretrained(model, path, ema: bool = True, dtype: torch.dtype | None = N
         "vae": json.dumps(vae),
         "process": json.dumps(process),
         "sampler": json.dumps(sampler),
+        "latent_norm": json.dumps(None if latent_norm is None else latent_norm.to_record()),
         "ema": json.dumps(bool(ema)),
         "dtype": str(dtype or next(iter(tensors.values())).dtype).removeprefix("torch."),
         "gen_version": _version(),
@@ -112,7 +115,7 @@ def read_export_info(path) -> dict:
         raise CheckpointError(f"{path} has no model config in its metadata, so it is not a gen export; "
                               f"export it with gen.save_pretrained, or load its tensors with read_state_dict")
     for key, default in ((FORMAT_KEY, "{}"), ("ema", "true"), ("vae", "null"), ("process", "null"),
-                         ("sampler", "null")):
+                         ("sampler", "null"), ("latent_norm", "null")):
         try:
             info[key] = json.loads(info.get(key, default))
         except ValueError:
@@ -123,7 +126,7 @@ def read_export_info(path) -> dict:
 
 
 RECORD_KINDS = {FORMAT_KEY: dict, "ema": bool, "vae": (str, type(None)), "process": (dict, type(None)),
-                "sampler": (dict, type(None))}
+                "sampler": (dict, type(None)), "latent_norm": (dict, type(None))}
 
 
 def check_record(path, info: dict):
@@ -137,14 +140,16 @@ def check_record(path, info: dict):
         config = ModelConfig.from_dict(info[FORMAT_KEY])
         if info["process"] is not None:
             check_process_record(config.family, info["process"])
+        if info["latent_norm"] is not None:
+            info["latent_norm"] = ChannelNorm.from_record(info["latent_norm"], config.in_channels, "the record")
     except (TypeError, ValueError) as error:  # InvalidValue is a ValueError
         raise CheckpointError(f"{path}: its recorded settings are not ones this version builds ({error}); export "
                               f"it again") from None
 
 
 def read_settings(path) -> dict:
-    """{"vae": ..., "process": ..., "sampler": ...} as recorded by save_pretrained (None where unknown); {} for
-    official files."""
+    """{"vae": ..., "process": ..., "sampler": ..., "latent_norm": ...} as recorded by save_pretrained (None where
+    unknown; latent_norm a gen.vae.ChannelNorm); {} for official files."""
     path = os.fspath(path)
     if os.path.isdir(path):
         path = checkpoint_weights(path)
@@ -154,7 +159,7 @@ def read_settings(path) -> dict:
     vae = info["vae"]
     if vae is None and info[FORMAT_KEY].get("in_channels") == 3:
         vae = "none"  # no VAE recorded (exported from Python), RGB inputs: a pixel model, not an SD-VAE latent one
-    return {"vae": vae, "process": info["process"], "sampler": info["sampler"]}
+    return {"vae": vae, "process": info["process"], "sampler": info["sampler"], "latent_norm": info["latent_norm"]}
 
 
 def build_from_config(config: dict):

@@ -2,9 +2,16 @@
 
 `--vae ema|mse` names the hub weights DiT used; any other value is a local folder or a hub name; `none`
 trains in pixel space (the demo's choice: no VAE to download, and 16-pixel digits need none).
+
+The network's input space: the VAE's latents times LATENT_SCALE (`--latent-norm scalar`, DiT's and SiT's), or
+those normalised per channel by the training data's statistics (`--latent-norm channel`, LightningDiT's
+`latent_norm`): `use_channel_norm(vae, norm)` attaches them to the VAE, `normalize` applies them to training inputs,
+and `decode` undoes them, so every sampler, grid and evaluation decodes through the same VAE object.
 """
+import math
 import os
 import socket
+from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
 import torch
@@ -21,6 +28,44 @@ HUB_PROBE_SECONDS = 3.0  # huggingface_hub retries an unreachable hub for about 
 
 class VAEUnavailableError(UserError, RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class ChannelNorm:
+    """Per-channel mean and standard deviation of the scaled latents (LightningDiT's latents_stats.pt)."""
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_record(cls, record: dict, channels: int, source: str) -> "ChannelNorm":
+        """From an export's record; InvalidValue when it is not `channels` finite means and positive deviations."""
+        mean, std = record.get("mean"), record.get("std")
+        numbers = [value for values in (mean, std) if isinstance(values, list) for value in values]
+        if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == channels
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
+                and all(v > 0 for v in std)):
+            raise InvalidValue(f"{source}: its latent_norm must hold {channels} finite means and {channels} positive "
+                               f"standard deviations, got {record!r}")
+        return cls(tuple(map(float, mean)), tuple(map(float, std)))
+
+    def to_record(self) -> dict:
+        return {key: list(values) for key, values in asdict(self).items()}
+
+    def shaped(self, values, like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+
+
+def use_channel_norm(vae, norm: ChannelNorm | None):
+    """Make `vae`'s network space the channel-normalised one (None: the scalar one); `vae` may not be None."""
+    vae.channel_norm = norm
+
+
+def normalize(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents (encode's, or a latent set's) -> the network's input space."""
+    norm = getattr(vae, "channel_norm", None)
+    if norm is None:
+        return latents
+    return (latents - norm.shaped(norm.mean, latents)) / norm.shaped(norm.std, latents)
 
 
 def load_vae(name: str, device="cpu", dtype=torch.float32):
@@ -100,11 +145,15 @@ def encode(vae, images: torch.Tensor, generator=None) -> torch.Tensor:
 
 @torch.no_grad()
 def decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents -> images of about [-1, 1], not clamped: an SD-VAE overshoots a little (-1.12..1.23 seen);
-    to_uint8 and the image writers clamp, as DiT's save_image does. Decoded decode_batch(vae.dtype) latents at a
-    time: at 256 px a batch of 256 needs 57 GiB in float32 at once, 32 at a time 7 GiB, at the same speed."""
+    """Latents in the network's space -> images of about [-1, 1], not clamped: an SD-VAE overshoots a little
+    (-1.12..1.23 seen); to_uint8 and the image writers clamp, as DiT's save_image does. Decoded
+    decode_batch(vae.dtype) latents at a time: at 256 px a batch of 256 needs 57 GiB in float32 at once, 32 at a
+    time 7 GiB, at the same speed."""
     if vae is None:
         return latents
+    norm = getattr(vae, "channel_norm", None)
+    if norm is not None:
+        latents = latents * norm.shaped(norm.std, latents) + norm.shaped(norm.mean, latents)
     scaled = (latents / LATENT_SCALE).to(vae.dtype)
     return torch.cat([vae.decode(chunk).sample.float() for chunk in scaled.split(decode_batch(vae.dtype))])
 

@@ -220,6 +220,8 @@ TRAINING = [
     ("REPA past the last block", lambda w, t: train(w, t, "--enc-type", "digits", "--encoder-depth", "9"),
      "--encoder-depth 9 is past the last of SiT-Mini/4's 4 blocks"),
     ("an unknown encoder", lambda w, t: train(w, t, "--enc-type", "dinov9"), "--enc-type 'dinov9' is neither"),
+    ("channel norm of pixels", lambda w, t: train(w, t, "--latent-norm", "channel", "--vae", "none"),
+     "--latent-norm channel normalises VAE latents"),
     ("digits at 4096 px", lambda w, t: train(w, t, "--image-size", "4096", data=None),
      "--image-size must lie in [1, 512], got 4096"),
 ]

@@ -225,3 +225,60 @@ def test_sample_py_takes_a_guide_of_the_same_data_and_refuses_another(tmp_path, 
     with pytest.raises(SystemExit) as stop:
         run_command(sample.main, [*common, "--guide-ckpt", other, "--output", str(tmp_path / "x.png")])
     assert stop.value.code == 2 and "{'num_classes': 5}" in capsys.readouterr().err
+
+
+def test_channel_statistics_are_lightningdits(image_folder, tiny_vae, tmp_path):
+    """Over a whole latent set, the statistics are LightningDiT's compute_latent_stats (mean and torch.std over items,
+    rows and columns per channel); normalising and decoding undo each other through the VAE."""
+    from safetensors.torch import load_file as read_shard
+
+    import extract_latents
+    from common.cli import run_command
+    from gen.data import LatentDataset
+    from gen.data.statistics import channel_statistics
+    from gen.vae import decode, load_vae, normalize, use_channel_norm
+
+    run_command(extract_latents.main, ["--data-path", image_folder, "--output", str(tmp_path / "latents"),
+                                       "--image-size", "16", "--vae", tiny_vae, "--num-workers", "0",
+                                       "--dtype", "float32"])
+    dataset = LatentDataset(str(tmp_path / "latents"))
+    norm = channel_statistics(dataset, None, from_latents=True, device="cpu", seed=0)
+    latents = read_shard(str(tmp_path / "latents" / "shard-00000.safetensors"))["latents"][:, 0]  # unflipped
+    assert torch.allclose(torch.tensor(norm.mean), latents.mean(dim=[0, 2, 3]), atol=1e-6)
+    assert torch.allclose(torch.tensor(norm.std), latents.std(dim=[0, 2, 3]), atol=1e-6)
+
+    vae = load_vae(tiny_vae)
+    plain = decode(vae, latents[:2])
+    use_channel_norm(vae, norm)
+    whole = normalize(vae, latents)
+    assert torch.allclose(whole.mean(dim=[0, 2, 3]), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(whole.std(dim=[0, 2, 3]), torch.ones(4), atol=1e-5)
+    assert torch.allclose(decode(vae, whole[:2]), plain, atol=1e-5)
+    assert not torch.allclose(decode(vae, latents[:2]), plain, atol=1e-3)  # the decoder does undo the norm
+
+
+@pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
+def test_a_channel_normalised_run_records_its_statistics_and_samples_with_them(image_folder, tiny_vae, tmp_path):
+    import sample
+    import train_sit
+    from common.cli import run_command
+    from gen.diffusers_format import save_diffusers_pipeline
+    from gen.export import read_settings
+    from gen.sampling.loading import load_for_sampling
+
+    run = tmp_path / "run"
+    run_command(train_sit.main, ["--model", "SiT-Mini/2", "--data-path", image_folder, "--image-size", "16",
+                                 "--vae", tiny_vae, "--num-classes", "3", "--global-batch-size", "4",
+                                 "--num-workers", "0", "--log-every", "1", "--sample-every", "0", "--max-steps", "2",
+                                 "--ckpt-every", "2", "--log-with", "none", "--final-samples", "0",
+                                 "--latent-norm", "channel", "--sampling-method", "euler", "--num-sampling-steps", "3",
+                                 "--results-dir", str(run)])
+    norm = read_settings(run / "model.safetensors")["latent_norm"]
+    assert len(norm.mean) == 4 and all(value > 0 for value in norm.std)
+    assert "latent statistics per channel" in (run / "log.txt").read_text()
+    assert load_for_sampling(run / "model.safetensors", "cpu", vae=tiny_vae).vae.channel_norm == norm
+    run_command(sample.main, ["--ckpt", str(run / "model.safetensors"), "--vae", tiny_vae, "--num-fid-samples", "2",
+                              "--sample-dir", str(tmp_path / "s")])
+    assert np.load(tmp_path / "s" / "samples.npz")["arr_0"].shape == (2, 16, 16, 3)
+    with pytest.raises(Exception, match="--latent-norm channel, whose statistics diffusers pipeline folders do not"):
+        save_diffusers_pipeline(str(run / "model.safetensors"), tiny_vae, str(tmp_path / "pipe"))

@@ -16,7 +16,7 @@ from common.errors import MissingInput, UserError
 from ..export import load_pretrained, read_settings
 from ..models import set_vca_kernels
 from ..settings import recorded_process
-from ..vae import DEFAULT_VAE, HUB_NAMES, downsampling_factor, load_vae
+from ..vae import DEFAULT_VAE, HUB_NAMES, downsampling_factor, load_vae, use_channel_norm
 from .precision import vae_dtype
 
 
@@ -74,6 +74,10 @@ def load_for_sampling(ckpt, device, *, vae: str | None = None, precision: str = 
     settings = read_settings(ckpt)
     vae_name = resolve_vae(ckpt, vae, settings.get("vae"), official=not settings)  # {}: an official .pt
     vae_model = load_vae(vae_name, device, dtype=vae_dtype(precision))
+    if settings.get("latent_norm") is not None:  # the network's space: its training data's channel statistics
+        if vae_model is None:
+            raise UserError(f"{ckpt} was trained on channel-normalised latents; --vae none does not fit it: drop --vae")
+        use_channel_norm(vae_model, settings["latent_norm"])
     options = {} if num_classes is None else {"num_classes": num_classes}
     if not settings and image_size is not None:  # an official .pt: its latent side follows this VAE's factor
         options["input_size"] = image_size // downsampling_factor(vae_model)

@@ -33,6 +33,10 @@ class DataSettings:
                                            f"{DEFAULT_IMAGE_SIZE})")
     num_classes: int = setting(1000)
     vae: str = setting("ema", "ema | mse | a local AutoencoderKL folder | none (pixel space)")
+    latent_norm: str = setting("scalar", "the network's input space: the latents times 0.18215 (scalar: DiT's, SiT's), "
+                                         "or normalised per channel by the training data's mean and deviation "
+                                         "(channel: LightningDiT's; recorded with the weights)",
+                               choices=("scalar", "channel"))
     random_flip: bool = setting(True, "horizontal flips (DiT's augmentation); off for data that mirroring changes, "
                                       "e.g. digits")
     strict: bool = setting(False, "stop at an unreadable image instead of skipping it", switch=True)
@@ -63,6 +67,9 @@ class DataSettings:
         checks.within(self, "image_size", 1, MAX_DIGITS_IMAGE_SIZE if self.digits else MAX_IMAGE_SIZE)
         checks.at_least(self, 0, "num_workers")
         checks.class_count(self)
+        if self.latent_norm == "channel" and self.vae == "none":
+            raise UserError("--latent-norm channel normalises VAE latents; pixels (--vae none) are in [-1, 1] "
+                            "already: drop --latent-norm or train on latents")
         for name in ("data_path", "latents"):
             path = getattr(self, name)
             if path is not None and not os.path.isdir(path):

@@ -33,6 +33,7 @@ from common.files import LOCK_FILE, FolderInUse, ForeignFiles, check_output_fold
 
 from .. import checks
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
+from ..data.statistics import channel_statistics
 from ..encoders import load_encoder
 from ..export import load_weights, save_pretrained
 from ..models import create_model, set_vca_kernels
@@ -42,7 +43,7 @@ from ..plots import write_curves
 from ..run_log import log_path
 from ..sampling import grid_classes, resolve_precision
 from ..settings import TrainingSettings
-from ..vae import encode, latent_shape, load_vae
+from ..vae import ChannelNorm, encode, latent_shape, load_vae, normalize, use_channel_norm
 from .alignment import AlignedLoss
 from .budget import TrainingBudget
 from .checkpoint import (
@@ -120,6 +121,21 @@ def build_model(settings, shape, feature_dim=None):
     if settings.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     return set_vca_kernels(model, settings.vca_kernels)
+
+
+def set_latent_norm(settings, vae, dataset, from_latents, device, log) -> ChannelNorm | None:
+    """With --latent-norm channel, the data's per-channel statistics (the same on every process and on
+    resumption), attached to the VAE: training normalises with them, its samples and exports decode with them."""
+    if settings.latent_norm != "channel":
+        return None
+    norm = channel_statistics(dataset, vae, from_latents=from_latents, device=device, seed=settings.global_seed)
+    if min(norm.std) <= 0:
+        raise TrainingError(f"a latent channel is constant over the data (deviations {norm.std}), so it cannot be "
+                            f"normalised; train with --latent-norm scalar")
+    use_channel_norm(vae, norm)
+    log.info("latent statistics per channel (--latent-norm channel): mean " + ", ".join(f"{v:.4f}" for v in norm.mean)
+             + "; std " + ", ".join(f"{v:.4f}" for v in norm.std))
+    return norm
 
 
 def aligned(settings, loss_fn, dataset, device):
@@ -359,7 +375,7 @@ def batch_inputs(run, images, labels):
         alignment = {"images": x}
     if not run.from_latents:
         x = encode(run.vae, x)
-    return x, y, alignment
+    return normalize(run.vae, x), y, alignment
 
 
 def forward_backward(run, x, y, alignment=None):
@@ -544,6 +560,7 @@ def train_in_folder(settings, accelerator, log, results_dir, *, loss_fn):
 
     vae, dataset, shape, from_latents = open_training_data(settings, accelerator)
     check_patch_grid(settings, shape, vae)
+    latent_norm = set_latent_norm(settings, vae, dataset, from_latents, accelerator.device, log)
     if len(dataset.classes) > settings.num_classes:
         raise TrainingError(f"the data has {len(dataset.classes)} classes but --num-classes is {settings.num_classes}")
     if len(dataset.classes) < settings.num_classes:  # a warning, not an error: fine-tuning on a subset is fine
@@ -579,7 +596,8 @@ def train_in_folder(settings, accelerator, log, results_dir, *, loss_fn):
         max_steps = min(max_steps, settings.epochs * sampler.steps_per_epoch)
     run = TrainingRun(accelerator, settings, log, model, raw_model, ema, optimizer, sampler, loader, vae, from_latents,
                       loss_fn, settings.sample_fn(), results_dir, shape,
-                      record=dict(vae=settings.vae, process=settings.process(), sampler=settings.sampler_record()))
+                      record=dict(vae=settings.vae, process=settings.process(), sampler=settings.sampler_record(),
+                                  latent_norm=latent_norm))
     run.budget = TrainingBudget(accelerator.device, count_forward_flops(raw_model, log))
     start_step = resume(run, resume_path) if resume_path else 0
 
