@@ -11,7 +11,8 @@ checkpoint. The report: `report.md`, `report.json` and PNG plots in `report_dir`
 seconds and training FLOPs, and each VCA model against its MHSA twin at the same step, time and FLOPs (FID
 curves interpolated linearly in the budget; a paired t interval over seeds; a verdict that also asks the
 difference to exceed the evaluation noise floor, measured on one run's final model over `noise_floor_seeds`
-sampling seeds, default 3, 0: not measured).
+sampling seeds, default 3, 0: not measured). `jobs: N` (or --jobs N) trains N runs at once, each with cpus / N
+threads; `arms` trains the whole study once per set of flags and compares them (gen.study_arms).
 """
 import json
 import math
@@ -31,6 +32,7 @@ from .models.zoo import model_config
 from .noise_floor import measure_noise_floor
 from .plots import metric_by_budgets_figure, metric_label, plot_bars, plot_metric_by_steps, save_figure
 from .run_log import log_path, read_log
+from .settings.data import available_cpus
 from .study_stats import BUDGETS, compare_twins
 from .training.checkpoint import list_checkpoints, run_files
 
@@ -58,9 +60,18 @@ def read_study(path) -> dict:
     check_run_flags(study, path)
     if study.get("launcher", "python") not in ("python", "accelerate"):
         raise UserError(f"study file {path}: launcher must be python or accelerate, got {study['launcher']!r}")
+    if "arms" in study:
+        from .study_arms import arm_studies, check_arms
+
+        check_arms(study, path)
+        for arm_study in arm_studies(study).values():
+            check_run_flags(arm_study, path)
     seeds = study.get("noise_floor_seeds", NOISE_FLOOR_SEEDS)
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds == 1 or seeds < 0:
         raise UserError(f"study file {path}: noise_floor_seeds must be 0 (not measured) or at least 2, got {seeds!r}")
+    jobs = study.get("jobs", 1)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise UserError(f"study file {path}: jobs must be a whole number of at least 1, got {jobs!r}")
     return study
 
 
@@ -110,25 +121,67 @@ def run_command_line(study, model: str, seed: int) -> list[str]:
 
 
 # -- training -----------------------------------------------------------------------------------------------------
-def train_missing(study):
-    """Each run in turn: skipped when finished, resumed when it has a checkpoint, else started afresh."""
-    for model in study["models"]:
-        for seed in study["seeds"]:
-            folder = run_dir(study, model, seed)
-            if os.path.isfile(os.path.join(folder, "model.safetensors")):
-                print(f"study: {model} seed {seed} is finished ({folder})", flush=True)
+def planned_runs(study) -> list[tuple[dict, str, int]]:
+    """(study, model, seed) of every run, seed by seed: an interrupted study has whole seeds."""
+    return [(study, model, seed) for seed in study["seeds"] for model in study["models"]]
+
+
+def train_missing(study, jobs: int = 1):
+    train_runs(planned_runs(study), jobs)
+
+
+def train_runs(runs, jobs: int = 1):
+    """Each run: skipped when finished, resumed when it has a checkpoint, else started afresh; `jobs` at a time
+    (each then with cpus / jobs threads, its console in report_dir/runs/NAME.out)."""
+    running = []
+    try:
+        for study, model, seed in runs:
+            command = prepare_run(study, model, seed)
+            if command is None:
                 continue
-            command = run_command_line(study, model, seed)
-            if list_checkpoints(folder):
-                command.append("--resume")
-                command.append("latest")
-            elif os.path.isdir(folder):
-                remove_unfinished_run(folder)
-            print(f"study: training {model} seed {seed} -> {folder}", flush=True)
-            done = subprocess.run(command)
-            if done.returncode != 0:
-                raise UserError(f"the run {model} seed {seed} failed (exit {done.returncode}); see {folder}/log.txt, "
-                                f"fix it and run the study again: finished runs are kept")
+            while len(running) >= jobs:
+                finish(running.pop(0))
+            running.append(launch(study, model, seed, command, jobs))
+        while running:
+            finish(running.pop(0))
+    finally:  # a run failed or the study was stopped: the others stop too (SIGTERM: each keeps its checkpoints)
+        for child, *_ in running:
+            child.terminate()
+            child.wait()
+
+
+def prepare_run(study, model: str, seed: int) -> list[str] | None:
+    """The run's command line (resuming its latest checkpoint), or None when it is finished."""
+    folder = run_dir(study, model, seed)
+    if os.path.isfile(os.path.join(folder, "model.safetensors")):
+        print(f"study: {model} seed {seed} is finished ({folder})", flush=True)
+        return None
+    command = run_command_line(study, model, seed)
+    if list_checkpoints(folder):
+        command += ["--resume", "latest"]
+    elif os.path.isdir(folder):
+        remove_unfinished_run(folder)
+    return command
+
+
+def launch(study, model: str, seed: int, command: list[str], jobs: int):
+    folder = run_dir(study, model, seed)
+    print(f"study: training {model} seed {seed} -> {folder}", flush=True)
+    if jobs == 1:
+        return subprocess.Popen(command), model, seed, folder
+    environment = dict(os.environ)
+    environment.setdefault("OMP_NUM_THREADS", str(max(1, available_cpus() // jobs)))
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    with open(folder + ".out", "w") as console:  # the child keeps its own handle
+        child = subprocess.Popen(command, env=environment, stdout=console, stderr=subprocess.STDOUT)
+    return child, model, seed, folder
+
+
+def finish(launched):
+    child, model, seed, folder = launched
+    if child.wait() != 0:
+        raise UserError(f"the run {model} seed {seed} failed (exit {child.returncode}); see {folder}/log.txt, "
+                        f"fix it and run the study again: finished runs are kept")
 
 
 def remove_unfinished_run(folder):
@@ -354,15 +407,29 @@ def main(argv=None):
     parser.add_argument("study", help="the study's YAML file (configs/study-digits.yaml)")
     parser.add_argument("--report-only", action="store_true", help="write the report from the runs there are")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="only these of the file's seeds")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs trained at once, each with cpus / jobs threads (default: the file's jobs, else 1; "
+                             "on a CPU, as many as cores is fastest)")
     args = parser.parse_args(argv)
     study = read_study(args.study)
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    jobs = args.jobs or study.get("jobs", 1)
     if args.seeds is not None:
         unknown = sorted(set(args.seeds) - set(study["seeds"]))
         if unknown:
             raise UserError(f"--seeds {unknown} are not among the study's seeds {study['seeds']}")
         study["seeds"] = [seed for seed in study["seeds"] if seed in args.seeds]
+    if "arms" in study:
+        from .study_arms import arm_studies, planned_arm_runs, write_arms_report
+
+        studies = arm_studies(study)
+        if not args.report_only:
+            train_runs(planned_arm_runs(studies), jobs)
+        print(f"study: wrote {write_arms_report(study, studies)}")
+        return
     if not args.report_only:
-        train_missing(study)
+        train_missing(study, jobs)
     print(f"study: wrote {write_report(study)}")
 
 

@@ -52,8 +52,9 @@ def paired_t_interval(differences: list[float], confidence: float = CONFIDENCE) 
     return {"n": n, "mean": mean, "std": std, "low": low, "high": high, "method": method}
 
 
-def verdict(interval: dict, noise_floor: float | None) -> tuple[str, str]:
-    """(word, why): a side wins only when its interval excludes 0 and the mean difference exceeds the noise floor."""
+def verdict(interval: dict, noise_floor: float | None, sides=("VCA", "MHSA")) -> tuple[str, str]:
+    """(word, why): a side wins only when its interval excludes 0 and the mean difference exceeds the noise floor;
+    `sides` names the two (the difference is the first minus the second)."""
     if interval["low"] is None:
         return NOT_SEPARABLE, interval["method"]
     if interval["low"] <= 0 <= interval["high"]:
@@ -62,12 +63,13 @@ def verdict(interval: dict, noise_floor: float | None) -> tuple[str, str]:
         return NOT_SEPARABLE, "the evaluation noise floor was not measured"
     if abs(interval["mean"]) <= noise_floor:
         return NOT_SEPARABLE, f"the difference is within the noise floor ({noise_floor:.3g})"
-    return ("VCA better" if interval["mean"] < 0 else "MHSA better"), "the interval excludes 0, above the noise floor"
+    return f"{sides[0] if interval['mean'] < 0 else sides[1]} better", "the interval excludes 0, above the noise floor"
 
 
 def compare_twins(vca_logs: dict, mhsa_logs: dict, budget: str, noise_floor: float | None,
-                  metric: str = "fid") -> dict:
-    """VCA minus MHSA at the largest `budget` that every run of the pair (the seeds both have) reached."""
+                  metric: str = "fid", sides=("VCA", "MHSA")) -> dict:
+    """VCA minus MHSA (or any two sets of runs that `sides` names) at the largest `budget` that every run of the
+    pair (the seeds both have) reached."""
     seeds = sorted(set(vca_logs) & set(mhsa_logs))
     vca = {seed: metric_by_budget(vca_logs[seed], metric, budget) for seed in seeds}
     mhsa = {seed: metric_by_budget(mhsa_logs[seed], metric, budget) for seed in seeds}
@@ -79,6 +81,6 @@ def compare_twins(vca_logs: dict, mhsa_logs: dict, budget: str, noise_floor: flo
     vca_values = [value_at(vca[seed], point) for seed in seeds]
     mhsa_values = [value_at(mhsa[seed], point) for seed in seeds]
     interval = paired_t_interval([a - b for a, b in zip(vca_values, mhsa_values, strict=True)])
-    word, why = verdict(interval, noise_floor)
+    word, why = verdict(interval, noise_floor, sides)
     return {"budget": budget, "at": point, "seeds": seeds, "vca": vca_values, "mhsa": mhsa_values, **interval,
             "verdict": word, "why": why}

@@ -65,6 +65,30 @@ def test_a_study_trains_every_run_once_and_reports_the_difference(study_file, ca
     assert "resumed from" in log
 
 
+def test_arms_train_once_each_two_at_a_time_and_are_compared_with_the_first(study_file):
+    study = yaml.safe_load(study_file.read_text())
+    study.update(models=["SiT-Mini/4"], noise_floor_seeds=0, jobs=2,
+                 arms={"vanilla": {}, "lognormal+cos": {"weighting": "lognormal", "cos_loss": True}})
+    study_file.write_text(yaml.safe_dump(study, sort_keys=False))  # the first arm is the baseline
+    study_module.main([str(study_file)])
+    report_dir = study_file.parent / "report"
+    for arm in ("vanilla", "lognormal+cos"):
+        run = report_dir / arm / "runs" / "SiT-Mini-4-seed0"
+        assert (run / "model.safetensors").is_file() and (report_dir / arm / "report.md").is_file()
+        assert "study: training" not in (run.parent / "SiT-Mini-4-seed0.out").read_text()  # the child's console
+    arguments = json.loads((report_dir / "lognormal+cos" / "runs" / "SiT-Mini-4-seed0" / "args.json").read_text())
+    assert arguments["weighting"] == "lognormal" and arguments["cos_loss"] is True
+    report = json.loads((report_dir / "report.json").read_text())
+    compared = report["arm_minus_baseline"]["SiT-Mini/4"]["lognormal+cos"]["step"]
+    finals = report["final_fid"]
+    assert compared["at"] == 3 and compared["mean"] == pytest.approx(
+        finals["lognormal+cos"]["SiT-Mini/4"]["0"] - finals["vanilla"]["SiT-Mini/4"]["0"])
+    markdown = (report_dir / "report.md").read_text()
+    assert "| SiT-Mini/4 | lognormal+cos | the same step | step 3 |" in markdown
+    assert "- `lognormal+cos`: `weighting: lognormal`, `cos_loss: True`" in markdown
+    assert os.path.getsize(report_dir / "fid_by_budget.png") > 0
+
+
 def test_a_study_file_is_checked_before_training(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: [SiT-Huge/2]\nseeds: [0]\nreport_dir: x\nshared: {}\n")
@@ -76,6 +100,13 @@ def test_a_study_file_is_checked_before_training(tmp_path):
     bad.write_text("models: [SiT-Mini/2]\nseeds: [0]\nreport_dir: x\nshared: {}\nnoise_floor_seeds: 1\n")
     with pytest.raises(UserError, match="noise_floor_seeds must be 0"):
         study_module.main([str(bad)])
+    plain = "models: [SiT-Mini/2]\nseeds: [0]\nreport_dir: x\nshared: {}\n"
+    for extra, phrase in (("jobs: 0", "jobs must be a whole number"), ("arms: {a: {}}", "at least two names"),
+                          ("arms: {a: {}, ../b: {}}", "is not a folder name"),
+                          ("arms: {a: {}, b: {weighting: sideways}}", "weighting")):
+        bad.write_text(plain + extra + "\n")
+        with pytest.raises(UserError, match=phrase):
+            study_module.main([str(bad)])
 
 
 # -- budgets: seconds and FLOPs on every log row, continued by a resumed run -------------------------------------

@@ -1,0 +1,140 @@
+"""A study's arms: the same models and seeds trained once per arm, an arm being flags on top of `shared`, to say what
+each part of a recipe buys. In the study file (the first arm is the baseline the others are compared with):
+
+    arms:
+      vanilla: {}
+      lognormal: {weighting: lognormal}
+      repa: {enc_type: digits, encoder_depth: 2}
+
+Each arm is a study of its own in report_dir/ARM (its runs, its VCA-against-MHSA report and noise floor);
+report_dir/report.md compares each arm with the baseline, model by model, at the same step, training time and
+FLOPs, with the same paired intervals and verdicts as the twins (gen.study_stats).
+"""
+import json
+import os
+import re
+
+from common.errors import UserError
+from common.files import atomic_open
+
+from .plots import metric_by_budgets_figure, metric_label, save_figure
+from .study import (
+    BUDGET_AXES,
+    final_metric,
+    format_budget,
+    format_mean,
+    format_value,
+    mean_std,
+    noise_floor,
+    summarise,
+    write_report,
+)
+from .study_stats import BUDGETS, compare_twins
+
+ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # a folder name on every system
+
+
+def check_arms(study, path):
+    """`arms`, when there, maps folder-safe names to mappings of training flags."""
+    arms = study["arms"]
+    if not isinstance(arms, dict) or len(arms) < 2:
+        raise UserError(f"study file {path}: arms must map at least two names to flags, the first the baseline, "
+                        f"e.g. arms: {{vanilla: {{}}, lognormal: {{weighting: lognormal}}}}")
+    for name, values in arms.items():
+        if not isinstance(name, str) or not ARM_NAME.fullmatch(name):
+            raise UserError(f"study file {path}: the arm name {name!r} is not a folder name (letters, digits, . _ + -)")
+        if not isinstance(values, dict):
+            raise UserError(f"study file {path}: the arm {name} must map flag names to values, got {values!r}")
+
+
+def arm_studies(study) -> dict[str, dict]:
+    """{arm: the study of that arm}: its flags over `shared`, its own report_dir and name."""
+    plain = {key: value for key, value in study.items() if key != "arms"}
+    return {arm: dict(plain, name=f"{study.get('name', 'study')}: {arm}", shared={**study["shared"], **values},
+                      report_dir=os.path.join(study["report_dir"], arm))
+            for arm, values in study["arms"].items()}
+
+
+def planned_arm_runs(studies: dict[str, dict]) -> list[tuple[dict, str, int]]:
+    """Seed by seed, arm by arm: an interrupted study has whole seeds of every arm."""
+    first = next(iter(studies.values()))
+    return [(studies[arm], model, seed) for seed in first["seeds"] for arm in studies for model in first["models"]]
+
+
+def arm_comparisons(studies: dict[str, dict], summaries: dict, floors: dict) -> dict:
+    """{model: {arm: {budget: arm minus baseline}}} for each arm after the first; the noise floor: the larger of
+    the two arms' (None when either is unmeasured)."""
+    baseline, *others = studies
+    result = {}
+    for model in studies[baseline]["models"]:
+        logs = {arm: {seed: run["log"] for seed, run in summaries[arm][model]["seeds"].items()} for arm in studies}
+        result[model] = {}
+        for arm in others:
+            measured = [floors[name]["std"] for name in (arm, baseline) if floors.get(name)]
+            floor = max(measured) if len(measured) == 2 else None
+            result[model][arm] = {budget: compare_twins(logs[arm], logs[baseline], budget, floor,
+                                                        sides=(arm, baseline)) for budget in BUDGETS}
+    return result
+
+
+def comparison_table(baseline: str, comparisons: dict) -> list[str]:
+    lines = [f"Each arm minus `{baseline}`, model by model, at an equal budget (FID; negative: the arm is better). "
+             "Curves interpolated linearly in the budget at the largest budget every run of the pair reached; a "
+             "Student t interval on the per-seed paired differences; the noise floor is the larger of the two arms'. "
+             "Verdict: a side is better only when the interval excludes 0 and the difference exceeds the floor.", "",
+             f"| model | arm | budget | compared at | arm FID | {baseline} FID | difference | 95 % interval | "
+             "verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for model, arms in comparisons.items():
+        for arm, budgets in arms.items():
+            for budget, entry in budgets.items():
+                interval = (f"{entry['low']:.2f} .. {entry['high']:.2f}" if entry["low"] is not None
+                            else entry["method"])
+                lines.append(f"| {model} | {arm} | {BUDGETS[budget]} | {format_budget(budget, entry['at'])} | "
+                             f"{format_mean(entry.get('vca'))} | {format_mean(entry.get('mhsa'))} | "
+                             f"{format_value(entry['mean'])} | {interval} | {entry['verdict']} |")
+    return lines
+
+
+def final_table(studies: dict[str, dict], summaries: dict) -> list[str]:
+    lines = ["| model | " + " | ".join(studies) + " |", "| --- |" + " --- |" * len(studies)]
+    for model in next(iter(studies.values()))["models"]:
+        cells = []
+        for arm in studies:
+            values = final_metric(summaries[arm], model, "fid")
+            mean, std = mean_std(values.values())
+            cells.append(f"{format_value(mean)} +- {format_value(std)} ({len(values)})")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_arms_report(study, studies: dict[str, dict]) -> str:
+    """Each arm's own report, then report_dir/report.md and report.json comparing the arms; returns the .md path."""
+    summaries, floors = {}, {}
+    for arm, arm_study in studies.items():
+        write_report(arm_study)
+        summaries[arm], floors[arm] = summarise(arm_study), noise_floor(arm_study)
+    comparisons = arm_comparisons(studies, summaries, floors)
+    runs = {f"{model} [{arm}]": [run["log"] for run in summaries[arm][model]["seeds"].values()]
+            for arm in studies for model in studies[arm]["models"]}
+    folder = study["report_dir"]
+    fid_name = metric_label([record for logs in runs.values() for log in logs for record in log])
+    figure = save_figure(metric_by_budgets_figure(runs, "fid", BUDGET_AXES, fid_name),
+                         os.path.join(folder, "fid_by_budget.png"))
+    baseline = next(iter(studies))
+    lines = [f"# Study: {study.get('name', 'arms')}", "",
+             f"Models {', '.join(study['models'])}; seeds {study['seeds']}; shared flags and, per arm, its own "
+             f"(each arm's report: [ARM/report.md](ARM/report.md)):", ""]
+    lines += [f"- `{arm}`: {', '.join(f'`{key}: {value}`' for key, value in values.items()) or 'the shared flags'}"
+              for arm, values in study["arms"].items()]
+    lines += ["", "Final FID, mean +- std over seeds (seeds):", "", *final_table(studies, summaries), "",
+              *comparison_table(baseline, comparisons), "", f"![FID by budget]({os.path.basename(figure)})"]
+    with atomic_open(os.path.join(folder, "report.json"), "w") as handle:
+        finals = {arm: {model: final_metric(summaries[arm], model, "fid") for model in summaries[arm]}
+                  for arm in studies}
+        json.dump({"study": study, "final_fid": finals, "arm_minus_baseline": comparisons, "noise_floors": floors,
+                   "picture": os.path.basename(figure)}, handle, indent=1)
+    path = os.path.join(folder, "report.md")
+    with atomic_open(path, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path
