@@ -6,6 +6,7 @@
 """
 import argparse
 import copy
+import difflib
 import errno
 import json
 import os
@@ -34,16 +35,44 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one line (the usage is one `--help` away), with a `--debug` flag; `--help` shows
-    every default."""
+    """argparse whose errors are one line (the usage is one `--help` away) and name the flag meant for a misspelt
+    one, with a `--debug` flag; `--help` shows every default. Flags are taken whole, never abbreviated (`--mode`
+    is not `--model`): a prefix would turn a typo into another flag's error."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.add_argument("--debug", action="store_true", help=f"show tracebacks (also {DEBUG_ENV}=1)")
 
+    def parse_known_args(self, args=None, namespace=None):
+        """Unknown flags are named first: argparse would otherwise blame a positional for their values."""
+        words = sys.argv[1:] if args is None else list(args)
+        if not any(isinstance(action, argparse._SubParsersAction) for action in self._actions):
+            flags = words[:words.index("--")] if "--" in words else words  # after "--", all is positional
+            unknown = [word for word in flags if word.startswith("--")
+                       and word.split("=")[0] not in self._option_string_actions]
+            if unknown:
+                self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return super().parse_known_args(args, namespace)
+
     def error(self, message):
-        raise UserError(f"{message} (see {self.prog} --help)")
+        raise UserError(f"{message}{self.suggestion(message)} (see {self.prog} --help)")
+
+    def suggestion(self, message: str) -> str:
+        """'; did you mean --x?' for the unknown flags of an "unrecognized arguments" message."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        known = [option for action in self._actions for option in action.option_strings if option.startswith("--")]
+        words = [word.split("=")[0] for word in message.split(":", 1)[1].split() if word.startswith("--")]
+        meant = [f"{' or '.join(close_names(word, known))} for {word}" for word in words if close_names(word, known)]
+        return f"; did you mean {', '.join(meant)}?" if meant else ""
+
+
+def close_names(word: str, names) -> list[str]:
+    """The names `word` was most likely meant to be: the closest, and any others nearly as close."""
+    scored = sorted(((difflib.SequenceMatcher(None, word, name).ratio(), name) for name in names), reverse=True)
+    return [name for score, name in scored if score >= 0.6 and score >= scored[0][0] - 0.1][:2]
 
 
 def run_command(main, argv=None):
@@ -120,7 +149,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Na
 
 
 def _config_path(argv) -> str | None:
-    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre_parser.add_argument("--config", default=None)
     known, _ = pre_parser.parse_known_args(argv)
     return known.config
@@ -150,8 +179,9 @@ def check_config(parser: argparse.ArgumentParser, values: dict, where: str) -> d
     config = {str(key).lstrip("-").replace("-", "_"): value for key, value in values.items()}
     unknown = sorted(set(config) - set(actions))
     if unknown:
-        parser.error(f"{where}: unknown key(s) {unknown}; valid keys are the flags: "
-                     f"{sorted(k.replace('_', '-') for k in actions)}")
+        meant = [f"{' or '.join(close_names(key, actions))} for {key}" for key in unknown if close_names(key, actions)]
+        hint = f"did you mean {', '.join(meant)}? " if meant else ""
+        parser.error(f"{where}: unknown key(s) {unknown}; {hint}the keys are the flags of {parser.prog}")
     for dest, value in config.items():
         config[dest] = typed_value(parser, actions[dest], value, where)
         actions[dest].required = False  # a value from the file satisfies a required flag

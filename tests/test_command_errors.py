@@ -139,7 +139,11 @@ TRAINING = [
     ("other family", lambda w, t: train(w, t, model="DiT-Mini/4"), "use train_dit.py"),
     ("unknown flag", lambda w, t: train(w, t, "--bogus", "1"), "unrecognized arguments: --bogus"),
     ("config not YAML", lambda w, t: train(w, t, "--config", w["bad_yaml"]), "is not valid YAML"),
-    ("config unknown key", lambda w, t: train(w, t, "--config", w["unknown_yaml"]), "unknown key(s) ['modle']"),
+    ("config unknown key", lambda w, t: train(w, t, "--config", w["unknown_yaml"]),
+     "unknown key(s) ['modle']; did you mean mode or model for modle?"),
+    ("a prefix of a flag is not the flag", lambda w, t: train(w, t, "--max-step", "3"),
+     "unrecognized arguments: --max-step; did you mean --max-steps for --max-step?"),
+    ("a prefix of another flag", lambda w, t: train(w, t, "--ckpt", "x"), "did you mean --ckpt-every for --ckpt?"),
     ("config not UTF-8", lambda w, t: train(w, t, "--config", yaml_file(t, "lr: 1e-4 # caf\xe9", "latin-1")),
      "is not UTF-8 text (byte 14); save it as UTF-8"),
     ("config of aliases (billion laughs)", lambda w, t: train(w, t, "--config", yaml_file(
@@ -298,6 +302,8 @@ def test_train_dit_bad_input_is_one_line(world, tmp_path, capsys):
     assert_one_line_error(train_dit.main, dit_arguments(model="SiT-Mini/4"), "use train_sit.py", capsys, tmp_path)
     assert_one_line_error(train_dit.main, dit_arguments("--num-sampling-steps", "0"),
                           "--num-sampling-steps must be at least 1", capsys, tmp_path)
+    assert_one_line_error(train_dit.main, dit_arguments("--mode", "SDE"),  # SiT's flag, not a prefix of --model
+                          "unrecognized arguments: --mode; did you mean --model for --mode?", capsys, tmp_path)
 
 
 def sample_args(world, tmp, *extra, family="DiT"):
@@ -310,6 +316,8 @@ SAMPLING = [
     ("missing checkpoint", lambda w, t: sample_args(w, t, "--ckpt", str(t / "none.safetensors")), "not found"),
     ("truncated checkpoint", lambda w, t: sample_args(w, t, "--ckpt", w["truncated"]), "truncated"),
     ("zero samples", lambda w, t: sample_args(w, t, "--num-fid-samples", "0"), "--num-fid-samples must be at least"),
+    ("a flag of another tool", lambda w, t: sample_args(w, t, "--num-samples", "10"),  # named before the positional
+     "unrecognized arguments: --num-samples; did you mean --num-fid-samples for --num-samples?"),
     ("zero batch", lambda w, t: sample_args(w, t, "--num-fid-samples", "4", "--per-proc-batch-size", "0"),
      "--per-proc-batch-size must be at least 1"),
     ("zero steps", lambda w, t: sample_args(w, t, "--num-sampling-steps", "0"), "--num-sampling-steps must be"),
