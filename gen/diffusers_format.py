@@ -51,6 +51,7 @@ from .settings import DIFFUSION_DEFAULTS, recorded_process
 REMOTE_CODE = os.path.join(os.path.dirname(__file__), "diffusers_remote")
 PIPELINE_WRITER = "gen.diffusers_format"  # the marker that lets a later export replace this one
 REMOTE_FILES = {"gen_pipeline.py": "", "gen_transformer.py": "transformer"}  # file: its subfolder in the export
+DIT_PIPELINE_CLASSES = 1000  # diffusers' DiTPipeline guides with class 1000 as the null class, whatever the model
 
 
 def diffusers_config(config) -> dict:
@@ -150,9 +151,10 @@ def save_diffusers_pipeline(model, vae, folder, id2label=None, *, process=None, 
     recorded process and sampler are used when not given); `vae`: a diffusers AutoencoderKL or its local folder
     (None for a pixel model); `id2label`: {class index: "name, other name"} or None.
 
-    MHSA DiT models trained on DiT's diffusion: a DiTPipeline folder (model_index.json, transformer/, vae/,
-    scheduler/). Other models (VCA, SiT, another diffusion process), or `custom=True`: a folder of diffusers'
-    custom-code layout (save_custom_pipeline)."""
+    MHSA DiT models of 1,000 classes on VAE latents, trained on DiT's diffusion: a DiTPipeline folder
+    (model_index.json, transformer/, vae/, scheduler/). Other models (VCA, SiT, pixels, other class counts,
+    another diffusion process), or `custom=True`: a folder of diffusers' custom-code layout (save_custom_pipeline),
+    which samples them with gen's own sampling."""
     if isinstance(model, (str, os.PathLike)):
         recorded = read_settings(model)
         if recorded.get("latent_norm") is not None:
@@ -161,9 +163,7 @@ def save_diffusers_pipeline(model, vae, folder, id2label=None, *, process=None, 
         model = load_pretrained(model)
         process, sampler = process or recorded.get("process"), sampler or recorded.get("sampler")
     if custom is None:
-        dit_blocks = (model.config.family, model.config.attention) == ("DiT", "mhsa") and \
-            not model.config.recipe_options()
-        custom = not dit_blocks or recorded_process(model, process) != recorded_process(model, None)
+        custom = not fits_dit_pipeline(model, vae, process)
     if custom:
         return save_custom_pipeline(model, vae, folder, id2label, process=process, sampler=sampler)
     from diffusers import DiTPipeline
@@ -180,6 +180,16 @@ def save_diffusers_pipeline(model, vae, folder, id2label=None, *, process=None, 
             with open(index_path, "w") as file:
                 json.dump(index, file, indent=2)
     return str(folder)
+
+
+def fits_dit_pipeline(model, vae, process) -> bool:
+    """Whether diffusers' own DiTPipeline samples `model` as trained: an MHSA DiT with DiT's blocks and diffusion,
+    on VAE latents (DiTPipeline always decodes), of 1,000 classes (its guidance's null class is 1000, not the
+    model's)."""
+    config = model.config
+    return ((config.family, config.attention) == ("DiT", "mhsa") and not config.recipe_options() and vae is not None
+            and config.num_classes == DIT_PIPELINE_CLASSES
+            and recorded_process(model, process) == recorded_process(model, None))
 
 
 def checked_vae(vae, model):

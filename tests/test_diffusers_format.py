@@ -181,6 +181,21 @@ def test_mhsa_dit_goes_custom_when_asked_or_off_dit_diffusion(tmp_path, tiny_vae
     assert load_diffusers(tmp_path / "x0").config == model.config
 
 
+@pytest.mark.parametrize("options, vae", [({"num_classes": 10}, "tiny"), ({"in_channels": 3}, None)],
+                         ids=["10 classes", "pixels"])
+def test_a_dit_that_diffusers_dit_pipeline_cannot_sample_goes_custom_and_samples(tmp_path, tiny_vae, one_thread,
+                                                                                options, vae):
+    """DiTPipeline guides with class 1000 as the null class (an IndexError with 10 classes) and always decodes with
+    a VAE (none for pixels): such DiTs go custom, and sample with guidance as they were trained."""
+    model = perturbed("DiT-Mini/2", **options)
+    folder = save_diffusers_pipeline(model, tiny_vae if vae else None, tmp_path / "pipe")
+    assert json.loads((tmp_path / "pipe" / "model_index.json").read_text())["_class_name"] == [
+        "gen_pipeline", "GenPipeline"]
+    pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    images = pipe(class_labels=[1, 9], num_inference_steps=2, guidance_scale=4.0, output_type="pt").images
+    assert images.shape[:2] == (2, 3) and torch.isfinite(images).all()
+
+
 def test_custom_folder_needs_trust_remote_code_and_its_weights(tmp_path, tiny_vae):
     folder = save_diffusers_pipeline(perturbed("SiT-Mini/2"), tiny_vae, tmp_path / "pipe")
     with pytest.raises(ValueError, match="trust_remote_code=True"):
