@@ -196,6 +196,42 @@ def test_a_dit_that_diffusers_dit_pipeline_cannot_sample_goes_custom_and_samples
     assert images.shape[:2] == (2, 3) and torch.isfinite(images).all()
 
 
+def test_a_loaded_custom_pipeline_saves_a_folder_that_loads_and_draws_the_same(tmp_path, tiny_vae, one_thread):
+    folder = save_diffusers_pipeline(perturbed("SiT-Mini/2-VCA"), tiny_vae, tmp_path / "pipe", id2label={3: "three"},
+                                     sampler=dict(mode="ODE", num_sampling_steps=2, cfg_scale=1.5))
+    first = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    first.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "model_index.json").read_text())["_class_name"] == [
+        "gen_pipeline", "GenPipeline"]
+    second = DiffusionPipeline.from_pretrained(tmp_path / "again", trust_remote_code=True)
+    draw = dict(class_labels=second.get_label_ids(["three"]), seed=0, output_type="np")
+    np.testing.assert_array_equal(first(**draw).images, second(**draw).images)
+    with pytest.raises(ValueError, match="upload_folder"):
+        second.save_pretrained(tmp_path / "hub", push_to_hub=True)
+
+
+def test_the_custom_pipeline_keeps_diffusers_habits(tmp_path, tiny_vae, one_thread, capsys):
+    """A list of generators draws image i from generator i; a guidance_scale of 1 or less is no guidance; the progress
+    bar follows set_progress_bar_config."""
+    pipe = DiffusionPipeline.from_pretrained(save_diffusers_pipeline(perturbed("SiT-Mini/2"), tiny_vae, tmp_path / "p"),
+                                             trust_remote_code=True)
+    draw = dict(num_inference_steps=2, output_type="np")
+    both = pipe([1, 2], generator=[torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)], **draw).images
+    alone = pipe([2], generator=[torch.Generator().manual_seed(6)], **draw).images
+    np.testing.assert_array_equal(both[1], alone[0])
+    with pytest.raises(ValueError, match="3 generators for 2 class labels"):
+        pipe([1, 2], generator=[torch.Generator()] * 3)
+    np.testing.assert_array_equal(pipe([1], seed=0, guidance_scale=0.0, **draw).images,
+                                  pipe([1], seed=0, guidance_scale=1.0, **draw).images)
+    capsys.readouterr()
+    pipe.set_progress_bar_config(disable=True)
+    pipe([1], seed=0, **draw)
+    quiet = capsys.readouterr().err
+    pipe.set_progress_bar_config(disable=False)
+    pipe([1], seed=0, **draw)
+    assert quiet == "" and "sampling" in capsys.readouterr().err
+
+
 def test_custom_folder_needs_trust_remote_code_and_its_weights(tmp_path, tiny_vae):
     folder = save_diffusers_pipeline(perturbed("SiT-Mini/2"), tiny_vae, tmp_path / "pipe")
     with pytest.raises(ValueError, match="trust_remote_code=True"):

@@ -43,6 +43,17 @@ class GenPipeline(DiffusionPipeline):
             raise ValueError(f"{missing[0]!r} is not a recorded class name; the names: {sorted(self.labels)}")
         return [self.labels[name] for name in labels]
 
+    def save_pretrained(self, save_directory, push_to_hub=False, **kwargs):
+        """The folder as gen's exporter writes it, this code included, so that it loads again: diffusers' own save
+        would name this module `diffusers_modules.local...` and leave the code behind. Weights are safetensors."""
+        from gen.diffusers_format import save_custom_pipeline
+
+        if push_to_hub:
+            raise ValueError("save the folder, then upload it with huggingface_hub's upload_folder (the project's "
+                             "docs/sampling.md, diffusers)")
+        save_custom_pipeline(self.transformer.model, self.vae, save_directory, self.config.id2label,
+                             process=dict(self.config.process), sampler=self.config.sampler)
+
     def sampling_pipeline(self) -> GenerationPipeline:
         """This folder's model as gen's GenerationPipeline (sharing the modules)."""
         config = self.transformer.config
@@ -56,15 +67,28 @@ class GenPipeline(DiffusionPipeline):
                  output_type="pil", return_dict=True, seed=None, sampler=None, **sampler_options):
         """Images of `class_labels`: `.images`, PIL images ("pil"), else floats in [0, 1] as diffusers gives them:
         [N, H, W, 3] numpy ("np") or [N, 3, H, W] torch ("pt"). Steps and guidance default to the export's
-        record, else gen's defaults (DiT: ddpm, 250 steps; SiT: ODE, 250 steps; guidance 4.0). `generator` picks
-        the seed by one draw (or pass `seed`); `sampler` and sampler_options as gen.GenerationPipeline takes them
-        (DiT: ddpm, ddim, dpm-solver; SiT: ODE, SDE)."""
+        record, else gen's defaults (DiT: ddpm, 250 steps; SiT: ODE, 250 steps; guidance 4.0); as in diffusers, a
+        guidance_scale of 1 or less means none. `generator` picks the seed by one draw (or pass `seed`); a list of
+        generators, one per label, draws each image from its own. `sampler` and sampler_options as
+        gen.GenerationPipeline takes them (DiT: ddpm, ddim, dpm-solver; SiT: ODE, SDE). The progress bar follows
+        set_progress_bar_config(disable=...)."""
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"unknown output_type {output_type!r}; use pil, np or pt")
-        images = self.sampling_pipeline()(class_labels, num_inference_steps, guidance_scale, seed=seed,
-                                          generator=generator, output_type="pil" if output_type == "pil" else "pt",
-                                          sampler=sampler, **sampler_options)
-        if output_type != "pil":
-            images = (images.float() / 2 + 0.5).clamp(0, 1)
+        labels = [class_labels] if isinstance(class_labels, int) else list(class_labels)
+        generators = generator if isinstance(generator, list) else [generator]
+        if isinstance(generator, list) and len(generator) != len(labels):
+            raise ValueError(f"{len(generator)} generators for {len(labels)} class labels; pass one per label, or one")
+        pieces = [(labels, generators[0])] if not isinstance(generator, list) else [
+            ([label], one) for label, one in zip(labels, generators, strict=True)]
+        options = dict(num_inference_steps=num_inference_steps, seed=seed, sampler=sampler,
+                       guidance_scale=None if guidance_scale is None else max(float(guidance_scale), 1.0),
+                       progress=not getattr(self, "_progress_bar_config", {}).get("disable", False),
+                       output_type="pil" if output_type == "pil" else "pt", **sampler_options)
+        pipeline = self.sampling_pipeline()
+        drawn = [pipeline(part, generator=one, **options) for part, one in pieces]
+        if output_type == "pil":
+            images = [image for part in drawn for image in part]
+        else:
+            images = (torch.cat(drawn).float() / 2 + 0.5).clamp(0, 1)
             images = images.cpu().permute(0, 2, 3, 1).numpy() if output_type == "np" else images
         return ImagePipelineOutput(images=images) if return_dict else (images,)

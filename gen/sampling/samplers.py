@@ -8,6 +8,7 @@ function of the image and the step), so that a stochastic sampler gives image i 
 `make_sampler` binds a sampler's settings: DiT's DDPM, DDIM and DPM-Solver++ over ADM's diffusion, SiT's ODE and
 SDE over its transport.
 """
+import contextlib
 import functools
 
 import torch
@@ -51,12 +52,31 @@ def dpm_solver(model_fn, noise, *, num_steps, noise_sampler=None, progress=False
 # -- SiT: stochastic interpolants --------------------------------------------------------------------------------
 def ode(model_fn, noise, *, integrator, noise_sampler=None, progress=False):
     """The probability-flow ODE (`integrator` from Sampler.sample_ode); deterministic."""
-    return integrator(noise, model_fn)[-1]
+    with counted(model_fn, progress) as counted_fn:
+        return integrator(noise, counted_fn)[-1]
 
 
 def sde(model_fn, noise, *, integrator, noise_sampler=None, progress=False):
     """The reverse SDE (`integrator` from Sampler.sample_sde), its Brownian steps from `noise_sampler`."""
-    return integrator(noise, model_fn, noise_fn=noise_sampler or torch.randn_like)[-1]
+    with counted(model_fn, progress) as counted_fn:
+        return integrator(noise, counted_fn, noise_fn=noise_sampler or torch.randn_like)[-1]
+
+
+@contextlib.contextmanager
+def counted(model_fn, progress: bool):
+    """`model_fn`, ticking a progress bar at each evaluation when `progress` (an adaptive solver's count of
+    evaluations is not known beforehand, so the bar counts up)."""
+    if not progress:
+        yield model_fn
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(desc="sampling", unit="evaluation", leave=False) as bar:
+        def ticking(*args, **kwargs):
+            bar.update(1)
+            return model_fn(*args, **kwargs)
+
+        yield ticking
 
 
 # -- binding the settings ----------------------------------------------------------------------------------------
