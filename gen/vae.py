@@ -11,6 +11,7 @@ and `decode` undoes them, so every sampler, grid and evaluation decodes through 
 import math
 import os
 import socket
+import warnings
 from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
@@ -89,7 +90,9 @@ def load_vae(name: str, device="cpu", dtype=torch.float32):
 def _from_hub(model_class, repo, **options):
     """The hub cache first (no network); else, only when the hub answers, a download."""
     try:
-        return model_class.from_pretrained(repo, local_files_only=True, **options)
+        with warnings.catch_warnings():  # diffusers passes an argument this huggingface_hub only warns about
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            return model_class.from_pretrained(repo, local_files_only=True, **options)
     except (OSError, ValueError):
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
@@ -115,8 +118,8 @@ def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_SECONDS) -> bool:
 
 def _offline_fix(name: str) -> str:
     hub_name = HUB_NAMES.get(name, name if "/" in name else HUB_NAMES[DEFAULT_VAE])
-    return (f"offline, download it where there is a network with `huggingface-cli download {hub_name} --local-dir "
-            f"vae`, copy the folder here and pass --vae ./vae")
+    return (f"offline, download it where there is a network with `hf download {hub_name} --local-dir vae` "
+            f"(huggingface_hub's CLI; older ones: huggingface-cli), copy the folder here and pass --vae ./vae")
 
 
 def downsampling_factor(vae) -> int:

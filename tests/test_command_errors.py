@@ -316,6 +316,8 @@ SAMPLING = [
     ("missing checkpoint", lambda w, t: sample_args(w, t, "--ckpt", str(t / "none.safetensors")), "not found"),
     ("truncated checkpoint", lambda w, t: sample_args(w, t, "--ckpt", w["truncated"]), "truncated"),
     ("zero samples", lambda w, t: sample_args(w, t, "--num-fid-samples", "0"), "--num-fid-samples must be at least"),
+    ("not a weights file", lambda w, t: sample_args(w, t, "--ckpt", w["bad_yaml"]),
+     "is not a weights file; pass an exported .safetensors"),
     ("a flag of another tool", lambda w, t: sample_args(w, t, "--num-samples", "10"),  # named before the positional
      "unrecognized arguments: --num-samples; did you mean --num-fid-samples for --num-samples?"),
     ("zero batch", lambda w, t: sample_args(w, t, "--num-fid-samples", "4", "--per-proc-batch-size", "0"),
@@ -607,7 +609,20 @@ def test_a_hub_vae_without_network_fails_at_once(world, tmp_path, capsys, monkey
                                  capsys, tmp_path)
     assert time.perf_counter() - start < 10  # huggingface_hub alone retries for about 30 s
     assert ("HF_HUB_OFFLINE is set" if offline == "HF_HUB_OFFLINE" else "does not answer") in line
-    assert "--vae ./vae" in line
+    assert "`hf download stabilityai/sd-vae-ft-ema --local-dir vae`" in line and "--vae ./vae" in line
+    if offline == "HF_HUB_OFFLINE":  # the digits need none
+        line = assert_one_line_error(train_sit.main, train(world, tmp_path / "digits", "--vae", "ema", data=None),
+                                     "cannot load the VAE", capsys, tmp_path)
+        assert line.endswith("the built-in digits need no VAE: pass --vae none, as configs/demo.yaml does")
+
+
+def test_resuming_past_max_steps_is_refused_before_anything_changes(world, tmp_path, capsys):
+    arguments = train(world, tmp_path, "--max-steps", "2", "--ckpt-every", "2")
+    train_sit.main(arguments)
+    record = (tmp_path / "out" / "args.json").read_text()
+    line = assert_one_line_error(train_sit.main, [*arguments, "--max-steps", "1", "--resume", "latest"],
+                                 "is at step 2, past the 1 steps asked for: nothing to train", capsys, tmp_path)
+    assert "sample.py --ckpt" in line and (tmp_path / "out" / "args.json").read_text() == record
 
 
 def test_debug_shows_the_traceback(world, tmp_path):

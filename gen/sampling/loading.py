@@ -19,6 +19,8 @@ from ..settings import recorded_process
 from ..vae import DEFAULT_VAE, HUB_NAMES, downsampling_factor, load_vae, use_channel_norm
 from .precision import vae_dtype
 
+WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth")  # exports; official DiT/SiT checkpoints
+
 
 @dataclass
 class SamplingWeights:
@@ -71,6 +73,9 @@ def load_for_sampling(ckpt, device, *, vae: str | None = None, precision: str = 
     if not os.path.exists(ckpt):
         raise MissingInput(f"{ckpt} not found; pass an exported .safetensors, a training checkpoint folder or an "
                            f"official DiT/SiT .pt")
+    if os.path.isfile(ckpt) and not ckpt.endswith(WEIGHTS_SUFFIXES):
+        raise UserError(f"{ckpt} is not a weights file; pass an exported .safetensors, a training checkpoint folder "
+                        f"or an official DiT/SiT .pt")
     settings = read_settings(ckpt)
     vae_name = resolve_vae(ckpt, vae, settings.get("vae"), official=not settings)  # {}: an official .pt
     vae_model = load_vae(vae_name, device, dtype=vae_dtype(precision))

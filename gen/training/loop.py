@@ -43,7 +43,7 @@ from ..plots import write_curves
 from ..run_log import log_path
 from ..sampling import grid_classes, resolve_precision
 from ..settings import TrainingSettings
-from ..vae import ChannelNorm, encode, latent_shape, load_vae, normalize, use_channel_norm
+from ..vae import ChannelNorm, VAEUnavailableError, encode, latent_shape, load_vae, normalize, use_channel_norm
 from .alignment import AlignedLoss
 from .budget import TrainingBudget
 from .checkpoint import (
@@ -102,7 +102,13 @@ def open_training_data(settings, accelerator):
         dataset = LatentDataset(settings.latents, vae_name=settings.vae, image_size=settings.image_size,
                                 enc_type=settings.enc_type)
         return load_vae(settings.vae, accelerator.device), dataset, (dataset.shape[0], dataset.shape[1]), True
-    vae = load_vae(settings.vae, accelerator.device)
+    try:
+        vae = load_vae(settings.vae, accelerator.device)
+    except VAEUnavailableError as error:
+        if not settings.digits:
+            raise
+        raise VAEUnavailableError(f"{error}; the built-in digits need no VAE: pass --vae none, as "
+                                  f"configs/demo.yaml does") from None
     dataset = open_image_dataset(settings.data_path, settings.image_size, strict=settings.strict)
     return vae, dataset, latent_shape(vae, settings.image_size), False
 
@@ -467,7 +473,10 @@ def grid(run, path, step: int):
 def check_resume_flags(path, settings, log):
     """Refuse flags that would change what the checkpoint means; say which optimiser settings change."""
     with open(os.path.join(path, TRAINING_STATE)) as file:
-        saved = json.load(file).get("args", {})
+        state = json.load(file)
+    saved = state.get("args", {})
+    if settings.max_steps is not None and state.get("step", 0) > settings.max_steps:
+        raise TrainingError(past_max_steps(path, state["step"], settings.max_steps))
     refused, applied = resume_differences(saved, settings.to_dict())
     if refused:
         listed = "; ".join(f"--{k.replace('_', '-')} {now} (the run used {was})" for k, (was, now) in refused.items())
@@ -475,6 +484,12 @@ def check_resume_flags(path, settings, log):
                             f"in another --results-dir")
     for key, (was, now) in applied.items():
         log.info(f"resume: --{key.replace('_', '-')} {now} applied (the run used {was})")
+
+
+def past_max_steps(path, step: int, max_steps) -> str:
+    return (f"--resume {path} is at step {step}, past the {max_steps} steps asked for: nothing to train, and the "
+            f"export would be this checkpoint's; pass a larger --max-steps (or --epochs), or sample the checkpoint "
+            f"with sample.py --ckpt {path}")
 
 
 def resume(run, path) -> int:
@@ -600,6 +615,10 @@ def train_in_folder(settings, accelerator, log, results_dir, *, loss_fn):
                                   latent_norm=latent_norm))
     run.budget = TrainingBudget(accelerator.device, count_forward_flops(raw_model, log))
     start_step = resume(run, resume_path) if resume_path else 0
+    if start_step > max_steps:  # --epochs: known once the data is
+        raise TrainingError(past_max_steps(resume_path, start_step, max_steps))
+    if start_step == max_steps:
+        log.info(f"the checkpoint is at step {start_step} = --max-steps: nothing left to train; exporting it")
 
     source = settings.latents or settings.data_path or "the built-in scikit-learn digits"
     log.info(f"{settings.model}: {sum(p.numel() for p in raw_model.parameters()):,} parameters, input {shape[0]}x"
