@@ -44,6 +44,7 @@ from common.errors import InvalidValue, MissingInput, UserError
 from common.files import atomic_folder, check_replaceable
 
 from .export import load_pretrained, read_settings
+from .model_card import run_folder_of, write_model_card
 from .models import create_model
 from .models.config import SIZES
 from .settings import DIFFUSION_DEFAULTS, recorded_process
@@ -155,7 +156,9 @@ def save_diffusers_pipeline(model, vae, folder, id2label=None, *, process=None, 
     (model_index.json, transformer/, vae/, scheduler/). Other models (VCA, SiT, pixels, other class counts,
     another diffusion process), or `custom=True`: a folder of diffusers' custom-code layout (save_custom_pipeline),
     which samples them with gen's own sampling."""
+    run_folder = None
     if isinstance(model, (str, os.PathLike)):
+        run_folder = run_folder_of(model)
         recorded = read_settings(model)
         if recorded.get("latent_norm") is not None:
             raise UserError(f"{model} was trained with --latent-norm channel, whose statistics diffusers pipeline "
@@ -165,13 +168,16 @@ def save_diffusers_pipeline(model, vae, folder, id2label=None, *, process=None, 
     if custom is None:
         custom = not fits_dit_pipeline(model, vae, process)
     if custom:
-        return save_custom_pipeline(model, vae, folder, id2label, process=process, sampler=sampler)
+        return save_custom_pipeline(model, vae, folder, id2label, process=process, sampler=sampler,
+                                    run_folder=run_folder)
     from diffusers import DiTPipeline
 
     transformer = to_diffusers(model)
     pipeline = DiTPipeline(transformer=transformer, vae=checked_vae(vae, model), scheduler=dit_scheduler())
     with atomic_folder(folder, PIPELINE_WRITER, "the pipeline folder") as temporary:
         pipeline.save_pretrained(temporary)
+        write_model_card(temporary, model, os.fspath(folder), run_folder=run_folder, diffusers_folder=True,
+                         custom_code=False, sampler=sampler)
         if id2label:
             index_path = os.path.join(temporary, "model_index.json")
             with open(index_path) as file:
@@ -204,7 +210,7 @@ def checked_vae(vae, model):
     return vae
 
 
-def save_custom_pipeline(model, vae, folder, id2label=None, *, process=None, sampler=None) -> str:
+def save_custom_pipeline(model, vae, folder, id2label=None, *, process=None, sampler=None, run_folder=None) -> str:
     """A folder in diffusers' custom-code layout: model_index.json names gen_pipeline.GenPipeline (root
     gen_pipeline.py) and transformer/gen_transformer.GenTransformer (our model's config and weights); vae/ (none
     for a pixel model); scheduler/ for DiT (DDIM on the model's diffusion, a record; SiT has none). The wrappers import
@@ -232,6 +238,8 @@ def save_custom_pipeline(model, vae, folder, id2label=None, *, process=None, sam
             shutil.copyfile(os.path.join(REMOTE_CODE, name), os.path.join(temporary, subfolder, name))
         with open(os.path.join(temporary, "model_index.json"), "w") as file:
             json.dump(index, file, indent=2)
+        write_model_card(temporary, model, os.fspath(folder), run_folder=run_folder, diffusers_folder=True,
+                         sampler=sampler)
     return str(folder)
 
 

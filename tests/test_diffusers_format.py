@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, DiTPipeline
 from tiny import perturbed
 
@@ -80,7 +81,8 @@ def test_pipeline_folder_loads_in_diffusers_runs_and_loads_back(tmp_path, tiny_v
     save_diffusers_pipeline(perturbed("SiT-Mini/2"), tiny_vae, folder)  # an older export there is replaced whole
     save_diffusers_pipeline(model, tiny_vae, folder, id2label={1: "one, uno", 7: "seven"})
     assert sorted(os.listdir(tmp_path)) == ["pipe"]  # no temporary folder left beside it
-    assert sorted(os.listdir(folder)) == [FOLDER_MARKER, "model_index.json", "scheduler", "transformer", "vae"]
+    assert sorted(os.listdir(folder)) == [FOLDER_MARKER, "README.md", "model_index.json", "scheduler", "transformer",
+                                          "vae"]
     pipeline = DiTPipeline.from_pretrained(folder)
     assert isinstance(pipeline.scheduler, DDIMScheduler) and pipeline.get_label_ids(["uno", "seven"]) == [1, 7]
     betas = pipeline.scheduler.betas
@@ -130,7 +132,7 @@ def test_custom_folder_loads_in_diffusers_and_draws_our_images(tmp_path, tiny_va
     folder = tmp_path / "pipe"
     save_diffusers_pipeline(model, tiny_vae, folder, id2label={1: "one, uno", 7: "seven"})
     assert sorted(os.listdir(tmp_path)) == ["pipe"]  # no temporary folder left beside it
-    expected = [FOLDER_MARKER, "gen_pipeline.py", "model_index.json", "transformer", "vae"]
+    expected = [FOLDER_MARKER, "README.md", "gen_pipeline.py", "model_index.json", "transformer", "vae"]
     expected += ["scheduler"] if "DiT" in name else []
     assert sorted(os.listdir(folder)) == sorted(expected)
     assert "gen_transformer.py" in os.listdir(folder / "transformer")
@@ -230,6 +232,35 @@ def test_the_custom_pipeline_keeps_diffusers_habits(tmp_path, tiny_vae, one_thre
     pipe.set_progress_bar_config(disable=False)
     pipe([1], seed=0, **draw)
     assert quiet == "" and "sampling" in capsys.readouterr().err
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n"), "the hub reads the metadata block at the very top"
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+@pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
+def test_a_run_and_its_pipeline_folder_carry_a_model_card(tmp_path, tiny_vae):
+    """README.md beside the export and in the diffusers folder: the hub's metadata block (library, tags, pipeline tag,
+    an empty license for the owner), the training settings, the run's last measured FID, how to sample."""
+    import train_sit
+
+    run = tmp_path / "run"
+    run_command(train_sit.main, ["--model", "SiT-Mini/2-VCA", "--image-size", "8", "--num-classes", "10",
+                                 "--global-batch-size", "8", "--num-workers", "0", "--vae", "none",
+                                 "--sample-every", "0", "--max-steps", "2", "--ckpt-every", "2", "--log-with", "none",
+                                 "--final-samples", "0", "--sampling-method", "euler", "--num-sampling-steps", "2",
+                                 "--eval-every", "2", "--eval-samples", "10", "--results-dir", str(run)])
+    card = (run / "README.md").read_text()
+    meta = front_matter(card)
+    assert meta["library_name"] == "vca-gen" and meta["pipeline_tag"] == "unconditional-image-generation"
+    assert {"class-conditional", "sit", "vca"} <= set(meta["tags"]) and "license" in meta and meta["license"] is None
+    assert "| max_steps | 2 |" in card and "At step 2" in card and "| fid |" in card
+    assert "python sample.py --ckpt model.safetensors" in card
+    main([str(run / "model.safetensors"), str(tmp_path / "pipe")])
+    card = (tmp_path / "pipe" / "README.md").read_text()
+    assert front_matter(card)["library_name"] == "diffusers" and "trust_remote_code=True" in card
+    assert "| global_batch_size | 8 |" in card  # the run's settings travel with the export
 
 
 def test_custom_folder_needs_trust_remote_code_and_its_weights(tmp_path, tiny_vae):

@@ -36,6 +36,7 @@ from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable
 from ..data.statistics import channel_statistics
 from ..encoders import load_encoder
 from ..export import load_weights, save_pretrained
+from ..model_card import write_model_card
 from ..models import create_model, set_vca_kernels
 from ..models.flops import forward_flops_per_image
 from ..models.zoo import model_config
@@ -520,6 +521,8 @@ def finish(run, step: int):
     if accelerator.is_main_process:
         path = save_pretrained(run.ema, os.path.join(results_dir, "model.safetensors"), ema=True, **run.record)
         log.info(f"exported the EMA weights of step {step} to {path}")
+        write_model_card(results_dir, run.ema, "model.safetensors", run_folder=results_dir,
+                         sampler=run.record["sampler"])
     grid(run, os.path.join(results_dir, "grid.png"), step)
     if settings.final_samples and accelerator.is_main_process:
         start = time.perf_counter()
