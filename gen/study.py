@@ -21,6 +21,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 
 from common.cli import ArgumentParser, check_config, run_command
 from common.errors import UserError
@@ -140,10 +141,10 @@ def train_runs(runs, jobs: int = 1):
             if command is None:
                 continue
             while len(running) >= jobs:
-                finish(running.pop(0))
+                finish(running.pop(first_done(running)))
             running.append(launch(study, model, seed, command, jobs))
         while running:
-            finish(running.pop(0))
+            finish(running.pop(first_done(running)))
     finally:  # a run failed or the study was stopped: the others stop too (SIGTERM: each keeps its checkpoints)
         for child, *_ in running:
             child.terminate()
@@ -175,6 +176,15 @@ def launch(study, model: str, seed: int, command: list[str], jobs: int):
     with open(folder + ".out", "w") as console:  # the child keeps its own handle
         child = subprocess.Popen(command, env=environment, stdout=console, stderr=subprocess.STDOUT)
     return child, model, seed, folder
+
+
+def first_done(running) -> int:
+    """The index of a finished child among the launched ones, waiting for one to finish."""
+    while True:
+        for index, (child, *_) in enumerate(running):
+            if child.poll() is not None:
+                return index
+        time.sleep(0.5)
 
 
 def finish(launched):
