@@ -11,6 +11,7 @@ common.files.atomic_path, so a crash never leaves half a picture under the real 
 """
 import math
 import os
+import textwrap
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -218,23 +219,39 @@ def metric_by_budgets_figure(runs: dict[str, list[list[dict]]], metric: str, axe
 
 def bars_figure(values_by_model: dict, ylabel: str, title: str | None = None, *, whiskers: bool = True) -> Figure:
     """A bar per model: the value, or the mean of a list (one per seed) with a min-max whisker (whiskers=False:
-    none, for a quantity whose spread was not measured)."""
-    figure = Figure(figsize=(max(4.0, 1.3 * len(values_by_model) + 1.5), 4.2), dpi=DPI, layout="constrained")
+    none, for a quantity whose spread was not measured); each labelled with as many digits as tell the bars apart,
+    the title wrapped to the figure's width."""
+    width = max(4.0, 1.3 * len(values_by_model) + 1.5)
+    figure = Figure(figsize=(width, 4.2), dpi=DPI, layout="constrained")
     axes = figure.subplots()
     styles = model_styles(values_by_model)
+    means = [float(np.mean(values)) for values in values_by_model.values()]
+    labels = distinct_labels(means)
     for position, (name, values) in enumerate(values_by_model.items()):
         values = np.atleast_1d(np.asarray(values, dtype=np.float64))
         mean = values.mean()
         whisker = [[mean - values.min()], [values.max() - mean]] if whiskers and len(values) > 1 else None
         axes.bar(position, mean, yerr=whisker, capsize=4, color=styles[name]["color"], hatch=styles[name]["hatch"],
                  edgecolor="black", linewidth=0.5)
-        axes.annotate(f"{mean:.3g}", (position, values.max() if whisker else mean), textcoords="offset points",
+        axes.annotate(labels[position], (position, values.max() if whisker else mean), textcoords="offset points",
                       xytext=(0, 3), ha="center", fontsize="small")
     axes.set_xticks(range(len(values_by_model)), list(values_by_model), rotation=20, ha="right")
-    axes.set_ylabel(ylabel)
-    axes.set_title(title or ylabel)
+    axes.set_ylabel(textwrap.fill(ylabel, 40))
+    axes.set_title(textwrap.fill(title or ylabel, int(width * 9)))  # about 9 characters an inch at the default size
     axes.grid(axis="y", alpha=0.3)
     return figure
+
+
+def distinct_labels(values: list[float]) -> list[str]:
+    """The values written with the fewest significant digits (at least 3) that keep different values different:
+    1,288,970 and 1,299,466 parameters, not 1.29e+06 and 1.3e+06; whole numbers with thousands separators."""
+    if all(float(value).is_integer() for value in values):
+        return [f"{value:,.0f}" for value in values]
+    for digits in range(3, 12):
+        labels = [f"{value:.{digits}g}" for value in values]
+        if len(set(labels)) == len(set(values)):
+            return labels
+    return labels
 
 
 def plot_bars(values_by_model: dict, out_png, ylabel: str, title: str | None = None, *, whiskers: bool = True) -> str:

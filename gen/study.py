@@ -305,7 +305,8 @@ def write_plots(study, summary) -> dict[str, str]:
         # no whiskers: the seeds' speeds differ by what else ran on the machine, not by the model
         "speed": plot_bars({m: [r["images_per_sec"] for r in summary[m]["seeds"].values() if r["images_per_sec"]]
                             for m in summary}, os.path.join(folder, "images_per_sec.png"),
-                           "training images/s (median of the log lines, mean over seeds)", whiskers=False),
+                           "training images/s", "training images/s (median of the log lines, mean over seeds)",
+                           whiskers=False),
         "parameters": plot_bars({m: summary[m]["parameters"] or 0 for m in summary},
                                 os.path.join(folder, "parameters.png"), "parameters"),
     }

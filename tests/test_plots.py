@@ -161,3 +161,28 @@ def test_a_grid_frames_every_image_one_or_many(tmp_path):
         save_grid(np.zeros((count, 64, 64, 3), np.uint8), 10, str(path))
         pixels = np.asarray(Image.open(path))
         assert pixels.shape == shape and (pixels[:2] == 255).all() and (pixels[:, :2] == 255).all()
+
+
+def inside_the_figure(figure, artist) -> bool:
+    """Whether the drawn text lies wholly inside the figure (not cut off at its edges)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    box, frame = artist.get_window_extent(canvas.get_renderer()), figure.bbox
+    return box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1
+
+
+def test_bar_labels_tell_close_values_apart_and_long_titles_fit():
+    """The study's parameters.png: 1,288,970 and 1,299,466 parameters were both "1.3e+06"-like; its images_per_sec.png:
+    a long title and label ran off a two-bar figure."""
+    from gen.plots import bars_figure, distinct_labels
+
+    figure = bars_figure({"SiT-Mini/2": 1_288_970, "SiT-Mini/2-VCA": 1_299_466}, "parameters")
+    assert [text.get_text() for text in figure.axes[0].texts] == ["1,288,970", "1,299,466"]
+    assert distinct_labels([0.12341, 0.12344, 5.0]) == ["0.12341", "0.12344", "5"]
+    figure = bars_figure({"SiT-Mini/2": [140.0, 150.0], "SiT-Mini/2-VCA": [120.0, 125.0]}, "training images/s",
+                         "training images/s (median of the log lines, mean over seeds)", whiskers=False)
+    axes = figure.axes[0]
+    assert inside_the_figure(figure, axes.title) and inside_the_figure(figure, axes.yaxis.label)
+    assert "".join(axes.get_title().split()) == "trainingimages/s(medianoftheloglines,meanoverseeds)"
