@@ -98,11 +98,19 @@ def load_model_and_vae(args, device):
             weights.recorded_sampler)
 
 
-def default_labels(num_classes: int) -> list[int]:
-    return DIT_GRID_LABELS if num_classes == 1000 else sampling.grid_classes(num_classes)
+def default_labels(num_classes: int, per_row: int) -> list[int]:
+    """DiT's sample.py's ImageNet classes; for other models, as training's grid, a row of each shown class."""
+    if num_classes == 1000:
+        return DIT_GRID_LABELS
+    return [label for label in sampling.grid_classes(num_classes) for _ in range(per_row)]
 
 
 # -- the two modes -----------------------------------------------------------------------------------------------
+def row_label(labels: list[int]) -> str:
+    """A row's class ids at its left: one when the row is one class's."""
+    return str(labels[0]) if len(set(labels)) == 1 else " ".join(map(str, labels))
+
+
 def run_grid(args, model, vae, latent_shape, sample_fn, device):
     stats = {}
     start = time.perf_counter()
@@ -111,7 +119,7 @@ def run_grid(args, model, vae, latent_shape, sample_fn, device):
                                   progress=True, precision=args.precision)
     rows = [args.class_labels[start : start + args.nrow] for start in range(0, len(args.class_labels), args.nrow)]
     sampling.save_grid(images, args.nrow, args.output,
-                       row_labels=[" ".join(map(str, row)) for row in rows] if args.label_rows else None)
+                       row_labels=[row_label(row) for row in rows] if args.label_rows else None)
     print(f"saved {args.output}: {len(args.class_labels)} images in {time.perf_counter() - start:.1f}s, "
           f"{stats['model_evaluations']} model evaluations")
 
@@ -197,8 +205,9 @@ def main(argv=None):
     fill_defaults(args, pictures=grid_mode)
     sample_fn = build_sampler(args, model.config.family, process)
     num_classes = model.config.num_classes
-    if grid_mode:
-        args.class_labels = args.class_labels or default_labels(num_classes)
+    if grid_mode and args.class_labels is None:
+        args.class_labels = default_labels(num_classes, args.nrow)
+        args.label_rows = args.label_rows or num_classes != 1000  # training's grid: a labelled row per class
     if any(not 0 <= label < num_classes for label in args.class_labels or []):
         raise UserError(f"--class-labels {args.class_labels} must lie in [0, {num_classes}) for {model.name}")
     if grid_mode:

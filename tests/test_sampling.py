@@ -141,6 +141,19 @@ def test_grid_rows_can_carry_their_class_ids(tmp_path, exports):
     assert labelled.size[1] == plain.size[1] and labelled.size[0] > plain.size[0]  # a margin for "1 2 3 4", "5"
 
 
+def test_the_default_grid_is_a_labelled_row_per_class_as_training_draws_it(tmp_path, exports):
+    from sample import default_labels, row_label
+
+    assert default_labels(3, 4) == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2] and row_label([2, 2, 2]) == "2"
+    run("--ckpt", exports["DiT"], "--vae", "none", "--num-sampling-steps", 2, "--nrow", 2,
+        "--output", tmp_path / "default.png")
+    run("--ckpt", exports["DiT"], "--vae", "none", "--num-sampling-steps", 2, "--nrow", 2, "--class-labels",
+        *range(10), "--output", tmp_path / "plain.png")
+    default, plain = Image.open(tmp_path / "default.png"), Image.open(tmp_path / "plain.png")
+    rows = 10  # the model's 10 classes, 2 images each
+    assert default.size[1] == rows * (GRID_MIN_SIDE + GRID_GAP) + GRID_GAP and default.size[0] > plain.size[0]
+
+
 def test_grid_through_a_vae_folder_and_a_config_file(tmp_path, exports, tiny_vae):
     config = tmp_path / "grid.yaml"
     config.write_text(f"ckpt: {exports['latent DiT']}\nvae: {tiny_vae}\nnum-sampling-steps: 3\nnrow: 2\n"
