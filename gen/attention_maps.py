@@ -35,6 +35,8 @@ from .vae import decode
 SHOWN_TOKENS = 4  # contrast tokens drawn per head in stage I, spread over the pooled grid
 OVERLAY_ALPHA = 0.6  # the map over the greyscale sample: both stay readable
 COLORMAP = "inferno"
+COLOUR_BAR_WIDTH = 0.08  # of a panel's width
+BAR_TICKS_GAP = 0.45  # room for a colour bar's ticks and label before the next panel
 
 
 # -- capturing ------------------------------------------------------------------------------------------------------
@@ -142,9 +144,13 @@ def attention_figure(result: dict, block: int | None = None, tokens: int = SHOWN
     heads, num_contrast = stage1.shape[0], stage1.shape[1] // 2
     shown = sorted(set(np.linspace(0, num_contrast - 1, min(tokens, num_contrast)).round().astype(int).tolist()))
     query = (rows // 2) * columns + columns // 2
-    panels = 2 * len(shown) + 4
-    figure = Figure(figsize=(1.45 * panels, 1.55 * (heads + 1) + 0.4), dpi=100, layout="constrained")
-    grid = figure.add_gridspec(heads + 1, panels)
+    first = 2 * len(shown)  # stage I's panels; then its colour bar, a gap for the bar's ticks, stage II's 4, its bar
+    columns_of = {"I": list(range(first)), "I bar": first, "II": list(range(first + 2, first + 6)), "II bar": first + 6}
+    ratios = [1.0] * first + [COLOUR_BAR_WIDTH, BAR_TICKS_GAP] + [1.0] * 4 + [COLOUR_BAR_WIDTH]
+    figure = Figure(figsize=(1.45 * (first + 4) + 1.3, 1.55 * (heads + 1) + 0.4), dpi=100)
+    # fixed margins, not a constrained layout: that shrank whichever panels sat beside a label or a colour bar
+    grid = figure.add_gridspec(heads + 1, len(ratios), width_ratios=ratios, left=0.05, right=0.93, bottom=0.03,
+                               top=0.93, wspace=0.12, hspace=0.3)
     image = (result["image"].numpy().transpose(1, 2, 0) + 1) / 2
     grey = image.mean(axis=2)
     cell = (image.shape[1] / pool_columns, image.shape[0] / pool_rows)
@@ -157,7 +163,7 @@ def attention_figure(result: dict, block: int | None = None, tokens: int = SHOWN
     notes.axis("off")
     notes.text(0, 0.5, _caption(result, block, heads), va="center", fontsize=9, transform=notes.transAxes)
     for head in range(heads):
-        row = [figure.add_subplot(grid[head + 1, i]) for i in range(panels)]
+        row = [figure.add_subplot(grid[head + 1, i]) for i in columns_of["I"] + columns_of["II"]]
         stage1_maps = [stage1[head, stream * num_contrast + token].view(rows, columns) for token in shown
                        for stream in (0, 1)]
         stage2_panels = (("A+ mean", stage2[head, :, :num_contrast].mean(0)),
@@ -170,16 +176,22 @@ def attention_figure(result: dict, block: int | None = None, tokens: int = SHOWN
             box = ((token % pool_columns) * cell[0], (token // pool_columns) * cell[1])
             shade = _overlay(axes, grey, values, f"I: T{'+-'[stream]} {token}" if head == 0 else None, vmax)
             axes.add_patch(Rectangle(box, *cell, fill=False, edgecolor="cyan", linewidth=1.2))
-        figure.colorbar(shade, ax=row[: 2 * len(shown)], shrink=0.8, pad=0.01, label="I weight")
+        colour_bar(figure, shade, grid[head + 1, columns_of["I bar"]], "I weight")
         vmax = _shared_max([values for _, values in stage2_panels])
         for axes, (name, values) in zip(row[2 * len(shown) :], stage2_panels, strict=True):
             shade = _overlay(axes, grey, values.view(pool_rows, pool_columns), f"II: {name}" if head == 0 else None,
                              vmax)
             if name.endswith("at x"):
                 axes.plot(*query_xy, marker="x", color="cyan", markersize=7, mew=2)
-        figure.colorbar(shade, ax=row[2 * len(shown) :], shrink=0.8, pad=0.01, label="II weight")
+        colour_bar(figure, shade, grid[head + 1, columns_of["II bar"]], "II weight")
         row[0].set_ylabel(f"head {head}")
     return figure
+
+
+def colour_bar(figure, shade, cell, label: str):
+    """A colour bar in its own grid cell (labelled "<colorbar>", as matplotlib labels the ones it places)."""
+    axes = figure.add_subplot(cell, label="<colorbar>")
+    figure.colorbar(shade, cax=axes, label=label)
 
 
 def draw_attention_maps(result: dict, out_png, *, block: int | None = None, tokens: int = SHOWN_TOKENS) -> str:

@@ -96,3 +96,25 @@ def test_the_picture_has_a_colour_bar_per_head_and_stage_and_says_conditioned_on
     assert len(figure.axes) == 3 + heads * panels + len(bars)  # sample, input, caption; maps; bars
     titles = [axes.get_title() for axes in figure.axes]
     assert "sample conditioned\non class 3" in titles and not any(title.startswith("sample, class") for title in titles)
+
+
+def test_the_map_columns_are_evenly_spaced():
+    """Every map panel of a head's row has one width, and consecutive panels of a stage one gap (the colour bars
+    and the row's label take their own room, not a panel's)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    heads, contrast, tokens = 2, 8, 16
+    maps = {1: {"stage1": torch.rand(1, heads, contrast, tokens).softmax(-1),
+                "stage2": torch.rand(1, heads, tokens, contrast).softmax(-1)}}
+    result = {"image": torch.zeros(3, 8, 8), "noised_image": torch.zeros(3, 8, 8), "maps": maps, "timestep": 0.5,
+              "class_label": 3, "step_fraction": 0.5, "grid_size": (4, 4), "pool_size": (2, 2), "model": "tiny"}
+    figure = attention_figure(result)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    titled = [axes for axes in figure.axes if axes.get_title().startswith(("I: ", "II: "))]
+    boxes = [axes.get_window_extent(canvas.get_renderer()) for axes in titled]
+    widths = [box.width for box in boxes]
+    assert max(widths) - min(widths) < 1.5, widths
+    stage1 = [box for axes, box in zip(titled, boxes, strict=True) if axes.get_title().startswith("I: ")]
+    gaps = [right.x0 - left.x1 for left, right in zip(stage1, stage1[1:])]
+    assert max(gaps) - min(gaps) < 1.5, gaps
