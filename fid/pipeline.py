@@ -24,6 +24,7 @@ from .metrics import (
     feature_statistics,
     frechet_distance,
     inception_score,
+    inception_score_splits,
     kernel_inception_distance,
 )
 from .networks import build_extractor, feature_network
@@ -224,6 +225,7 @@ def scores(features, labels, reference, ref_features, extractor, kid, is_split_r
                                                       (mu_s_ref, sigma_s_ref), timings)
     with stage_timer(timings, "inception_score"):
         result["inception_score"], result["inception_score_std"] = inception_score(features["logits"], is_split_rule)
+        result["inception_score_splits"] = len(inception_score_splits(torch.zeros(num_samples), is_split_rule))
     result.update(inception_score_split_rule=IS_SPLIT_RULES[is_split_rule], precision=None, recall=None,
                   precision_recall_distances=DISTANCE_PRECISIONS[distance_precision], kid=None, kid_std=None)
     timings.update(precision_recall=None, kid=None, class_accuracy=None)

@@ -37,14 +37,25 @@ def format_value(key, value, result):
         per_class = ", ".join(f"{label}: {share:.2f}" for label, share in result["class_accuracy_per_class"].items())
         return f"{value:.4f} (per class {per_class})"
     if key == "inception_score":
+        if result.get("inception_score_splits") == 1:  # a spread needs two splits: say so, not "+- 0.00"
+            return f"{value:.2f} (one split: no spread)"
         return f"{value:.2f} +- {result['inception_score_std']:.2f}"
-    if key == "kid":
-        return f"{value:.5f} +- {result['kid_std']:.5f}"
+    if key == "kid":  # papers print KID x 10^3
+        return f"{value:.5f} +- {result['kid_std']:.5f} (x 1e3: {1e3 * value:.2f} +- {1e3 * result['kid_std']:.2f})"
     return f"{value:.4f}" if isinstance(value, float) and key != "seconds" else str(value)
 
 
+def metric_label(key, label, result) -> str:
+    if label is None:
+        return result["fid_label"]
+    network = result.get("feature_network") or "Inception"
+    if key == "inception_score" and "inception" not in network.lower():
+        return f"{label} ({network} network's classes)"  # the score of another classifier: not comparable with papers'
+    return label
+
+
 def report_rows(result):
-    rows = [(label or result["fid_label"], format_value(key, result[key], result)) for key, label in METRIC_ROWS]
+    rows = [(metric_label(key, label, result), format_value(key, result[key], result)) for key, label in METRIC_ROWS]
     return rows + [(label, format_provenance(result.get(key), key)) for key, label in PROVENANCE_ROWS]
 
 

@@ -116,5 +116,5 @@ def test_the_map_columns_are_evenly_spaced():
     widths = [box.width for box in boxes]
     assert max(widths) - min(widths) < 1.5, widths
     stage1 = [box for axes, box in zip(titled, boxes, strict=True) if axes.get_title().startswith("I: ")]
-    gaps = [right.x0 - left.x1 for left, right in zip(stage1, stage1[1:])]
+    gaps = [right.x0 - left.x1 for left, right in zip(stage1, stage1[1:], strict=False)]
     assert max(gaps) - min(gaps) < 1.5, gaps

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import threading
 import warnings
 
@@ -444,8 +445,12 @@ def test_report_files_hold_every_metric_and_leave_no_temporary_files(tmp_path):
     assert "n/a (reference has no mu_s/sigma_s)" in format_table(result)
     assert "| feature network | inception |" in markdown
     assert "| Class accuracy | n/a (needs a network of the samples' classes" in markdown
+    assert "| KID | 0.00110 +- 0.00010 (x 1e3: 1.10 +- 0.10) |" in markdown
     digits = dict(result, class_accuracy=0.95, class_accuracy_per_class={0: 1.0, 1: 0.9})
     assert "0.9500 (per class 0: 1.00, 1: 0.90)" in format_table(digits)
+    small = format_table(dict(result, feature_network="digits", inception_score=3.73, inception_score_std=0.0,
+                              inception_score_splits=1))
+    assert re.search(r"Inception Score \(digits network's classes\) +3\.73 \(one split: no spread\)", small)
     for row in ("| IS splits | contiguous chunks of 5000 samples, the last one shorter (ADM's evaluator) |",
                 "| P/R distances | float16 distance blocks, float32 where a block overflows",
                 "| TF32 convolutions | on |", "| TF32 matmuls | off |",

@@ -26,7 +26,8 @@ from fid.pipeline import reference_statistics, sampling_record
 
 NUM_IMAGES = 8
 REPORT_KEYS = {"fid_label", "num_samples", "fid", "sfid", "inception_score", "inception_score_std",
-               "inception_score_split_rule", "precision", "recall", "precision_recall_distances", "kid", "kid_std",
+               "inception_score_splits", "inception_score_split_rule", "precision", "recall",
+               "precision_recall_distances", "kid", "kid_std",
                "class_accuracy", "class_accuracy_per_class", "samples", "reference", "reference_sha256",
                "reference_num_images", "reference_statistics", "feature_network", "feature_extractor",
                "feature_weights", "feature_weights_sha256", "device", "tf32_convolutions", "tf32_matmul", "versions",
