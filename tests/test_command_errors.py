@@ -135,7 +135,10 @@ def train(world, tmp, *extra, model="SiT-Mini/4", data="images"):
 
 
 TRAINING = [
-    ("unknown model", lambda w, t: train(w, t, model="SiT-XXL/2"), "unknown model 'SiT-XXL/2'"),
+    ("unknown model", lambda w, t: train(w, t, model="SiT-XXL/2"),
+     "unknown model 'SiT-XXL/2'; did you mean SiT-XL/2 or SiT-L/2? the names are FAMILY-SIZE/PATCH[-VCA]"),
+    ("a model name in the wrong case", lambda w, t: train(w, t, model="sit-mini/4-vca"),
+     "did you mean SiT-Mini/4-VCA?"),
     ("other family", lambda w, t: train(w, t, model="DiT-Mini/4"), "use train_dit.py"),
     ("unknown flag", lambda w, t: train(w, t, "--bogus", "1"), "unrecognized arguments: --bogus"),
     ("config not YAML", lambda w, t: train(w, t, "--config", w["bad_yaml"]), "is not valid YAML"),

@@ -3,6 +3,7 @@
 `Mini` is the small configuration for CPU work (4 blocks, 128 wide, 4 heads): about 1.3 M parameters,
 some 700 images/s of training on 16 tokens on a 2-core machine. Not a paper model.
 """
+import difflib
 import re
 from dataclasses import fields
 
@@ -27,12 +28,21 @@ def list_models() -> list[str]:
             for patch in PATCH_SIZES for suffix in ("", "-VCA")]
 
 
+def close_model_names(name) -> str:
+    """'did you mean X? ' for a near miss of a model name, else ''."""
+    by_lower = {model.lower(): model for model in list_models()}
+    close = [by_lower[match] for match in difflib.get_close_matches(str(name).lower(), by_lower, n=2, cutoff=0.75)]
+    close = close[:1] if str(name).lower() in by_lower else close  # only the case was wrong
+    return f"did you mean {' or '.join(close)}? " if close else ""
+
+
 def model_config(name: str, **overrides) -> ModelConfig:
     """The full configuration of model `name`, with `overrides` applied."""
     match = NAME_PATTERN.match(name)
     if match is None or int(match.group(3)) not in PATCH_SIZES:
-        raise InvalidValue(f"unknown model {name!r}; expected e.g. DiT-XL/2, SiT-S/2-VCA "
-                           f"(see gen.models.list_models())")
+        raise InvalidValue(f"unknown model {name!r}; {close_model_names(name)}the names are FAMILY-SIZE/PATCH[-VCA]: "
+                           f"family {' or '.join(FAMILIES)}, size {', '.join(SIZES)}, patch "
+                           f"{', '.join(map(str, PATCH_SIZES))} (e.g. DiT-XL/2, SiT-S/2-VCA)")
     family, size, patch, vca = match.groups()
     unknown = sorted(set(overrides) - set(DEFAULTS) - set(ARCHITECTURE_FIELDS))
     if unknown:
