@@ -29,7 +29,7 @@ from .models.vca import VisualContrastAttention
 from .plots import save_figure
 from .sampling import GUIDANCE_FOR_PICTURES, draw_batch, generate_latents
 from .sampling.loading import load_for_sampling
-from .settings import build_sampler, fill_from_record
+from .settings import build_sampler, fill_defaults, fill_from_record
 from .vae import decode
 
 SHOWN_TOKENS = 4  # contrast tokens drawn per head in stage I, spread over the pooled grid
@@ -247,7 +247,9 @@ def build_parser():
     parser.add_argument("--block", type=int, default=None, help="the block drawn (default: the middle VCA block)")
     parser.add_argument("--tokens", type=int, default=SHOWN_TOKENS, help="contrast tokens drawn per head")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return add_sampling_flags(parser, keep=("num_sampling_steps", "cfg_scale"))
+    parser = add_sampling_flags(parser, keep=("num_sampling_steps", "cfg_scale"))
+    parser.set_defaults(num_sampling_steps=None, cfg_scale=None)  # unset: the file's record, as sample.py
+    return parser
 
 
 def check_model(model, args):
@@ -264,11 +266,13 @@ def main(argv=None):
     args = parse_with_config(build_parser(), argv)
     checks.within(args, "step_fraction", 0.0, 1.0)
     checks.at_least(args, 1, "tokens", "num_sampling_steps")
-    checks.guidance_scale(args.cfg_scale)
+    if args.cfg_scale is not None:
+        checks.guidance_scale(args.cfg_scale)
     checks.writable_file(args.out, "--out")
     weights = load_for_sampling(args.ckpt, args.device, check_model=lambda model: check_model(model, args))
     model, vae, process = weights.model, weights.vae, weights.process
     fill_from_record(args, model.config.family, args.ckpt, weights.recorded_sampler)  # as sample.py
+    fill_defaults(args, pictures=True)
     sample_fn = build_sampler(args, model.config.family, process)
     result = sample_attention_maps(model, vae, process, sample_fn, args.class_label, seed=args.seed,
                                    cfg_scale=args.cfg_scale, step_fraction=args.step_fraction, device=args.device)

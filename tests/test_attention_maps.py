@@ -118,3 +118,27 @@ def test_the_map_columns_are_evenly_spaced():
     stage1 = [box for axes, box in zip(titled, boxes, strict=True) if axes.get_title().startswith("I: ")]
     gaps = [right.x0 - left.x1 for left, right in zip(stage1, stage1[1:], strict=False)]
     assert max(gaps) - min(gaps) < 1.5, gaps
+
+
+def test_the_command_samples_with_the_files_recorded_steps_and_guidance(tmp_path, monkeypatch):
+    import gen.attention_maps as maps
+
+    recorded = dict(mode="ODE", sampling_method="euler", num_sampling_steps=3, cfg_scale=1.5)
+    export = save_pretrained(perturbed("SiT-Mini/2-VCA", in_channels=3, num_classes=NUM_CLASSES),
+                             tmp_path / "sit.safetensors", vae="none", process=dict(TRANSPORT_DEFAULTS),
+                             sampler=recorded)
+    seen = {}
+    original_build, original_sample = maps.build_sampler, maps.sample_attention_maps
+
+    def build(args, *rest):
+        seen["steps"] = args.num_sampling_steps
+        return original_build(args, *rest)
+
+    def sample(*args, **kwargs):
+        seen["cfg_scale"] = kwargs["cfg_scale"]
+        return original_sample(*args, **kwargs)
+
+    monkeypatch.setattr(maps, "build_sampler", build)
+    monkeypatch.setattr(maps, "sample_attention_maps", sample)
+    main(["--ckpt", str(export), "--class-label", "3", "--out", str(tmp_path / "maps.png")])
+    assert seen == {"steps": 3, "cfg_scale": 1.5}  # not DiT's 250 steps at guidance 4 for pictures
