@@ -17,6 +17,14 @@ def feature_statistics(features):
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+def square_root(matrix) -> tuple[np.ndarray, bool]:
+    """(scipy's matrix square root, whether scipy found the matrix singular), without scipy's LinAlgWarning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", linalg.LinAlgWarning)
+        root = linalg.sqrtm(matrix)
+    return root, any(issubclass(warning.category, linalg.LinAlgWarning) for warning in caught)
+
+
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     """Frechet distance between two Gaussians: ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2)."""
     mu1, mu2 = (np.atleast_1d(np.asarray(mu, np.float64)) for mu in (mu1, mu2))
@@ -25,12 +33,16 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
         raise ValueError(f"statistics differ in size: mu {mu1.shape} vs {mu2.shape}, "
                          f"sigma {sigma1.shape} vs {sigma2.shape}")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    covmean, singular = square_root(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
         # ADM's fallback: a singular product gets eps on both diagonals before the square root.
         warnings.warn(f"singular covariance product; adding {eps} to the diagonals", stacklevel=2)
         offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+        covmean, _ = square_root((sigma1 + offset).dot(sigma2 + offset))
+    elif singular:  # scipy's own warning, in words that say what to do
+        warnings.warn(f"the covariance product of the {len(mu1)} features is singular (a feature constant over the "
+                      f"images, or fewer images than features); the distance is computed, but from fewer "
+                      f"directions: more, and more varied, images help", stacklevel=2)
     if np.iscomplexobj(covmean):
         # Round-off makes small imaginary parts; large ones mean the statistics are broken.
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):

@@ -587,3 +587,16 @@ def test_a_corrupt_cache_is_recomputed_with_a_one_line_warning(tmp_path, corrupt
     assert features["pool"].shape == (5, 2048) and sorted(os.listdir(cache_dir)) == [os.path.basename(path)]
     reference_image_features(load_reference(ref), extractor, cache_dir, 10, 0, False)  # rewritten: read back
     assert extractor.passes == 2
+
+
+def test_a_singular_covariance_gives_one_plain_warning_not_scipys():
+    from scipy.linalg import LinAlgWarning
+
+    generator = np.random.default_rng(0)
+    x, y = generator.normal(size=(50, 10)), generator.normal(1.0, size=(50, 10))
+    x[:, 0] = y[:, 0] = 0  # a feature no image activates: exactly singular covariances
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        distance = frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+    assert np.isfinite(distance) and not any(issubclass(w.category, LinAlgWarning) for w in caught)
+    assert [str(w.message).split(" (")[0] for w in caught] == ["the covariance product of the 10 features is singular"]
