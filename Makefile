@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo clean
+.PHONY: venv test test-fast lint demo clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The unit tier, for development (a couple of minutes): everything but the end-to-end files (tests/conftest.py).
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not e2e"
 
 # Train SiT-Mini/4-VCA on the built-in digits (CPU, a few minutes), then score its samples with a classifier
 # trained on real digits. Writes results/demo/: grid.png, samples.npz, model.safetensors, log.txt, log.jsonl.

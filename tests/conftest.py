@@ -14,6 +14,22 @@ if not torch.cuda.is_available():
 
 from tiny import write_image_folder  # noqa: E402
 
+# The end-to-end tier: files that train, sample, score or launch commands (most of the suite's time). `make test`
+# runs everything; `make test-fast` (pytest -m "not e2e") the rest, the unit tier, for development.
+END_TO_END_FILES = {
+    "test_alignment.py", "test_attention_maps.py", "test_benchmarks.py", "test_checkpoints.py",
+    "test_coming_from.py", "test_command_errors.py", "test_demo_score.py", "test_diffusers_format.py",
+    "test_digits_features.py", "test_evaluation.py", "test_fid_pipeline.py", "test_pipeline.py",
+    "test_python_api.py", "test_sampling.py", "test_study.py", "test_training.py", "test_training_options.py",
+    "test_vca_fused.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in END_TO_END_FILES:
+            item.add_marker(pytest.mark.e2e)
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 

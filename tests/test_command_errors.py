@@ -322,7 +322,7 @@ SAMPLING = [
     ("not a weights file", lambda w, t: sample_args(w, t, "--ckpt", w["bad_yaml"]),
      "is not a weights file; pass an exported .safetensors"),
     ("a flag of another tool", lambda w, t: sample_args(w, t, "--num-samples", "10"),  # named before the positional
-     "unrecognized arguments: --num-samples; did you mean --num-fid-samples for --num-samples?"),
+     "unrecognized arguments: --num-samples; did you mean --num-fid-samples"),
     ("zero batch", lambda w, t: sample_args(w, t, "--num-fid-samples", "4", "--per-proc-batch-size", "0"),
      "--per-proc-batch-size must be at least 1"),
     ("zero steps", lambda w, t: sample_args(w, t, "--num-sampling-steps", "0"), "--num-sampling-steps must be"),

@@ -77,7 +77,8 @@ def test_training_checkpoint_folder_loads(tmp_path):
     model = perturbed("SiT-Mini/2-VCA")
     save_pretrained(model, tmp_path / "ema.safetensors", vae="none", process={"path_type": "GVP"})
     assert torch.equal(outputs(load_pretrained(tmp_path)), outputs(model))
-    assert read_settings(tmp_path) == {"vae": "none", "process": {"path_type": "GVP"}, "sampler": None}
+    assert read_settings(tmp_path) == {"vae": "none", "process": {"path_type": "GVP"}, "sampler": None,
+                                       "latent_norm": None}
     (tmp_path / "ema.safetensors").unlink()
     with pytest.raises(CheckpointError, match="is not a training checkpoint folder \\(it has no ema.safetensors\\)"):
         load_pretrained(tmp_path)
@@ -101,9 +102,9 @@ def test_settings_travel_with_the_weights(tmp_path):
     sampler = {"num_sampling_steps": 25, "cfg_scale": 1.4, "sampler": "ddim", "ddim_eta": 0.0}
     path = save_pretrained(perturbed("DiT-Mini/2"), tmp_path / "m.safetensors", vae="ema", process=process,
                            sampler=sampler)
-    assert read_settings(path) == {"vae": "ema", "process": process, "sampler": sampler}
+    assert read_settings(path) == {"vae": "ema", "process": process, "sampler": sampler, "latent_norm": None}
     assert read_settings(save_pretrained(perturbed("DiT-Mini/2"), tmp_path / "bare.safetensors")) == \
-        {"vae": None, "process": None, "sampler": None}
+        {"vae": None, "process": None, "sampler": None, "latent_norm": None}
 
 
 def test_an_rgb_model_without_a_vae_record_is_a_pixel_model(tmp_path):
