@@ -199,7 +199,8 @@ def main(argv=None):
         return
     model, vae, latent_shape, settings, recorded_sampler = load_model_and_vae(args, accelerator.device)
     if args.guide_ckpt is not None:
-        model = Autoguided(model, load_guide(args.guide_ckpt, model, accelerator.device))
+        model = Autoguided(model, load_guide(args.guide_ckpt, model, accelerator.device,
+                                             latent_norm=getattr(vae, "channel_norm", None)))
     process = {k: v for k, v in settings.items() if k != "vae"}
     fill_from_record(args, model.config.family, args.ckpt, recorded_sampler)
     fill_defaults(args, pictures=grid_mode)

@@ -160,9 +160,7 @@ def save_diffusers_pipeline(model, vae, folder, id2label=None, *, process=None, 
     if isinstance(model, (str, os.PathLike)):
         run_folder = run_folder_of(model)
         recorded = read_settings(model)
-        if recorded.get("latent_norm") is not None:
-            raise UserError(f"{model} was trained with --latent-norm channel, whose statistics diffusers pipeline "
-                            f"folders do not carry; sample it with sample.py or gen.GenerationPipeline")
+        check_no_channel_norm(model, recorded)
         model = load_pretrained(model)
         process, sampler = process or recorded.get("process"), sampler or recorded.get("sampler")
     if custom is None:
@@ -186,6 +184,12 @@ def save_diffusers_pipeline(model, vae, folder, id2label=None, *, process=None, 
             with open(index_path, "w") as file:
                 json.dump(index, file, indent=2)
     return str(folder)
+
+
+def check_no_channel_norm(weights, recorded: dict):
+    if recorded.get("latent_norm") is not None:
+        raise UserError(f"{weights} was trained with --latent-norm channel, whose statistics diffusers pipeline "
+                        f"folders do not carry; sample it with sample.py or gen.GenerationPipeline")
 
 
 def fits_dit_pipeline(model, vae, process) -> bool:
@@ -307,6 +311,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_replaceable(args.folder, PIPELINE_WRITER, "the pipeline folder")  # before the weights and VAE load
     settings = read_settings(args.weights)
+    check_no_channel_norm(args.weights, settings)  # before a VAE loads, perhaps from the hub
     vae = load_vae(resolve_vae(args.weights, args.vae, settings.get("vae"), official=not settings))
     folder = save_diffusers_pipeline(args.weights, vae, args.folder, custom=args.custom)
     print(f"wrote {folder}: load it with DiffusionPipeline.from_pretrained({folder!r}, trust_remote_code=True)")

@@ -73,7 +73,15 @@ def read_study(path) -> dict:
     jobs = study.get("jobs", 1)
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise UserError(f"study file {path}: jobs must be a whole number of at least 1, got {jobs!r}")
+    check_jobs(study, jobs, f"study file {path}: jobs")
     return study
+
+
+def check_jobs(study, jobs: int, where: str):
+    """Several runs at once only as child processes here: `accelerate launch`es would share GPUs and a port."""
+    if jobs > 1 and study.get("launcher", "python") == "accelerate":
+        raise UserError(f"{where} {jobs} with launcher accelerate: each run already spreads over the GPUs through "
+                        f"accelerate launch; train them one at a time (jobs 1)")
 
 
 def check_run_flags(study, path):
@@ -87,7 +95,12 @@ def check_run_flags(study, path):
                         f"{{max_steps: 600}}, got {study['shared']!r}")
     for name in {model_config(model).family for model in study["models"]}:
         parser = add_training_flags(ArgumentParser(prog=SCRIPTS[name]), name)
-        check_config(parser, dict(study["shared"], **family.get(name, {})), f"study file {path}")
+        check_config(parser, run_flags(study, name), f"study file {path}")
+
+
+def run_flags(study, family: str) -> dict:
+    """The flags of a run of `family`: `shared`, then the family's, then the arm's (gen.study_arms), each winning."""
+    return {**study["shared"], **study.get("family", {}).get(family, {}), **study.get("arm", {})}
 
 
 def run_dir(study, model: str, seed: int) -> str:
@@ -112,7 +125,7 @@ def flags(values: dict) -> list[str]:
 
 def run_command_line(study, model: str, seed: int) -> list[str]:
     family = model_config(model).family
-    values = dict(study["shared"], **study.get("family", {}).get(family, {}))
+    values = run_flags(study, family)
     arguments = ["--model", model, "--global-seed", str(seed), "--results-dir", run_dir(study, model, seed),
                  *flags(values)]
     script = os.path.join(ROOT, SCRIPTS[family])
@@ -169,13 +182,13 @@ def launch(study, model: str, seed: int, command: list[str], jobs: int):
     folder = run_dir(study, model, seed)
     print(f"study: training {model} seed {seed} -> {folder}", flush=True)
     if jobs == 1:
-        return subprocess.Popen(command), model, seed, folder
+        return subprocess.Popen(command), model, seed, os.path.join(folder, "log.txt")
     environment = dict(os.environ)
     environment.setdefault("OMP_NUM_THREADS", str(max(1, available_cpus() // jobs)))
     os.makedirs(os.path.dirname(folder), exist_ok=True)
-    with open(folder + ".out", "w") as console:  # the child keeps its own handle
+    with open(folder + ".out", "a") as console:  # the child keeps its own handle; a retry adds to it
         child = subprocess.Popen(command, env=environment, stdout=console, stderr=subprocess.STDOUT)
-    return child, model, seed, folder
+    return child, model, seed, folder + ".out"
 
 
 def first_done(running) -> int:
@@ -188,10 +201,10 @@ def first_done(running) -> int:
 
 
 def finish(launched):
-    child, model, seed, folder = launched
+    child, model, seed, console = launched
     if child.wait() != 0:
-        raise UserError(f"the run {model} seed {seed} failed (exit {child.returncode}); see {folder}/log.txt, "
-                        f"fix it and run the study again: finished runs are kept")
+        raise UserError(f"the run {model} seed {seed} failed (exit {child.returncode}); see {console}, fix it and run "
+                        f"the study again: finished runs are kept")
 
 
 def remove_unfinished_run(folder):
@@ -324,8 +337,7 @@ def write_attention_maps(study) -> dict[str, str]:
         if model_config(model).attention != "vca" or not os.path.isfile(export):
             continue
         out = os.path.join(study["report_dir"], f"attention-{model.replace('/', '-')}.png")
-        family = study.get("family", {}).get(model_config(model).family, {})
-        sampler = {k: v for k, v in dict(study["shared"], **family).items()
+        sampler = {k: v for k, v in run_flags(study, model_config(model).family).items()
                    if k in ("num_sampling_steps", "sampler", "mode", "sampling_method", "cfg_scale")}
         attention_maps.main(["--ckpt", export, "--class-label", str(study.get("attention_class", 3)), "--out", out,
                              *flags(sampler)])
@@ -373,7 +385,7 @@ def comparison_lines(comparisons: dict, floor: dict | None) -> list[str]:
 def report_markdown(study, summary, differences, pictures, comparisons=None, floor=None) -> str:
     lines = [f"# Study: {study.get('name', 'VCA vs MHSA')}", "",
              f"Models {', '.join(study['models'])}; seeds {study['seeds']}; every run the same flags: "
-             f"`{' '.join(flags(study['shared']))}`.", "",
+             f"`{' '.join(flags({**study['shared'], **study.get('arm', {})}))}`.", "",
              "| model | parameters | images/s | final FID (mean +- std) | class accuracy | seeds |",
              "| --- | --- | --- | --- | --- | --- |"]
     for model, entry in summary.items():
@@ -426,6 +438,7 @@ def main(argv=None):
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     jobs = args.jobs or study.get("jobs", 1)
+    check_jobs(study, jobs, "--jobs")
     if args.seeds is not None:
         unknown = sorted(set(args.seeds) - set(study["seeds"]))
         if unknown:

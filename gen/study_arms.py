@@ -48,9 +48,9 @@ def check_arms(study, path):
 
 
 def arm_studies(study) -> dict[str, dict]:
-    """{arm: the study of that arm}: its flags over `shared`, its own report_dir and name."""
+    """{arm: the study of that arm}: its flags (`arm`, over `shared` and `family`), its own report_dir and name."""
     plain = {key: value for key, value in study.items() if key != "arms"}
-    return {arm: dict(plain, name=f"{study.get('name', 'study')}: {arm}", shared={**study["shared"], **values},
+    return {arm: dict(plain, name=f"{study.get('name', 'study')}: {arm}", arm=values,
                       report_dir=os.path.join(study["report_dir"], arm))
             for arm, values in study["arms"].items()}
 

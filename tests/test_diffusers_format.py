@@ -221,6 +221,7 @@ def test_the_custom_pipeline_keeps_diffusers_habits(tmp_path, tiny_vae, one_thre
     both = pipe([1, 2], generator=[torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)], **draw).images
     alone = pipe([2], generator=[torch.Generator().manual_seed(6)], **draw).images
     np.testing.assert_array_equal(both[1], alone[0])
+    np.testing.assert_array_equal(pipe(np.int64(2), seed=3, **draw).images, pipe([2], seed=3, **draw).images)
     with pytest.raises(ValueError, match="3 generators for 2 class labels"):
         pipe([1, 2], generator=[torch.Generator()] * 3)
     np.testing.assert_array_equal(pipe([1], seed=0, guidance_scale=0.0, **draw).images,

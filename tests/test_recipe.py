@@ -259,11 +259,15 @@ def test_channel_statistics_are_lightningdits(image_folder, tiny_vae, tmp_path):
 
 @pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 def test_a_channel_normalised_run_records_its_statistics_and_samples_with_them(image_folder, tiny_vae, tmp_path):
+    from tiny import perturbed
+
     import sample
     import train_sit
     from common.cli import run_command
+    from common.errors import UserError
+    from gen.diffusers_format import main as diffusers_main
     from gen.diffusers_format import save_diffusers_pipeline
-    from gen.export import read_settings
+    from gen.export import read_settings, save_pretrained
     from gen.sampling.loading import load_for_sampling
 
     run = tmp_path / "run"
@@ -282,3 +286,18 @@ def test_a_channel_normalised_run_records_its_statistics_and_samples_with_them(i
     assert np.load(tmp_path / "s" / "samples.npz")["arr_0"].shape == (2, 16, 16, 3)
     with pytest.raises(Exception, match="--latent-norm channel, whose statistics diffusers pipeline folders do not"):
         save_diffusers_pipeline(str(run / "model.safetensors"), tiny_vae, str(tmp_path / "pipe"))
+    with pytest.raises(UserError, match="--latent-norm channel, whose statistics"):  # before any VAE loads
+        diffusers_main([str(run / "model.safetensors"), str(tmp_path / "pipe"), "--vae", "ema"])
+    guide = save_pretrained(perturbed("SiT-Mini/2", input_size=8, in_channels=4, num_classes=3),
+                            tmp_path / "guide.safetensors", vae=tiny_vae)
+    with pytest.raises(UserError, match="normalised otherwise than"):  # a guide of the scalar latent space
+        sample.main(["--ckpt", str(run / "model.safetensors"), "--vae", tiny_vae, "--guide-ckpt", str(guide),
+                     "--output", str(tmp_path / "guided.png")])
+
+
+def test_the_latent_norm_is_fixed_on_resume_and_old_checkpoints_were_scalar():
+    from gen.training.checkpoint import resume_differences
+
+    refused, _ = resume_differences({"model": "SiT-B/2"}, {"model": "SiT-B/2", "latent_norm": "channel"})
+    assert refused == {"latent_norm": ("scalar", "channel")}
+    assert resume_differences({"latent_norm": "channel"}, {"latent_norm": "channel"}) == ({}, {})

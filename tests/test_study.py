@@ -89,6 +89,18 @@ def test_arms_train_once_each_two_at_a_time_and_are_compared_with_the_first(stud
     assert os.path.getsize(report_dir / "fid_by_budget.png") > 0
 
 
+def test_an_arms_flags_win_over_the_family_ones(tmp_path):
+    from gen.study_arms import arm_studies
+
+    study = {"models": ["SiT-Mini/2"], "seeds": [0], "report_dir": str(tmp_path), "shared": {"max_steps": 3},
+             "family": {"SiT": {"sampling_method": "euler"}}, "arms": {"base": {}, "heun": {"sampling_method": "heun"}}}
+    commands = {arm: study_module.run_command_line(arm_study, "SiT-Mini/2", 0)
+                for arm, arm_study in arm_studies(study).items()}
+    parsed = {arm: add_training_flags(ArgumentParser(), "SiT").parse_args(command[2:]).sampling_method
+              for arm, command in commands.items()}
+    assert parsed == {"base": "euler", "heun": "heun"}
+
+
 def test_a_study_file_is_checked_before_training(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: [SiT-Huge/2]\nseeds: [0]\nreport_dir: x\nshared: {}\n")
@@ -102,6 +114,7 @@ def test_a_study_file_is_checked_before_training(tmp_path):
         study_module.main([str(bad)])
     plain = "models: [SiT-Mini/2]\nseeds: [0]\nreport_dir: x\nshared: {}\n"
     for extra, phrase in (("jobs: 0", "jobs must be a whole number"), ("arms: {a: {}}", "at least two names"),
+                          ("jobs: 2\nlauncher: accelerate", "train them one at a time"),
                           ("arms: {a: {}, ../b: {}}", "is not a folder name"),
                           ("arms: {a: {}, b: {weighting: sideways}}", "weighting")):
         bad.write_text(plain + extra + "\n")

@@ -1,5 +1,7 @@
 """The training data's per-channel latent statistics, for `--latent-norm channel` (LightningDiT's latent_norm: the
 mean and standard deviation over items, rows and columns of up to 10,000 randomly chosen latents)."""
+import copy
+
 import numpy as np
 import torch
 
@@ -16,6 +18,9 @@ def channel_statistics(dataset, vae, *, from_latents: bool, device, seed: int, c
     drawn without replacement by `seed` (all of them when fewer): the same on every process and on resumption.
     Items of an image data set are encoded by `vae` (posterior samples seeded by `seed` too)."""
     chosen = np.random.default_rng(seed).choice(len(dataset), min(count, len(dataset)), replace=False)
+    if getattr(dataset, "features", None) is not None:  # a latent set's REPA features: not read for this
+        dataset = copy.copy(dataset)
+        dataset.features = None
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, chosen.tolist()), batch_size=batch_size,
                                          collate_fn=collate_skipping_unreadable)
     generator = torch.Generator(device).manual_seed(seed)
@@ -24,7 +29,7 @@ def channel_statistics(dataset, vae, *, from_latents: bool, device, seed: int, c
     for images, _, _ in loader:
         if images is None:
             continue
-        latents = (images[0] if isinstance(images, tuple) else images).to(device)  # a latent set's (latent, features)
+        latents = images.to(device)
         if not from_latents:
             latents = encode(vae, latents, generator)
         latents = latents.double().transpose(0, 1).flatten(1)  # [C, items x rows x columns]

@@ -14,6 +14,8 @@ except ImportError as error:
     raise ImportError(f"this diffusers folder holds a model of the vca-gen project, whose package `gen` cannot be "
                       f"imported here ({error}); install the project where you load the folder: `pip install "
                       f"path/to/the/project` (or `pip install -e .` in its checkout)") from error
+import numbers
+
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
@@ -74,7 +76,9 @@ class GenPipeline(DiffusionPipeline):
         set_progress_bar_config(disable=...)."""
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"unknown output_type {output_type!r}; use pil, np or pt")
-        labels = [class_labels] if isinstance(class_labels, int) else list(class_labels)
+        labels = [class_labels] if isinstance(class_labels, numbers.Integral) else list(class_labels)
+        if not labels:
+            raise ValueError("class_labels is empty; pass at least one class index")
         generators = generator if isinstance(generator, list) else [generator]
         if isinstance(generator, list) and len(generator) != len(labels):
             raise ValueError(f"{len(generator)} generators for {len(labels)} class labels; pass one per label, or one")

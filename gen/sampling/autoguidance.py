@@ -13,7 +13,7 @@ from torch import nn
 
 from common.errors import UserError
 
-from ..export import load_pretrained
+from ..export import load_pretrained, read_settings
 
 
 class Autoguided(nn.Module):
@@ -41,10 +41,13 @@ class Autoguided(nn.Module):
         return torch.cat([out, out])
 
 
-def load_guide(path, model, device):
+def load_guide(path, model, device, latent_norm=None):
     """The guide model of `path` (an export, a checkpoint folder or an official .pt), checked to take the same
-    inputs and classes as `model`."""
+    inputs and classes as `model`, in the same input space (`latent_norm`: the model's channel statistics)."""
     guide = load_pretrained(path, device)
+    if read_settings(path).get("latent_norm") != latent_norm:
+        raise UserError(f"--guide-ckpt {path} was trained on latents normalised otherwise than {model.name}'s "
+                        f"(--latent-norm and its statistics): pass a guide trained on the same latent set")
     mine, theirs = model.config, guide.config
     wanted = dict(family=mine.family, input_size=mine.input_size, in_channels=mine.in_channels,
                   num_classes=mine.num_classes)

@@ -19,7 +19,7 @@ from ..settings import recorded_process
 from ..vae import DEFAULT_VAE, HUB_NAMES, downsampling_factor, load_vae, use_channel_norm
 from .precision import vae_dtype
 
-WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth")  # exports; official DiT/SiT checkpoints
+WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")  # exports; official and other torch files
 
 
 @dataclass
@@ -73,7 +73,7 @@ def load_for_sampling(ckpt, device, *, vae: str | None = None, precision: str = 
     if not os.path.exists(ckpt):
         raise MissingInput(f"{ckpt} not found; pass an exported .safetensors, a training checkpoint folder or an "
                            f"official DiT/SiT .pt")
-    if os.path.isfile(ckpt) and not ckpt.endswith(WEIGHTS_SUFFIXES):
+    if os.path.isfile(ckpt) and not ckpt.lower().endswith(WEIGHTS_SUFFIXES):
         raise UserError(f"{ckpt} is not a weights file; pass an exported .safetensors, a training checkpoint folder "
                         f"or an official DiT/SiT .pt")
     settings = read_settings(ckpt)

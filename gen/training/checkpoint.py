@@ -36,7 +36,8 @@ SANE_LOSS_FACTOR = 10  # a checkpoint whose weights give more than 10x the run's
 FIXED_ON_RESUME = ("model", "data_path", "latents", "image_size", "num_classes", "vae", "random_flip",
                    "global_batch_size", "global_seed", "class_dropout_prob", "noise_schedule", "use_kl",
                    "sigma_small", "predict_xstart", "learn_sigma", "rescale_learned_sigmas", "diffusion_steps",
-                   "path_type", "prediction", "loss_weight", "train_eps")
+                   "path_type", "prediction", "loss_weight", "train_eps", "latent_norm")
+SAVED_BEFORE_THE_FLAG = {"latent_norm": "scalar"}  # what a checkpoint from before a fixed flag existed trained with
 APPLIED_ON_RESUME = ("lr", "warmup_steps", "weight_decay", "ema_decay", "max_grad_norm")
 
 
@@ -254,6 +255,7 @@ def recoverable_checkpoint(results_dir):
 
 def resume_differences(saved: dict, now: dict) -> tuple[dict, dict]:
     """({flag: (saved, now)} that must not change, {flag: (saved, now)} that will be applied): the resume policy."""
+    saved = {**SAVED_BEFORE_THE_FLAG, **saved}
     refused = {k: (saved[k], now[k]) for k in FIXED_ON_RESUME if k in saved and k in now and saved[k] != now[k]}
     applied = {k: (saved[k], now[k]) for k in APPLIED_ON_RESUME if k in saved and k in now and saved[k] != now[k]}
     return refused, applied

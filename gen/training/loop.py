@@ -35,7 +35,7 @@ from .. import checks
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
 from ..data.statistics import channel_statistics
 from ..encoders import load_encoder
-from ..export import load_weights, save_pretrained
+from ..export import load_weights, read_settings, save_pretrained
 from ..model_card import write_model_card
 from ..models import create_model, set_vca_kernels
 from ..models.flops import forward_flops_per_image
@@ -130,18 +130,25 @@ def build_model(settings, shape, feature_dim=None):
     return set_vca_kernels(model, settings.vca_kernels)
 
 
-def set_latent_norm(settings, vae, dataset, from_latents, device, log) -> ChannelNorm | None:
-    """With --latent-norm channel, the data's per-channel statistics (the same on every process and on
-    resumption), attached to the VAE: training normalises with them, its samples and exports decode with them."""
+def set_latent_norm(settings, vae, dataset, from_latents, accelerator, log, resume_path=None) -> ChannelNorm | None:
+    """With --latent-norm channel, the data's per-channel statistics attached to the VAE: training normalises with
+    them, its samples and exports decode with them. Computed once, on the main process, and sent to the others; a
+    resumed run takes the ones its checkpoint recorded, so its input space never moves."""
     if settings.latent_norm != "channel":
         return None
-    norm = channel_statistics(dataset, vae, from_latents=from_latents, device=device, seed=settings.global_seed)
+    norm = read_settings(resume_path).get("latent_norm") if resume_path else None
+    recorded = norm is not None
+    if norm is None:
+        if accelerator.is_main_process:
+            norm = channel_statistics(dataset, vae, from_latents=from_latents, device=accelerator.device,
+                                      seed=settings.global_seed)
+        norm = broadcast_object_list([norm])[0]
     if min(norm.std) <= 0:
         raise TrainingError(f"a latent channel is constant over the data (deviations {norm.std}), so it cannot be "
                             f"normalised; train with --latent-norm scalar")
     use_channel_norm(vae, norm)
     log.info("latent statistics per channel (--latent-norm channel): mean " + ", ".join(f"{v:.4f}" for v in norm.mean)
-             + "; std " + ", ".join(f"{v:.4f}" for v in norm.std))
+             + "; std " + ", ".join(f"{v:.4f}" for v in norm.std) + (" (the checkpoint's)" if recorded else ""))
     return norm
 
 
@@ -578,7 +585,7 @@ def train_in_folder(settings, accelerator, log, results_dir, *, loss_fn):
 
     vae, dataset, shape, from_latents = open_training_data(settings, accelerator)
     check_patch_grid(settings, shape, vae)
-    latent_norm = set_latent_norm(settings, vae, dataset, from_latents, accelerator.device, log)
+    latent_norm = set_latent_norm(settings, vae, dataset, from_latents, accelerator, log, resume_path)
     if len(dataset.classes) > settings.num_classes:
         raise TrainingError(f"the data has {len(dataset.classes)} classes but --num-classes is {settings.num_classes}")
     if len(dataset.classes) < settings.num_classes:  # a warning, not an error: fine-tuning on a subset is fine
