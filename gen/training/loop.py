@@ -470,11 +470,14 @@ def grid(run, path, step: int):
     if accelerator.is_main_process:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         classes = grid_classes(settings.num_classes, settings.grid_classes)
+        start = time.perf_counter()
         write_grid(run.ema, run.vae, run.sample_fn, path, classes=classes, columns=settings.grid_columns,
                    latent_shape=run.shape, cfg_scale=settings.cfg_scale, device=accelerator.device,
                    seed=settings.global_seed, precision=settings.precision)
         run.log.image(step, "samples", path)
-        run.log.info(f"saved sample grid {path}")
+        run.log.info(f"saved sample grid {path} ({len(classes) * settings.grid_columns} images, "
+                     f"{settings.num_sampling_steps} sampling steps, guidance {settings.cfg_scale}: "
+                     f"{time.perf_counter() - start:.1f} s; --num-sampling-steps and --cfg-scale set its cost)")
     accelerator.wait_for_everyone()
 
 
