@@ -2,7 +2,6 @@
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from torchvision.utils import make_grid
 
 from common.errors import InvalidValue
 from common.files import atomic_open
@@ -48,6 +47,8 @@ def save_grid(images, columns: int, path: str, row_labels=None):
     if len(tiles) == 1:  # make_grid returns a lone image as it is, without the frame
         grid = torch.nn.functional.pad(tiles[0], (GRID_GAP,) * 4, value=255)
     else:
+        from torchvision.utils import make_grid  # here, not at import: torchvision costs ~2 s of every --help
+
         grid = make_grid(tiles, nrow=columns, padding=GRID_GAP, pad_value=255)
     grid = grid.permute(1, 2, 0).numpy()
     picture = Image.fromarray(grid)
