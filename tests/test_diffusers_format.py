@@ -258,6 +258,9 @@ def test_a_run_and_its_pipeline_folder_carry_a_model_card(tmp_path, tiny_vae):
     assert {"class-conditional", "sit", "vca"} <= set(meta["tags"]) and "license" in meta and meta["license"] is None
     assert "| max_steps | 2 |" in card and "At step 2" in card and "| fid |" in card
     assert "python sample.py --ckpt model.safetensors" in card
+    from huggingface_hub import ModelCard  # what the hub's upload reads, parsed offline
+
+    assert ModelCard.load(run / "README.md").data.to_dict()["tags"] == meta["tags"]
     main([str(run / "model.safetensors"), str(tmp_path / "pipe")])
     card = (tmp_path / "pipe" / "README.md").read_text()
     assert front_matter(card)["library_name"] == "diffusers" and "trust_remote_code=True" in card
