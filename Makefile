@@ -28,7 +28,9 @@ test-fast: lint
 # Train SiT-Mini/4-VCA on the built-in digits (CPU, a few minutes), then score its samples with a classifier
 # trained on real digits. Writes results/demo/: grid.png, samples.npz, model.safetensors, log.txt, log.jsonl.
 demo: $(STAMP)
-	rm -rf results/demo
+	@if [ -e results/demo ] && [ ! -f results/demo/args.json ]; then \
+		echo "make demo: results/demo exists but holds no demo run (no args.json); move it away"; exit 1; fi
+	rm -rf results/demo  # an earlier demo's run folder, which it wrote
 	@start=$$(date +%s); \
 	$(BIN)/python train_sit.py --config configs/demo.yaml && \
 	$(BIN)/python -m gen.demo results/demo/samples.npz && \
