@@ -374,12 +374,16 @@ def comparison_lines(comparisons: dict, floor: dict | None) -> list[str]:
              "| VCA model | MHSA twin | budget | compared at | VCA FID | MHSA FID | difference | 95 % interval | "
              "verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for model, pair in comparisons.items():
-        for budget, entry in ((b, pair[b]) for b in BUDGETS):
-            interval = (f"{entry['low']:.2f} .. {entry['high']:.2f}" if entry["low"] is not None else entry["method"])
-            lines.append(f"| {model} | {pair['twin']} | {BUDGETS[budget]} | {format_budget(budget, entry['at'])} | "
-                         f"{format_mean(entry.get('vca'))} | {format_mean(entry.get('mhsa'))} | "
-                         f"{format_value(entry['mean'])} | {interval} | {entry['verdict']} |")
+        lines += [comparison_row(model, pair["twin"], budget, pair[budget]) for budget in BUDGETS]
     return lines
+
+
+def comparison_row(first: str, second: str, budget: str, entry: dict) -> str:
+    """A table row of compare_twins' `entry`: the pair, the budget, the FIDs, the difference, interval, verdict."""
+    interval = f"{entry['low']:.2f} .. {entry['high']:.2f}" if entry["low"] is not None else entry["method"]
+    return (f"| {first} | {second} | {BUDGETS[budget]} | {format_budget(budget, entry['at'])} | "
+            f"{format_mean(entry.get('vca'))} | {format_mean(entry.get('mhsa'))} | {format_value(entry['mean'])} | "
+            f"{interval} | {entry['verdict']} |")
 
 
 def report_markdown(study, summary, differences, pictures, comparisons=None, floor=None) -> str:

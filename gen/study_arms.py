@@ -20,9 +20,8 @@ from common.files import atomic_open
 from .plots import metric_by_budgets_figure, metric_label, save_figure
 from .study import (
     BUDGET_AXES,
+    comparison_row,
     final_metric,
-    format_budget,
-    format_mean,
     format_value,
     mean_std,
     noise_floor,
@@ -85,15 +84,8 @@ def comparison_table(baseline: str, comparisons: dict) -> list[str]:
              f"| model | arm | budget | compared at | arm FID | {baseline} FID | difference | 95 % interval | "
              "verdict |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for model, arms in comparisons.items():
-        for arm, budgets in arms.items():
-            for budget, entry in budgets.items():
-                interval = (f"{entry['low']:.2f} .. {entry['high']:.2f}" if entry["low"] is not None
-                            else entry["method"])
-                lines.append(f"| {model} | {arm} | {BUDGETS[budget]} | {format_budget(budget, entry['at'])} | "
-                             f"{format_mean(entry.get('vca'))} | {format_mean(entry.get('mhsa'))} | "
-                             f"{format_value(entry['mean'])} | {interval} | {entry['verdict']} |")
-    return lines
+    return lines + [comparison_row(model, arm, budget, entry) for model, arms in comparisons.items()
+                    for arm, budgets in arms.items() for budget, entry in budgets.items()]
 
 
 def final_table(studies: dict[str, dict], summaries: dict) -> list[str]:

@@ -8,6 +8,7 @@ those normalised per channel by the training data's statistics (`--latent-norm c
 `latent_norm`): `use_channel_norm(vae, norm)` attaches them to the VAE, `normalize` applies them to training inputs,
 and `decode` undoes them, so every sampler, grid and evaluation decodes through the same VAE object.
 """
+import functools
 import math
 import os
 import socket
@@ -53,7 +54,13 @@ class ChannelNorm:
         return {key: list(values) for key, values in asdict(self).items()}
 
     def shaped(self, values, like: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+        return channel_tensor(values, like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=32)
+def channel_tensor(values: tuple, dtype, device) -> torch.Tensor:
+    """[1, C, 1, 1] of `values`, made once per device and dtype: no host-to-device copy at each training step."""
+    return torch.tensor(values, dtype=dtype, device=device).view(1, -1, 1, 1)
 
 
 def use_channel_norm(vae, norm: ChannelNorm | None):

@@ -3,10 +3,10 @@
 `Mini` is the small configuration for CPU work (4 blocks, 128 wide, 4 heads): about 1.3 M parameters,
 some 700 images/s of training on 16 tokens on a 2-core machine. Not a paper model.
 """
-import difflib
 import re
 from dataclasses import fields
 
+from common.cli import close_names
 from common.errors import InvalidValue
 
 from .config import SIZES, ModelConfig
@@ -31,8 +31,9 @@ def list_models() -> list[str]:
 def close_model_names(name) -> str:
     """'did you mean X? ' for a near miss of a model name, else ''."""
     by_lower = {model.lower(): model for model in list_models()}
-    close = [by_lower[match] for match in difflib.get_close_matches(str(name).lower(), by_lower, n=2, cutoff=0.75)]
-    close = close[:1] if str(name).lower() in by_lower else close  # only the case was wrong
+    lowered = str(name).lower()
+    matches = [lowered] if lowered in by_lower else close_names(lowered, by_lower)  # only the case wrong: that one
+    close = [by_lower[match] for match in matches]
     return f"did you mean {' or '.join(close)}? " if close else ""
 
 
