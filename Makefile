@@ -33,7 +33,7 @@ demo: $(STAMP)
 	rm -rf results/demo  # an earlier demo's run folder, which it wrote
 	@start=$$(date +%s); \
 	$(BIN)/python train_sit.py --config configs/demo.yaml && \
-	$(BIN)/python -m gen.demo results/demo/samples.npz && \
+	$(BIN)/python -m gen.study.demo results/demo/samples.npz && \
 	echo "make demo: $$(( $$(date +%s) - start )) s in all; results in results/demo/"
 
 clean:

@@ -17,10 +17,10 @@ import os
 from accelerate import Accelerator
 
 from common.cli import ArgumentParser, parse_with_config, run_command
-from gen import checks
 from gen.data import open_image_dataset
 from gen.data.latents import DTYPES, LatentSetError, extract_latents, extraction_plan, feature_plan
 from gen.encoders import check_enc_type, load_encoder
+from gen.settings import checks
 from gen.settings.data import DEFAULT_IMAGE_SIZE, DEFAULT_WORKERS
 from gen.vae import latent_shape, load_vae
 

@@ -16,26 +16,20 @@ from accelerate import Accelerator
 
 from common.cli import ArgumentParser, parse_with_config, run_command
 from common.errors import UserError
-from gen import checks, sampling
-from gen.args import add_flags, add_sampling_flags
-from gen.sampling.autoguidance import Autoguided, load_guide
-from gen.sampling.loading import load_for_sampling
+from gen import sampling
+from gen.family import FAMILIES
+from gen.sampling.autoguidance import Autoguided
 from gen.sampling.timing import stage_summary
 from gen.settings import (
-    DIFFUSION_DEFAULTS,
     MAX_SAMPLING_STEPS,
-    TRANSPORT_DEFAULTS,
     DataSettings,
-    DiffusionSettings,
     GuidanceSettings,
     ModelSettings,
     SamplerSettings,
-    TransportSettings,
-    build_sampler,
-    family_options,
-    fill_defaults,
-    fill_from_record,
+    checks,
 )
+from gen.settings.flags import add_flags, add_sampling_flags
+from gen.weights.loading import load_for_sampling, load_guide, ready_sampler
 
 DIT_GRID_LABELS = [207, 360, 387, 974, 88, 979, 417, 279]  # DiT's sample.py classes, for ImageNet models
 
@@ -60,10 +54,10 @@ def build_parser():
     model.add_argument("--guide-ckpt", default=None, metavar="FILE",
                        help="autoguidance: guide with this smaller or earlier model of the same data instead of the "
                             "null class (guide + cfg_scale x (model - guide); Karras et al. 2024)")
-    add_flags(parser, DiffusionSettings, unset=True,
-              helps={"learn_sigma": "learned variance; default: what the network's output says (a contradicting "
-                                    "flag fails)"})
-    add_flags(parser, TransportSettings, unset=True)
+    for family in FAMILIES.values():  # each family's process, as its training took it
+        add_flags(parser, family.process_settings, unset=True,
+                  helps={"learn_sigma": "learned variance; default: what the network's output says (a contradicting "
+                                        "flag fails)"})
     add_sampling_flags(parser, helps={"cfg_scale": "guidance scale (1: none); default: the weights file's record, "
                                                    f"else {sampling.GUIDANCE_FOR_PICTURES} for grids, "
                                                    f"{sampling.GUIDANCE_FOR_FID} for FID"})
@@ -85,17 +79,16 @@ def build_parser():
 
 # -- what the weights file says, and the flags that may not contradict it ----------------------------------------
 def load_model_and_vae(args, device):
-    """(model, VAE, latent (channels, side), settings used (VAE and process), recorded sampler); the flags that
-    were left None take the file's values (gen.sampling.loading, shared with gen.pipeline)."""
-    chosen_process = {key: getattr(args, key) for key in (*DIFFUSION_DEFAULTS, *TRANSPORT_DEFAULTS)}
+    """The weights (gen.weights.loading, shared with gen.pipeline); the flags that were left None take the file's
+    values."""
+    chosen_process = {key: getattr(args, key) for family in FAMILIES.values() for key in family.process_defaults}
     weights = load_for_sampling(args.ckpt, device, vae=args.vae, precision=args.precision, model_name=args.model,
                                 image_size=args.image_size, num_classes=args.num_classes,
                                 vca_kernels=args.vca_kernels, compile=args.compile, process=chosen_process)
     model = weights.model
     args.model, args.vae, args.image_size, args.num_classes = (model.name, weights.vae_name, weights.image_size,
                                                                model.config.num_classes)
-    return (model, weights.vae, weights.latent_shape, dict(vae=weights.vae_name, **weights.process),
-            weights.recorded_sampler)
+    return weights
 
 
 def default_labels(num_classes: int, per_row: int) -> list[int]:
@@ -124,12 +117,12 @@ def run_grid(args, model, vae, latent_shape, sample_fn, device):
           f"{stats['model_evaluations']} model evaluations")
 
 
-def run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings):
+def run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings, family):
     os.makedirs(args.sample_dir, exist_ok=True)
     skip = {"num_fid_samples", "per_proc_batch_size", "sample_dir", "config", "class_labels", "nrow", "output",
             "debug", "positional_mode", "label_rows", "compile"}
-    other_family = family_options("SiT" if model.config.family == "DiT" else "DiT")
-    recorded = {k: v for k, v in sorted(vars(args).items()) if k not in skip and k not in other_family}
+    others = {key for other in FAMILIES.values() for key in other.options() if key not in family.options()}
+    recorded = {k: v for k, v in sorted(vars(args).items()) if k not in skip and k not in others}
     recorded.update(settings)  # the process as used: the file's, where the flags left it None
     sampling.check_settings(args.sample_dir, recorded, accelerator.is_main_process)
     stats = {}
@@ -197,14 +190,13 @@ def main(argv=None):
     grid_mode = args.num_fid_samples is None
     if grid_mode and not accelerator.is_main_process:
         return
-    model, vae, latent_shape, settings, recorded_sampler = load_model_and_vae(args, accelerator.device)
+    weights = load_model_and_vae(args, accelerator.device)
+    model, vae, latent_shape = weights.model, weights.vae, weights.latent_shape
     if args.guide_ckpt is not None:
         model = Autoguided(model, load_guide(args.guide_ckpt, model, accelerator.device,
                                              latent_norm=getattr(vae, "channel_norm", None)))
-    process = {k: v for k, v in settings.items() if k != "vae"}
-    fill_from_record(args, model.config.family, args.ckpt, recorded_sampler)
-    fill_defaults(args, pictures=grid_mode)
-    sample_fn = build_sampler(args, model.config.family, process)
+    ready = ready_sampler(weights, args, args.ckpt, pictures=grid_mode)
+    sample_fn, settings = ready.sample_fn, dict(vae=weights.vae_name, **weights.process)  # settings used
     num_classes = model.config.num_classes
     if grid_mode and args.class_labels is None:
         args.class_labels = default_labels(num_classes, args.nrow)
@@ -218,7 +210,7 @@ def main(argv=None):
             accelerator.print(f"tip: --compile made the network 2.3x faster after about 20 s of compiling (measured "
                               f"on an H200, DiT-S/2, bf16); it pays from about {COMPILE_PAYS_FROM:,} images per "
                               f"process")
-        run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings)
+        run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings, ready.family)
 
 
 

@@ -3,7 +3,7 @@
     pipe = GenerationPipeline.from_pretrained("results/demo/model.safetensors")
     images = pipe(class_labels=[3, 7], num_inference_steps=25, guidance_scale=1.4, seed=0)   # list of PIL images
 
-A file is read as sample.py reads it (gen.sampling.loading): its model, its recorded VAE ("none": pixels) and
+A file is read as sample.py reads it (gen.weights.loading): its model, its recorded VAE ("none": pixels) and
 diffusion or transport settings, and its recorded sampler, steps and guidance as the call's defaults (else DiT's:
 250 steps, guidance 4.0). Image i of a call is image i of sample.py's grid for the same labels and seed.
 """
@@ -15,11 +15,13 @@ from PIL import Image
 
 from common.errors import InvalidValue
 
-from .checks import MAX_SEED
+from .family import family_of
 from .sampling import GUIDANCE_FOR_PICTURES, resolve_precision, sample_grid
-from .sampling.loading import load_for_sampling
-from .settings import OWN_KIND, SamplingSettings, build_sampler, fill_defaults, fill_from_record, own_options, unset
-from .vae import to_uint8
+from .settings.checks import MAX_SEED
+from .settings.fields import unset
+from .settings.sampler import SamplingSettings
+from .vae import downsampling_factor, to_uint8
+from .weights.loading import Sampling, SamplingWeights, load_for_sampling, ready_sampler
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
@@ -70,7 +72,7 @@ class GenerationPipeline:
 
     def __repr__(self):
         settings = self.sampler_settings()
-        kind = OWN_KIND[self.family]
+        kind = family_of(self.model).sampler_option
         return (f"GenerationPipeline({self.model.name}, {self.num_classes} classes, vae={self.vae_name!r}, "
                 f"device={self.device}, precision={self.precision!r}; default sampling: {getattr(settings, kind)}, "
                 f"{settings.num_sampling_steps} steps, guidance {settings.cfg_scale})")
@@ -78,17 +80,22 @@ class GenerationPipeline:
     def sampler_settings(self, num_inference_steps=None, guidance_scale=None, sampler=None, **sampler_options):
         """The sampler flags a call uses (sample.py's names): the given ones, else the file's record, else
         DiT's and SiT's defaults. `sampler`: DiT's ddpm, ddim or dpm-solver; SiT's ODE or SDE."""
-        kind = OWN_KIND[self.family]
-        own = [key for key in own_options(self.family) if key != kind]
+        return self._sampling(num_inference_steps, guidance_scale, sampler, **sampler_options).settings
+
+    def _sampling(self, num_inference_steps, guidance_scale, sampler, **sampler_options) -> Sampling:
+        family = family_of(self.model)
+        kind = family.sampler_option
+        own = [key for key in family.own_options() if key != kind]
         unknown = sorted(set(sampler_options) - set(own))
         if unknown:
             raise InvalidValue(f"unknown {self.family} sampler option {unknown[0]!r}; use one of {own} (the "
                                f"{kind} itself is the sampler argument)")
         settings = unset(SamplingSettings, num_sampling_steps=num_inference_steps, cfg_scale=guidance_scale,
                          **sampler_options, **{kind: sampler})
-        fill_from_record(settings, self.family, self.source, self.recorded_sampler)
-        fill_defaults(settings, pictures=True)
-        return settings
+        side = self.latent_shape[1] * downsampling_factor(self.vae)
+        weights = SamplingWeights(self.model, self.vae, self.vae_name, self.latent_shape, side, self.process,
+                                  self.recorded_sampler)
+        return ready_sampler(weights, settings, self.source, pictures=True)
 
     def __call__(self, class_labels, num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, output_type: str = "pil",
@@ -102,8 +109,8 @@ class GenerationPipeline:
         check_call(num_inference_steps, guidance_scale, seed, generator, output_type)
         if generator is not None:
             seed = int(torch.randint(MAX_SEED + 1, (1,), generator=generator, device=generator.device))
-        settings = self.sampler_settings(num_inference_steps, guidance_scale, sampler, **sampler_options)
-        sample_fn = build_sampler(settings, self.family, self.process)
+        sampling = self._sampling(num_inference_steps, guidance_scale, sampler, **sampler_options)
+        settings, sample_fn = sampling.settings, sampling.sample_fn
         device = self.device
         images = sample_grid(self.model, self.vae, labels, sample_fn, latent_shape=self.latent_shape,
                              seed=0 if seed is None else seed, cfg_scale=settings.cfg_scale, device=device,

@@ -1,4 +1,5 @@
-"""A training run's `log.jsonl`: one JSON object per line, appended as the run goes. The one reader and writer.
+"""A training run's records: `log.jsonl`, one JSON object per line appended as the run goes (the one reader and
+writer), and the name of its settings file, `args.json`.
 
 A kill in the middle of an append leaves a torn last line: `read_log` skips it, and `append_record` cuts it off
 before writing, so a resumed run's log stays one object per line.
@@ -7,6 +8,8 @@ import json
 import os
 
 from common.errors import UserError
+
+RUN_RECORD = "args.json"  # the run's settings, the first file a run writes: it marks the folder as a run's
 
 LOG_NAME = "log.jsonl"
 

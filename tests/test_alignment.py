@@ -79,7 +79,7 @@ def test_unknown_encoders_are_named():
 def test_a_repa_run_trains_exports_its_projector_and_samples(tmp_path, digits_encoder):
     import sample
     import train_sit
-    from gen.export import load_pretrained
+    from gen.weights.export import load_pretrained
 
     run_command(train_sit.main, ["--model", "SiT-Mini/2", "--image-size", "8", "--num-classes", "10",
                                  "--global-batch-size", "8", "--num-workers", "0", "--vae", "none", "--log-every", "1",

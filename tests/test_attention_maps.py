@@ -1,4 +1,4 @@
-"""python -m gen.attention_maps: VCA's stage-I and stage-II maps over a generated sample, captured by hooks."""
+"""python -m gen.study.attention_maps: VCA's stage-I and stage-II maps over a generated sample, captured by hooks."""
 import numpy as np
 import pytest
 import torch
@@ -8,8 +8,9 @@ from tiny import perturbed
 from common.cli import run_command
 from common.errors import UserError
 from gen import save_pretrained
-from gen.attention_maps import attention_figure, attention_maps, main, noised_input, vca_blocks
-from gen.settings import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS, recorded_process
+from gen.family import recorded_process
+from gen.settings import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS
+from gen.study.attention_maps import attention_figure, attention_maps, main, noised_input, vca_blocks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NUM_CLASSES = 10
@@ -121,24 +122,25 @@ def test_the_map_columns_are_evenly_spaced():
 
 
 def test_the_command_samples_with_the_files_recorded_steps_and_guidance(tmp_path, monkeypatch):
-    import gen.attention_maps as maps
+    import gen.study.attention_maps as maps
 
     recorded = dict(mode="ODE", sampling_method="euler", num_sampling_steps=3, cfg_scale=1.5)
     export = save_pretrained(perturbed("SiT-Mini/2-VCA", in_channels=3, num_classes=NUM_CLASSES),
                              tmp_path / "sit.safetensors", vae="none", process=dict(TRANSPORT_DEFAULTS),
                              sampler=recorded)
     seen = {}
-    original_build, original_sample = maps.build_sampler, maps.sample_attention_maps
+    original_prepare, original_sample = maps.prepare_sampling, maps.sample_attention_maps
 
-    def build(args, *rest):
-        seen["steps"] = args.num_sampling_steps
-        return original_build(args, *rest)
+    def prepare(*args, **kwargs):
+        sampling = original_prepare(*args, **kwargs)
+        seen["steps"] = sampling.settings.num_sampling_steps
+        return sampling
 
     def sample(*args, **kwargs):
         seen["cfg_scale"] = kwargs["cfg_scale"]
         return original_sample(*args, **kwargs)
 
-    monkeypatch.setattr(maps, "build_sampler", build)
+    monkeypatch.setattr(maps, "prepare_sampling", prepare)
     monkeypatch.setattr(maps, "sample_attention_maps", sample)
     main(["--ckpt", str(export), "--class-label", "3", "--out", str(tmp_path / "maps.png")])
     assert seen == {"steps": 3, "cfg_scale": 1.5}  # not DiT's 250 steps at guidance 4 for pictures

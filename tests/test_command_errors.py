@@ -23,8 +23,8 @@ from tiny import write_corrupt_image, write_image_folder
 import extract_latents
 import fid.cli
 import fid.networks
-import gen.demo
 import gen.study
+import gen.study.demo
 import sample
 import train_dit
 import train_sit
@@ -390,7 +390,7 @@ DEMO = [("npz without labels", "no_labels", "lacks ['arr_1']"),
 
 @pytest.mark.parametrize("name, key, phrase", DEMO, ids=[row[0] for row in DEMO])
 def test_demo_bad_input_is_one_line(world, tmp_path, capsys, name, key, phrase):
-    assert_one_line_error(gen.demo.main, [world[key]], phrase, capsys, tmp_path)
+    assert_one_line_error(gen.study.demo.main, [world[key]], phrase, capsys, tmp_path)
 
 
 EXTRACTION = [
@@ -660,7 +660,7 @@ def is_library_chatter(line: str) -> bool:
     (extract_latents.main, ["--help"], r"\(default: "),
     (fid.cli.main, ["calc", "--help"], r"--batch-size \S+\s+[^\n]*\(default: 200\)"),
     (gen.study.main, ["--help"], r"--debug\s+show tracebacks.*\(default: False\)"),
-    (gen.demo.main, ["--help"], r"samples\s+\(default: results/demo/samples.npz\)"),
+    (gen.study.demo.main, ["--help"], r"samples\s+\(default: results/demo/samples.npz\)"),
 ])
 def test_every_help_shows_the_defaults(monkeypatch, capsys, command, argv, shown):
     monkeypatch.setenv("COLUMNS", "300")  # one line per flag, whatever the terminal
@@ -737,8 +737,8 @@ def test_a_full_disk_while_extracting_latents_is_one_line(world, tiny_vae, tmp_p
 
 
 def test_the_diffusers_export_checks_the_metadata_too(world, tmp_path, capsys):
-    import gen.diffusers_format
+    import gen.hub.diffusers_format
 
-    line = assert_one_line_error(gen.diffusers_format.main, [world["config not JSON"], str(tmp_path / "pipe")],
+    line = assert_one_line_error(gen.hub.diffusers_format.main, [world["config not JSON"], str(tmp_path / "pipe")],
                                  "metadata field 'config' is not JSON", capsys, tmp_path)
     assert "export it again" in line and not (tmp_path / "pipe").exists()

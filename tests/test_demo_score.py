@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fid.digits import real_digits
-from gen.demo import score_digits
+from gen.study.demo import score_digits
 
 
 @pytest.fixture(autouse=True)

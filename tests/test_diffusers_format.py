@@ -17,7 +17,9 @@ from common.cli import run_command
 from common.errors import InvalidValue, MissingInput
 from common.files import FOLDER_MARKER
 from gen import GenerationPipeline, save_pretrained
-from gen.diffusers_format import (
+from gen.diffusion import create_diffusion
+from gen.family import recorded_process
+from gen.hub.diffusers_format import (
     REMOTE_CODE,
     dit_scheduler,
     load_diffusers,
@@ -26,9 +28,8 @@ from gen.diffusers_format import (
     save_diffusers_pipeline,
     to_diffusers,
 )
-from gen.diffusion import create_diffusion
 from gen.models import create_model
-from gen.settings import DIFFUSION_DEFAULTS, recorded_process
+from gen.settings import DIFFUSION_DEFAULTS
 
 
 def inputs():

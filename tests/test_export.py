@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 from tiny import perturbed
 
 from gen import load_pretrained, save_pretrained
-from gen.export import CheckpointError, official_name_and_size, read_settings
 from gen.models import SiT
+from gen.weights.export import CheckpointError, official_name_and_size, read_settings
 
 
 def outputs(model, channels=4):

@@ -8,21 +8,10 @@ from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
 from common.errors import UserError
-from gen.plots import (
-    MIN_POINTS_TO_SMOOTH,
-    bars_figure,
-    curves_figure,
-    metric_by_step,
-    metric_by_steps_figure,
-    metric_label,
-    model_styles,
-    plot_bars,
-    plot_metric_by_steps,
-    smooth,
-    write_curves,
-)
 from gen.run_log import read_log
 from gen.sampling import save_grid
+from gen.study.figures import bars_figure, metric_by_steps_figure, model_styles, plot_bars, plot_metric_by_steps
+from gen.training.curves import MIN_POINTS_TO_SMOOTH, curves_figure, metric_by_step, metric_label, smooth, write_curves
 
 
 def training_log(steps=range(0, 200, 10), seed=0, fid_every=None, loss_scale=1.0):
@@ -176,7 +165,7 @@ def inside_the_figure(figure, artist) -> bool:
 def test_bar_labels_tell_close_values_apart_and_long_titles_fit():
     """The study's parameters.png: 1,288,970 and 1,299,466 parameters were both "1.3e+06"-like; its images_per_sec.png:
     a long title and label ran off a two-bar figure."""
-    from gen.plots import bars_figure, distinct_labels
+    from gen.study.figures import bars_figure, distinct_labels
 
     figure = bars_figure({"SiT-Mini/2": 1_288_970, "SiT-Mini/2-VCA": 1_299_466}, "parameters")
     assert [text.get_text() for text in figure.axes[0].texts] == ["1,288,970", "1,299,466"]

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from tolerances import ARITHMETIC, NETWORK, assert_close_to_recorded
 
 from gen.diffusion import create_diffusion, create_transport
-from gen.training.losses import DiffusionLoss, TransportLoss, logit_normal, velocity_direction_loss
+from gen.diffusion.losses import DiffusionLoss, TransportLoss, logit_normal, velocity_direction_loss
 
 ANCHORS = os.path.join(os.path.dirname(__file__), "fixtures", "recipe_anchors.safetensors")
 
@@ -137,7 +137,7 @@ def test_the_recipe_trains_and_its_export_samples_as_it_was_trained(tmp_path, fa
     import train_dit
     import train_sit
     from common.cli import run_command
-    from gen.export import load_pretrained, read_settings
+    from gen.weights.export import load_pretrained, read_settings
 
     script = train_dit if family == "DiT" else train_sit
     run_command(script.main, [*RECIPE_RUN, *extra, "--results-dir", str(tmp_path / "run")])
@@ -265,10 +265,10 @@ def test_a_channel_normalised_run_records_its_statistics_and_samples_with_them(i
     import train_sit
     from common.cli import run_command
     from common.errors import UserError
-    from gen.diffusers_format import main as diffusers_main
-    from gen.diffusers_format import save_diffusers_pipeline
-    from gen.export import read_settings, save_pretrained
-    from gen.sampling.loading import load_for_sampling
+    from gen.hub.diffusers_format import main as diffusers_main
+    from gen.hub.diffusers_format import save_diffusers_pipeline
+    from gen.weights.export import read_settings, save_pretrained
+    from gen.weights.loading import load_for_sampling
 
     run = tmp_path / "run"
     run_command(train_sit.main, ["--model", "SiT-Mini/2", "--data-path", image_folder, "--image-size", "16",

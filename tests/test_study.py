@@ -8,8 +8,8 @@ import yaml
 from common.cli import ArgumentParser
 from common.errors import UserError
 from gen import study as study_module
-from gen.args import add_training_flags
 from gen.models.zoo import model_config
+from gen.settings.flags import add_training_flags
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_arms_train_once_each_two_at_a_time_and_are_compared_with_the_first(stud
 
 
 def test_an_arms_flags_win_over_the_family_ones(tmp_path):
-    from gen.study_arms import arm_studies
+    from gen.study.arms import arm_studies
 
     study = {"models": ["SiT-Mini/2"], "seeds": [0], "report_dir": str(tmp_path), "shared": {"max_steps": 3},
              "family": {"SiT": {"sampling_method": "euler"}}, "arms": {"base": {}, "heun": {"sampling_method": "heun"}}}
@@ -134,7 +134,7 @@ def test_log_rows_carry_cumulative_training_seconds_and_flops_and_a_resume_conti
     import train_sit
     from gen.models import model_config
     from gen.models.flops import forward_flops_per_image
-    from gen.plots import read_log
+    from gen.run_log import read_log
 
     monkeypatch.setenv("FID_CACHE_DIR", str(tmp_path / "fid-cache"))
     train_sit.main([*TINY_RUN, "--results-dir", str(tmp_path / "run"), "--max-steps", "2"])
@@ -162,7 +162,7 @@ def test_log_rows_carry_cumulative_training_seconds_and_flops_and_a_resume_conti
 def test_the_common_budget_is_the_largest_every_curve_reached_and_curves_interpolate_linearly():
     import numpy as np
 
-    from gen.study_stats import common_budget, value_at
+    from gen.study.stats import common_budget, value_at
 
     fast = (np.array([10.0, 20.0, 30.0]), np.array([100.0, 50.0, 20.0]))
     slow = (np.array([15.0, 25.0]), np.array([90.0, 40.0]))
@@ -175,7 +175,7 @@ def test_the_common_budget_is_the_largest_every_curve_reached_and_curves_interpo
 
 
 def test_the_paired_t_interval_matches_a_hand_computed_one():
-    from gen.study_stats import paired_t_interval
+    from gen.study.stats import paired_t_interval
 
     # differences -1, -2, -3: mean -2, std 1, t(0.975, 2) = 4.302653, half-width 4.302653 / sqrt(3) = 2.484138
     interval = paired_t_interval([-1.0, -2.0, -3.0])
@@ -188,7 +188,7 @@ def test_the_paired_t_interval_matches_a_hand_computed_one():
 
 
 def test_the_verdict_needs_an_interval_without_zero_and_a_difference_above_the_noise_floor():
-    from gen.study_stats import paired_t_interval, verdict
+    from gen.study.stats import paired_t_interval, verdict
 
     vca_better = paired_t_interval([-3.0, -3.2, -2.8])
     assert verdict(vca_better, noise_floor=0.5)[0] == "VCA better"
@@ -201,7 +201,7 @@ def test_the_verdict_needs_an_interval_without_zero_and_a_difference_above_the_n
 
 
 def test_twins_compare_at_the_same_step_time_and_flops():
-    from gen.study_stats import compare_twins
+    from gen.study.stats import compare_twins
 
     def log(fids, seconds_per_step, flops_per_step):
         return [{"step": step, "fid": fid, "train_seconds": step * seconds_per_step,

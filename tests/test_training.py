@@ -16,9 +16,9 @@ import gen.training.checkpoint
 import train_dit
 import train_sit
 from gen.data import CorruptImageError, LatentSetError
-from gen.export import load_pretrained
 from gen.training import TrainingError
 from gen.training.checkpoint import list_checkpoints
+from gen.weights.export import load_pretrained
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

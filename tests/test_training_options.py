@@ -14,12 +14,12 @@ from tiny import perturbed
 
 import train_sit
 from gen import save_pretrained
-from gen.export import CheckpointError, load_pretrained, read_settings
 from gen.settings import DIGITS_IMAGE_SIZE, DataSettings
 from gen.settings import data as data_settings
 from gen.training.checkpoint import list_checkpoints
 from gen.training.loop import forward_backward
 from gen.training.schedule import learning_rate
+from gen.weights.export import CheckpointError, load_pretrained, read_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 QUICK = ["--model", "SiT-Mini/4", "--image-size", "16", "--num-classes", "3", "--global-batch-size", "4",

@@ -4,12 +4,12 @@ nn.Module with no registration machinery, and `asdict` is all that serialisation
 """
 from dataclasses import asdict, dataclass, fields
 
-from ..checks import MAX_CLASSES
+from ..settings.checks import MAX_CLASSES
 
 FAMILY_NAMES = ("DiT", "SiT")
 MAX_PARAMETERS = 10**10  # 15x DiT-XL/2 (0.68 B): a larger config is a damaged or hostile file, not a model
 MAX_TOKENS = 256 * 256  # DiT-XL/2 at 512 px has 1,024 tokens
-# Every field's type and range, checked before a saved config builds anything (gen.export reads files from anywhere)
+# Every field's type and range, checked before a saved config builds anything (gen.weights reads files from anywhere)
 CHOICES = {"family": FAMILY_NAMES, "attention": ("mhsa", "vca"), "vca_stage2_softmax": ("joint", "separate"),
            "vca_contrast_tokens": ("pool", "learned")}
 BOOLEAN_FIELDS = ("learn_sigma", "vca_local_term", "vca_shared_pos_embed", "qk_norm", "rope", "swiglu", "rmsnorm")

@@ -9,22 +9,22 @@ from dataclasses import fields
 from common.cli import close_names
 from common.errors import InvalidValue
 
-from .config import SIZES, ModelConfig
+from .config import FAMILY_NAMES, SIZES, ModelConfig
 from .dit import DiT, SiT
 
 PATCH_SIZES = (2, 4, 8)
-FAMILIES = {"DiT": DiT, "SiT": SiT}
+NETWORKS = {network.family: network for network in (DiT, SiT)}  # each network class says its family
 
 ARCHITECTURE_FIELDS = ("patch_size", "hidden_size", "depth", "num_heads")
 # What create_model accepts besides the name, with ModelConfig's defaults (ImageNet 256: 32x32 latents).
 DEFAULTS = {field.name: field.default for field in fields(ModelConfig)
             if field.name not in ("family", "attention", *ARCHITECTURE_FIELDS)}
 
-NAME_PATTERN = re.compile(r"^(DiT|SiT)-(XL|L|B|S|Mini)/(\d+)(-VCA)?$")
+NAME_PATTERN = re.compile(rf"^({'|'.join(FAMILY_NAMES)})-({'|'.join(SIZES)})/(\d+)(-VCA)?$")
 
 
 def list_models() -> list[str]:
-    return [f"{family}-{size}/{patch}{suffix}" for family in FAMILIES for size in SIZES
+    return [f"{family}-{size}/{patch}{suffix}" for family in FAMILY_NAMES for size in SIZES
             for patch in PATCH_SIZES for suffix in ("", "-VCA")]
 
 
@@ -42,7 +42,7 @@ def model_config(name: str, **overrides) -> ModelConfig:
     match = NAME_PATTERN.match(name)
     if match is None or int(match.group(3)) not in PATCH_SIZES:
         raise InvalidValue(f"unknown model {name!r}; {close_model_names(name)}the names are FAMILY-SIZE/PATCH[-VCA]: "
-                           f"family {' or '.join(FAMILIES)}, size {', '.join(SIZES)}, patch "
+                           f"family {' or '.join(FAMILY_NAMES)}, size {', '.join(SIZES)}, patch "
                            f"{', '.join(map(str, PATCH_SIZES))} (e.g. DiT-XL/2, SiT-S/2-VCA)")
     family, size, patch, vca = match.groups()
     unknown = sorted(set(overrides) - set(DEFAULTS) - set(ARCHITECTURE_FIELDS))
@@ -56,7 +56,7 @@ def model_config(name: str, **overrides) -> ModelConfig:
 
 def build_model(config: ModelConfig):
     """The network a config describes, with DiT's initialisation."""
-    return FAMILIES[config.family](config)
+    return NETWORKS[config.family](config)
 
 
 def create_model(name: str, **overrides):

@@ -5,11 +5,11 @@ guidance, per-image seeding, grids, and deterministic, distributed, resumable N-
     labels, noise, noise_sampler = draw_batch(seed=0, indices=range(8), latent_shape=(4, 32), num_classes=1000)
     latents = generate_latents(model, labels, noise, sample_fn, cfg_scale=4.0, noise_sampler=noise_sampler)
 
-    samplers.py  the samplers and make_sampler      guidance.py  guided model_fn, latents, images
+    samplers.py  the samplers (make_sampler: gen.family, importable here too)  guidance.py  guided model_fn, latents
     seeding.py   per-image generators, step noise   grid.py      class grids       folder.py  N-sample runs
     counter_normal.py  normals as a hash of (seed, image, step, element), computed on the device
     precision.py --precision (fp32, tf32, bf16)     timing.py    seconds per stage
-    loading.py   a weights file's model, VAE and settings, checked against the caller's (sample.py, gen.pipeline)
+A weights file made ready to sample (its model, VAE, settings and sampler): gen.weights.
 """
 from .folder import check_settings, pack_npz, sample_to_folder, samples_in_memory
 from .grid import grid_classes, sample_grid, save_grid
@@ -22,8 +22,6 @@ from .samplers import (
     SIT_SAMPLER_DEFAULTS,
     check_sit_sampler,
     guided_within,
-    make_sampler,
-    noise_level_of,
 )
 from .seeding import CLASS_ORDERS, SEED_STRIDE, StepNoise, draw_batch, image_labels
 
@@ -34,3 +32,13 @@ __all__ = ["CLASS_ORDERS", "DEFAULT_PRECISION", "DIT_SAMPLER_DEFAULTS", "DIT_SAM
            "make_sampler", "pack_npz",
            "resolve_precision", "sample_grid", "sample_to_folder", "samples_in_memory", "sampling_precision",
            "save_grid", "vae_dtype"]
+
+
+def __getattr__(name):
+    """make_sampler and noise_level_of choose by family: they are the family registry's (gen.family), which is built
+    on this package, so they load from there on first use."""
+    if name in ("make_sampler", "noise_level_of"):
+        from .. import family
+
+        return getattr(family, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

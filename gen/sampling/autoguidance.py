@@ -2,7 +2,7 @@
 guided output is guide + scale * (model - guide), where the guide is a smaller or less trained model of the same
 family, conditioned on the same class, instead of the model's own unconditional output.
 
-    guided_model = Autoguided(model, load_guide("early.safetensors", model, device))   # sample.py --guide-ckpt
+    guided_model = Autoguided(model, load_guide("early.safetensors", model, device))   # gen.weights.loading
 
 `Autoguided` is the model with its forward_with_cfg replaced, so every sampler, guidance interval and the one place
 a batch is doubled (gen.sampling.guidance.guided) work unchanged: the second half of the doubled batch (the null
@@ -10,10 +10,6 @@ class) is not used.
 """
 import torch
 from torch import nn
-
-from common.errors import UserError
-
-from ..export import load_pretrained, read_settings
 
 
 class Autoguided(nn.Module):
@@ -39,21 +35,3 @@ class Autoguided(nn.Module):
         guided = guide_out[:, :split] + cfg_scale * (out[:, :split] - guide_out[:, :split])
         out = torch.cat([guided, out[:, split:]], dim=1)
         return torch.cat([out, out])
-
-
-def load_guide(path, model, device, latent_norm=None):
-    """The guide model of `path` (an export, a checkpoint folder or an official .pt), checked to take the same
-    inputs and classes as `model`, in the same input space (`latent_norm`: the model's channel statistics)."""
-    guide = load_pretrained(path, device)
-    if read_settings(path).get("latent_norm") != latent_norm:
-        raise UserError(f"--guide-ckpt {path} was trained on latents normalised otherwise than {model.name}'s "
-                        f"(--latent-norm and its statistics): pass a guide trained on the same latent set")
-    mine, theirs = model.config, guide.config
-    wanted = dict(family=mine.family, input_size=mine.input_size, in_channels=mine.in_channels,
-                  num_classes=mine.num_classes)
-    differing = {key: getattr(theirs, key) for key, value in wanted.items() if getattr(theirs, key) != value}
-    if differing:
-        raise UserError(f"--guide-ckpt {path} holds {guide.name} with {differing}, but the guide must take "
-                        f"{model.name}'s inputs and classes ({wanted}); pass an earlier or smaller model of the same "
-                        f"run or data")
-    return guide

@@ -5,8 +5,8 @@
 `model_fn(x, t)` is the network with its conditioning and guidance bound (gen.sampling.guidance.guided);
 `noise_sampler(x)` draws the noise of a stochastic step, one row per image (gen.sampling.seeding.StepNoise: a
 function of the image and the step), so that a stochastic sampler gives image i the same result in any batch.
-`make_sampler` binds a sampler's settings: DiT's DDPM, DDIM and DPM-Solver++ over ADM's diffusion, SiT's ODE and
-SDE over its transport.
+`dit_sampler` and `sit_sampler` bind a sampler's settings: DiT's DDPM, DDIM and DPM-Solver++ over ADM's diffusion,
+SiT's ODE and SDE over its transport (gen.family.make_sampler picks by family).
 """
 import contextlib
 import functools
@@ -87,18 +87,6 @@ SIT_SAMPLER_DEFAULTS = dict(mode="ODE", sampling_method=None, atol=1e-6, rtol=1e
                             time_shift=0.0)
 
 
-def make_sampler(family: str, name: str | None = None, num_steps: int = 250, **options):
-    """sample_fn for a model family: DiT `name` "ddpm" (default), "ddim" (option ddim_eta) or "dpm-solver" over
-    `num_steps` evenly spaced steps; SiT `name` "ODE" (default) or "SDE" with SiT's options (path_type,
-    prediction, loss_weight, train_eps, sample_eps, sampling_method, atol, rtol, reverse, diffusion_form,
-    diffusion_norm, last_step, last_step_size)."""
-    if family == "DiT":
-        return dit_sampler(name or DIT_SAMPLER_DEFAULTS["sampler"], num_steps, **options)
-    if family == "SiT":
-        return sit_sampler(name or SIT_SAMPLER_DEFAULTS["mode"], num_steps, **options)
-    raise InvalidValue(f"unknown model family {family!r}; expected DiT or SiT")
-
-
 def dit_sampler(name: str, num_steps: int, ddim_eta: float = DIT_SAMPLER_DEFAULTS["ddim_eta"], **diffusion_settings):
     """`diffusion_settings`: create_diffusion's options the model was trained with (noise_schedule,
     predict_xstart, learn_sigma, ...); the chain is respaced to `num_steps` evenly spaced steps."""
@@ -143,14 +131,6 @@ def sit_sampler(mode: str, num_steps: int, **options):
 
 
 # -- guidance inside an interval of noise levels (REPA, LightningDiT) -------------------------------------------
-def noise_level_of(family: str, diffusion_steps: int = 1000):
-    """The noise level in [0, 1] (1: pure noise, REPA's time) of the `t` that a family's model_fn receives: DiT's
-    chain index over the chain's length, SiT's 1 - t."""
-    if family == "DiT":
-        return lambda t: float(t.flatten()[0]) / diffusion_steps
-    return lambda t: 1.0 - float(t.flatten()[0])
-
-
 def guided_within(sample_fn, low: float, high: float, noise_level):
     """`sample_fn` whose model_fn guides only at noise levels in [low, high] (REPA's --guidance-low/-high; outside,
     the conditional model alone, one batch, as REPA's sampler does)."""

@@ -6,7 +6,7 @@ from typing import ClassVar
 from common.digits import DIGITS_IMAGE_SIZE
 from common.errors import UserError
 
-from .. import checks
+from . import checks
 from .fields import setting
 
 DEFAULT_IMAGE_SIZE = 256  # DiT's and SiT's ImageNet size

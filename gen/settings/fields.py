@@ -1,5 +1,5 @@
 """How a setting is declared: a dataclass field whose metadata holds its help, choices and flag spelling, so that
-gen/args.py can make the command-line flag from it and a YAML key maps onto it (Hugging Face's
+gen/settings/flags.py can make the command-line flag from it and a YAML key maps onto it (Hugging Face's
 `HfArgumentParser` habit).
 
     lr: float = setting(1e-4, "AdamW's learning rate")
@@ -11,7 +11,7 @@ import typing
 
 from common.errors import InvalidValue
 
-from ..checks import flag
+from .checks import flag
 
 
 def setting(default, help: str | None = None, *, choices=None, parse=None, switch: bool = False,

@@ -5,9 +5,9 @@ from typing import ClassVar
 
 from common.errors import UserError
 
-from .. import checks
 from ..models.vca import KERNELS
 from ..models.zoo import model_config
+from . import checks
 from .fields import setting
 
 LIGHTNING_OPTIONS = ("qk_norm", "rope", "swiglu", "rmsnorm")

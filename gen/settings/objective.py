@@ -4,8 +4,8 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .. import checks
 from ..encoders import check_enc_type
+from . import checks
 from .fields import setting
 
 

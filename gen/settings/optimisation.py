@@ -4,7 +4,7 @@ from typing import ClassVar
 
 from common.errors import UserError
 
-from .. import checks
+from . import checks
 from .fields import setting
 
 

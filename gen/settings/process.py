@@ -6,9 +6,9 @@ from typing import ClassVar
 
 from common.cli import none_or_str
 
-from .. import checks
 from ..diffusion import create_diffusion, create_transport
-from .fields import check_types, from_record, setting
+from . import checks
+from .fields import setting
 
 
 def keyword_defaults(function, skip=()) -> dict:
@@ -56,24 +56,3 @@ class TransportSettings:
     def validate(self):  # create_transport checks its own combinations when the run builds it
         checks.within(self, "train_eps", 0.0, 0.5, high_open=True)
         checks.within(self, "sample_eps", 0.0, 0.5, high_open=True)
-
-
-PROCESS_SETTINGS = {"DiT": DiffusionSettings, "SiT": TransportSettings}
-PROCESS_DEFAULTS = {"DiT": DIFFUSION_DEFAULTS, "SiT": TRANSPORT_DEFAULTS}
-
-
-def recorded_process(model, recorded: dict | None) -> dict:
-    """The diffusion (DiT) or transport (SiT) settings `model` was trained with: the weights file's record
-    (`recorded`, None for official files), else the family's defaults."""
-    family = model.config.family
-    process = dict(PROCESS_DEFAULTS[family], **(recorded or {}))
-    if family == "DiT":
-        process["learn_sigma"] = model.config.learn_sigma  # the network's output says it
-    return process
-
-
-def check_process_record(family: str, record: dict):
-    """A weights file's recorded process: the family's own settings, each of its type and range (InvalidValue)."""
-    settings = from_record(PROCESS_SETTINGS[family], record, where=f"the recorded {family} process")
-    check_types(settings)
-    settings.validate()

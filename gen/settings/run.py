@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from common.errors import UserError
 
-from .. import checks
+from . import checks
 from .fields import setting
 
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "comet_ml": "comet_ml", "aim": "aim",

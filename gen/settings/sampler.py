@@ -1,28 +1,18 @@
 """How images are drawn: the sampler of DiT (ddpm, ddim, dpm-solver) or SiT (ODE, SDE) with its options, the
 steps, the arithmetic, and classifier-free guidance. Training records these with its weights; sample.py and the
-pipeline fill what their caller left unset (None) from that record, else from the defaults here."""
+pipeline fill what their caller left unset (None) from that record (gen.family.Family.fill_from_record), else
+from the defaults here."""
 from dataclasses import dataclass
 from typing import ClassVar
 
 from common.cli import none_or_str
 from common.errors import UserError
 
-from .. import checks
-from ..sampling import (
-    DEFAULT_PRECISION,
-    DIT_SAMPLER_DEFAULTS,
-    DIT_SAMPLERS,
-    GUIDANCE_FOR_FID,
-    GUIDANCE_FOR_PICTURES,
-    PRECISIONS,
-    SIT_MODES,
-    SIT_SAMPLER_DEFAULTS,
-    guided_within,
-    make_sampler,
-    noise_level_of,
-)
+from ..sampling.guidance import GUIDANCE_FOR_FID, GUIDANCE_FOR_PICTURES
+from ..sampling.precision import DEFAULT_PRECISION, PRECISIONS
+from ..sampling.samplers import DIT_SAMPLER_DEFAULTS, DIT_SAMPLERS, SIT_MODES, SIT_SAMPLER_DEFAULTS
+from . import checks
 from .fields import setting
-from .process import PROCESS_DEFAULTS
 
 DEFAULT_SAMPLING_STEPS = 250  # DiT's and SiT's
 MAX_SAMPLING_STEPS = 100_000  # 100x ADM's longest chain: a larger count is a typo that would run for days
@@ -100,66 +90,11 @@ class SamplingSettings(SiTSamplerSettings, DiTSamplerSettings, GuidanceSettings)
         GuidanceSettings.validate(self)
 
 
-SAMPLER_DEFAULTS = {"DiT": D, "SiT": S}
 GUIDANCE_INTERVAL = {"guidance_low": 0.0, "guidance_high": 1.0}  # every noise level: DiT's and SiT's guidance
-OWN_KIND = {"DiT": "sampler", "SiT": "mode"}  # the option that names the sampler
-
-
-def own_options(family: str) -> tuple[str, ...]:
-    """The sampler options of `family` alone (not the steps and precision both share), in the order exports
-    record them."""
-    return tuple(SAMPLER_DEFAULTS[family])
-
-
-def family_options(family: str) -> tuple[str, ...]:
-    """The sampler and process options that belong to `family` alone."""
-    return (*own_options(family), *PROCESS_DEFAULTS[family])
-
-
-def sampler_record(settings, family: str) -> dict:
-    """The sampler options, steps and guidance that training sampled with: what exports record and sample.py takes
-    as its defaults for them."""
-    return {"num_sampling_steps": settings.num_sampling_steps, "cfg_scale": settings.cfg_scale,
-            **{key: getattr(settings, key) for key in GUIDANCE_INTERVAL},
-            **{key: getattr(settings, key) for key in own_options(family)}}
-
-
-def build_sampler(settings, family: str, process: dict):
-    """sample_fn of these sampler settings for a model trained with diffusion or transport settings `process`."""
-    options = {key: getattr(settings, key) for key in own_options(family)}
-    sample_fn = make_sampler(family, options.pop(OWN_KIND[family]), settings.num_sampling_steps, **options, **process)
-    interval = tuple(default if getattr(settings, key, None) is None else getattr(settings, key)
-                     for key, default in GUIDANCE_INTERVAL.items())  # unset (None): every noise level
-    if interval == tuple(GUIDANCE_INTERVAL.values()):
-        return sample_fn
-    return guided_within(sample_fn, *interval, noise_level_of(family, process.get("diffusion_steps", 1000)))
-
-
-def fill_from_record(settings, family: str, source, recorded: dict | None = None):
-    """sample.py and the pipeline: a sampler or process option of the other family that the caller set (not None)
-    is refused; then the options left None take the weights file's `recorded` sampler
-    (sampler_record; its options only while the caller keeps its sampler or mode), else the family's defaults.
-    Steps and guidance left None mean "no record" (fill_defaults)."""
-    other = "SiT" if family == "DiT" else "DiT"
-    usage = "--sampler ddpm|ddim" if family == "DiT" else "--mode ODE|SDE"
-    for key in family_options(other):
-        value = getattr(settings, key, None)
-        if value is not None:
-            raise UserError(f"{checks.flag(key)} {value} is a {other} flag, but {source} holds a {family} model; "
-                            f"drop it ({family} samples with {usage})")
-    recorded = recorded or {}
-    kind = OWN_KIND[family]
-    same_sampler = getattr(settings, kind) in (None, recorded.get(kind))
-    for key, default in {**D, **S}.items():
-        if getattr(settings, key) is None:
-            setattr(settings, key, recorded[key] if same_sampler and key in recorded else default)
-    for key in ("num_sampling_steps", "cfg_scale", *GUIDANCE_INTERVAL):
-        if getattr(settings, key) is None:
-            setattr(settings, key, recorded.get(key))
 
 
 def fill_defaults(settings, pictures: bool):
-    """Steps and guidance that neither the caller nor the weights file gave (after fill_from_record): DiT's."""
+    """Steps and guidance that neither the caller nor the weights file gave (after Family.fill_from_record): DiT's."""
     if settings.num_sampling_steps is None:
         settings.num_sampling_steps = DEFAULT_SAMPLING_STEPS
     if settings.cfg_scale is None:

@@ -5,11 +5,12 @@
 
 Each concern checks its own values (`validate`); `check` runs them all and the rules that join two concerns.
 """
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, make_dataclass
 from typing import ClassVar
 
 from common.errors import InvalidValue, UserError
 
+from ..family import FAMILIES, Family
 from ..models.zoo import model_config
 from .data import DataSettings
 from .evaluation import EvaluationSettings
@@ -17,10 +18,8 @@ from .fields import check_types, redefault
 from .model import ModelSettings
 from .objective import ObjectiveSettings
 from .optimisation import OptimisationSettings
-from .process import PROCESS_DEFAULTS, DiffusionSettings, TransportSettings
 from .run import RunSettings
-from .sampler import DiTSamplerSettings, GuidanceSettings, SiTSamplerSettings, sampler_record
-from .sampler import build_sampler as make_sample_fn
+from .sampler import GuidanceSettings
 
 GUIDANCE_HELP = "classifier-free guidance of grids, final samples and evaluations (1: none)"
 
@@ -35,7 +34,7 @@ def concerns_of(process, sampler) -> tuple[type, ...]:
 class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, ObjectiveSettings, OptimisationSettings,
                        ModelSettings, DataSettings):
     """What both families' training settings share; each family adds its process and sampler settings."""
-    family: ClassVar[str | None] = None  # the families' classes below say it
+    family: ClassVar[str | None] = None  # the family's name: the classes made below say it
     concerns: ClassVar[tuple[type, ...]] = ()
     cfg_scale: float = redefault(GuidanceSettings, "cfg_scale", GuidanceSettings.cfg_scale, GUIDANCE_HELP)
 
@@ -47,11 +46,9 @@ class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, Object
                                "SiTTrainingSettings")
         check_types(self)
         notes = DataSettings.fill_defaults(self)
-        family = model_config(self.model).family  # an unknown name fails here, in one line
-        if family != self.family:
-            other = "train_sit.py" if self.family == "DiT" else "train_dit.py"
-            raise UserError(f"train_{self.family.lower()}.py trains {self.family} models; use {other} for --model "
-                            f"{self.model}")
+        family, mine = FAMILIES[model_config(self.model).family], self.family_entry()  # an unknown name fails here
+        if family is not mine:
+            raise UserError(f"{mine.script} trains {mine.name} models; use {family.script} for --model {self.model}")
         if self.init_from is not None and self.resume is not None:
             raise UserError("--init-from starts a new run from weights, --resume continues one; give only one")
         for concern in self.concerns:
@@ -60,7 +57,7 @@ class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, Object
         if self.enc_type is not None and self.encoder_depth > depth:
             raise UserError(f"--encoder-depth {self.encoder_depth} is past the last of {self.model}'s {depth} blocks; "
                             f"pick a block in 1..{depth} (REPA: 8 of SiT-XL's 28, about a third)")
-        if self.cos_loss and (self.family, getattr(self, "prediction", None)) != ("SiT", "velocity"):
+        if self.cos_loss and not self.family_entry().predicts_velocity(self.process()):
             raise UserError("--cos-loss compares velocities: it needs a SiT model with --prediction velocity")
         if self.cfg_scale > 1 and self.class_dropout_prob <= 0:
             raise UserError("--cfg-scale > 1 needs the null class that --class-dropout-prob > 0 trains; "
@@ -74,6 +71,11 @@ class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, Object
 
     validate = check  # a concern's name for it; without this the first concern's validate alone would run
 
+    @classmethod
+    def family_entry(cls) -> Family:
+        """The family's entry in the registry (gen/family.py)."""
+        return FAMILIES[cls.family]
+
     def evaluation_features(self) -> str:
         """The feature network: --eval-features, else the digits network for the built-in digits, else Inception."""
         if self.eval_features != "auto":
@@ -83,32 +85,29 @@ class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, Object
     def process(self) -> dict:
         """The diffusion (DiT) or transport (SiT) settings: what the loss, the sampler and the export use, in
         create_diffusion's or create_transport's order (the export's header records them as written)."""
-        return {key: getattr(self, key) for key in PROCESS_DEFAULTS[self.family]}
+        return self.family_entry().process_of(self)
 
     def sample_fn(self):
         """The sampler of grids, final samples and evaluations."""
-        return make_sample_fn(self, self.family, self.process())
+        return self.family_entry().build_sampler(self, self.process())
 
     def sampler_record(self) -> dict:
-        return sampler_record(self, self.family)
+        return self.family_entry().sampler_record(self)
 
     def to_dict(self) -> dict:
         """Every field by name: args.json, the checkpoint's record and the trackers' config."""
         return asdict(self)
 
 
-@dataclass
-class DiTTrainingSettings(TrainingSettings, DiTSamplerSettings, DiffusionSettings):
-    family: ClassVar[str] = "DiT"
-    concerns: ClassVar[tuple[type, ...]] = concerns_of(DiffusionSettings, DiTSamplerSettings)
-    model: str = redefault(ModelSettings, "model", "DiT-S/2-VCA")
+def training_settings(family: Family) -> type:
+    """`family`'s training settings: the shared ones, its sampler's and its process's, its model by default."""
+    return make_dataclass(f"{family.name}TrainingSettings",
+                          [("model", str, redefault(ModelSettings, "model", family.default_model))],
+                          bases=(TrainingSettings, family.sampler_settings, family.process_settings),
+                          namespace={"family": family.name,
+                                     "concerns": concerns_of(family.process_settings, family.sampler_settings),
+                                     "__module__": __name__})
 
 
-@dataclass
-class SiTTrainingSettings(TrainingSettings, SiTSamplerSettings, TransportSettings):
-    family: ClassVar[str] = "SiT"
-    concerns: ClassVar[tuple[type, ...]] = concerns_of(TransportSettings, SiTSamplerSettings)
-    model: str = redefault(ModelSettings, "model", "SiT-S/2-VCA")
-
-
-TRAINING_SETTINGS = {"DiT": DiTTrainingSettings, "SiT": SiTTrainingSettings}
+TRAINING_SETTINGS = {name: training_settings(family) for name, family in FAMILIES.items()}
+DiTTrainingSettings, SiTTrainingSettings = TRAINING_SETTINGS["DiT"], TRAINING_SETTINGS["SiT"]  # by name, for Python

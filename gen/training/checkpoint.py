@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 from common.errors import UserError
 from common.files import atomic_open, sha256_of_file
 
-from ..export import CHECKPOINT_WEIGHTS, CheckpointError, save_pretrained, torch_load_reason
+from ..run_log import RUN_RECORD
+from ..weights.export import CHECKPOINT_WEIGHTS, CheckpointError, save_pretrained, torch_load_reason
 
 CHECKPOINTS = "ckpt"
 TRAINING_STATE = "training_state.json"
@@ -130,7 +131,6 @@ def resolve_resume(resume: str, results_dir, warn=print) -> str:
 
 
 # -- the run folder ---------------------------------------------------------------------------------------------
-RUN_RECORD = "args.json"  # the run's settings, the first file a run writes: it marks the folder as a run's
 
 
 def run_files(folder) -> set[str]:
@@ -141,7 +141,7 @@ def run_files(folder) -> set[str]:
 # -- writing and reading -----------------------------------------------------------------------------------------
 def save_checkpoint(accelerator, results_dir, step: int, ema, training_state: dict, settings: dict) -> str:
     """Write checkpoint `step` (every process must call this); returns its folder. `settings`: the VAE and
-    process that the EMA export records (gen.export.save_pretrained)."""
+    process that the EMA export records (gen.weights.export.save_pretrained)."""
     final = checkpoint_path(results_dir, step)
     temporary = final + ".tmp"
     if accelerator.is_main_process and os.path.isdir(temporary):

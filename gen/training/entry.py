@@ -15,12 +15,10 @@ import os
 
 from common.cli import ArgumentParser, check_config, parse_with_config
 
-from ..args import add_training_flags, settings_from_flags
-from ..diffusion import create_diffusion, create_transport
 from ..models.zoo import model_config
-from ..settings import TRAINING_SETTINGS, DiTTrainingSettings, SiTTrainingSettings
+from ..settings import TRAINING_SETTINGS
+from ..settings.flags import add_training_flags, settings_from_flags
 from .loop import train
-from .losses import DiffusionLoss, TransportLoss
 
 
 def training_parser(family: str, description: str | None = None) -> ArgumentParser:
@@ -34,19 +32,13 @@ def parse_training_flags(family: str, argv=None, description: str | None = None)
     return settings_from_flags(TRAINING_SETTINGS[family], parse_with_config(training_parser(family, description), argv))
 
 
-def train_dit(settings: DiTTrainingSettings) -> str:
-    """Train with ADM's Gaussian diffusion (every step of the chain); returns the results folder."""
-    loss_fn = DiffusionLoss(create_diffusion(timestep_respacing="", **settings.process()), settings.weighting)
-    return train(settings, loss_fn=loss_fn)
+def train_settings(settings) -> str:
+    """Train with a family's training settings (DiTTrainingSettings: ADM's Gaussian diffusion over every step of
+    its chain; SiTTrainingSettings: SiT's interpolant transport), with its loss; returns the results folder."""
+    return train(settings, loss_fn=settings.family_entry().loss(settings))
 
 
-def train_sit(settings: SiTTrainingSettings) -> str:
-    """Train with SiT's interpolant transport; returns the results folder."""
-    loss_fn = TransportLoss(create_transport(**settings.process()), settings.weighting, settings.cos_loss)
-    return train(settings, loss_fn=loss_fn)
-
-
-TRAINERS = {"DiT": train_dit, "SiT": train_sit}
+train_dit = train_sit = train_settings  # the scripts' names for it
 
 
 def train_model(model: str, config=None, **settings) -> str:
@@ -58,4 +50,4 @@ def train_model(model: str, config=None, **settings) -> str:
     parsed = parse_with_config(parser, ["--model", model] + (["--config", os.fspath(config)] if config else []))
     for key, value in chosen.items():  # the keywords win over the config, as flags do
         setattr(parsed, key, value)
-    return TRAINERS[family](settings_from_flags(TRAINING_SETTINGS[family], parsed))
+    return train_settings(settings_from_flags(TRAINING_SETTINGS[family], parsed))

@@ -31,20 +31,18 @@ from tqdm.auto import tqdm
 from common.errors import UserError
 from common.files import LOCK_FILE, FolderInUse, ForeignFiles, check_output_folder, lock_folder, release_folder
 
-from .. import checks
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
 from ..data.statistics import channel_statistics
 from ..encoders import load_encoder
-from ..export import load_weights, read_settings, save_pretrained
-from ..model_card import write_model_card
 from ..models import create_model, set_vca_kernels
 from ..models.flops import forward_flops_per_image
 from ..models.zoo import model_config
-from ..plots import write_curves
 from ..run_log import log_path
 from ..sampling import grid_classes, resolve_precision
-from ..settings import TrainingSettings
+from ..settings import TrainingSettings, checks
 from ..vae import ChannelNorm, VAEUnavailableError, encode, latent_shape, load_vae, normalize, use_channel_norm
+from ..weights.export import load_weights, read_settings, save_pretrained
+from ..weights.model_card import write_model_card
 from .alignment import AlignedLoss
 from .budget import TrainingBudget
 from .checkpoint import (
@@ -62,6 +60,7 @@ from .checkpoint import (
     save_checkpoint,
     write_json,
 )
+from .curves import write_curves
 from .ema import create_ema, update_ema
 from .evaluation import Evaluator
 from .log import TrainingLog, peak_memory_gb

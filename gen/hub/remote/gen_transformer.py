@@ -1,7 +1,7 @@
 """A DiT or SiT model of the vca-gen project (package `gen`) as a diffusers model: its config holds our
 ModelConfig's fields, its weights are our model's under `model.`, saved by diffusers' save_pretrained.
 
-Copied into the `transformer/` folder of a custom diffusers pipeline (gen.diffusers_format); diffusers imports
+Copied into the `transformer/` folder of a custom diffusers pipeline (gen.hub.diffusers_format); diffusers imports
 it there when `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` loads the folder.
 """
 try:

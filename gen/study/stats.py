@@ -13,7 +13,7 @@ import statistics
 import numpy as np
 from scipy import stats
 
-from .plots import metric_by_budget
+from ..training.curves import metric_by_budget
 
 BUDGETS = {"step": "the same step", "train_seconds": "the same training time", "train_flops": "the same FLOPs"}
 CONFIDENCE = 0.95

@@ -12,7 +12,7 @@ diffusers' custom-code layout, which `DiffusionPipeline.from_pretrained(..., tru
     save_diffusers(model, "out/transformer")                   # the transformer alone (MHSA DiT): the folder is
                                                                # `folder` itself (config.json + diffusion_pytorch...)
     model = load_diffusers("out/pipe")                         # our model again, from a pipeline or transformer folder
-    python -m gen.diffusers_format model.safetensors out/pipe [--vae FOLDER] [--custom]   # the command line
+    python -m gen.hub.diffusers_format model.safetensors out/pipe [--vae FOLDER] [--custom]   # the command line
 
 DiTPipeline folders: the scheduler is DDIM on DiT's schedule (1000 linear betas, 1e-4 to 0.02); `id2label`
 ({class: "name, other name"}) goes into model_index.json, so `pipe.get_label_ids(["name"])` works. DiTPipeline's
@@ -20,7 +20,7 @@ null class is 1000, so guidance (`guidance_scale > 1`) needs an ImageNet-class m
 
 Custom folders: model_index.json names `gen_pipeline.GenPipeline` (gen_pipeline.py in the root) and
 `transformer/gen_transformer.GenTransformer` (a diffusers ModelMixin whose config is our ModelConfig and whose
-weights are our model's); both files are copies of gen/diffusers_remote/, thin wrappers that import `gen`, so the
+weights are our model's); both files are copies of gen/hub/remote/, thin wrappers that import `gen`, so the
 project must be installed where the folder is loaded (else an ImportError says so). model_index.json also records
 `process` (the diffusion or transport settings), `sampler` (training's sampler, steps and guidance: the call's
 defaults) and `id2label`. The pipeline samples with gen's GenerationPipeline, so its PIL images are exactly
@@ -43,20 +43,21 @@ import torch
 from common.errors import InvalidValue, MissingInput, UserError
 from common.files import atomic_folder, check_replaceable
 
-from .export import load_pretrained, read_settings
-from .model_card import run_folder_of, write_model_card
-from .models import create_model
-from .models.config import SIZES
-from .settings import DIFFUSION_DEFAULTS, recorded_process
+from ..family import family_of
+from ..models import create_model
+from ..models.config import SIZES
+from ..settings.process import DIFFUSION_DEFAULTS
+from ..weights.export import load_pretrained, read_settings
+from ..weights.model_card import run_folder_of, write_model_card
 
-REMOTE_CODE = os.path.join(os.path.dirname(__file__), "diffusers_remote")
-PIPELINE_WRITER = "gen.diffusers_format"  # the marker that lets a later export replace this one
+REMOTE_CODE = os.path.join(os.path.dirname(__file__), "remote")
+PIPELINE_WRITER = "gen.hub.diffusers_format"  # the marker that lets a later export replace this one
 REMOTE_FILES = {"gen_pipeline.py": "", "gen_transformer.py": "transformer"}  # file: its subfolder in the export
 DIT_PIPELINE_CLASSES = 1000  # diffusers' DiTPipeline guides with class 1000 as the null class, whatever the model
 
 
 def diffusers_config(config) -> dict:
-    if config.attention != "mhsa" or config.family != "DiT" or config.recipe_options():
+    if config.attention != "mhsa" or not family_of(config).diffusers_native or config.recipe_options():
         extras = f" with {', '.join(config.recipe_options())}" if config.recipe_options() else ""
         raise InvalidValue(f"diffusers' DiTTransformer2DModel holds MHSA DiT models with DiT's blocks; "
                            f"{config.name}{extras} is not one: export it with --custom")
@@ -197,9 +198,10 @@ def fits_dit_pipeline(model, vae, process) -> bool:
     on VAE latents (DiTPipeline always decodes), of 1,000 classes (its guidance's null class is 1000, not the
     model's)."""
     config = model.config
-    return ((config.family, config.attention) == ("DiT", "mhsa") and not config.recipe_options() and vae is not None
+    family = family_of(config)
+    return (family.diffusers_native and config.attention == "mhsa" and not config.recipe_options() and vae is not None
             and config.num_classes == DIT_PIPELINE_CLASSES
-            and recorded_process(model, process) == recorded_process(model, None))
+            and family.recorded_process(model, process) == family.recorded_process(model, None))
 
 
 def checked_vae(vae, model):
@@ -221,22 +223,23 @@ def save_custom_pipeline(model, vae, folder, id2label=None, *, process=None, sam
     `gen`; `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` loads it."""
     import diffusers
 
-    from .diffusers_remote.gen_transformer import GenTransformer
+    from .remote.gen_transformer import GenTransformer
 
     if vae is None and model.config.in_channels != 3:
         raise InvalidValue(f"{model.config.name} makes {model.config.in_channels}-channel latents; pass its VAE")
     vae = None if vae is None else checked_vae(vae, model)
+    family = family_of(model)
     index = {"_class_name": ["gen_pipeline", "GenPipeline"], "_diffusers_version": diffusers.__version__,
              "transformer": ["gen_transformer", "GenTransformer"],
              "vae": ["diffusers", "AutoencoderKL"] if vae is not None else [None, None],
-             "scheduler": ["diffusers", "DDIMScheduler"] if model.config.family == "DiT" else [None, None],
-             "process": recorded_process(model, process), "sampler": sampler,
+             "scheduler": ["diffusers", "DDIMScheduler"] if family.diffusers_native else [None, None],
+             "process": family.recorded_process(model, process), "sampler": sampler,
              "id2label": {str(key): value for key, value in id2label.items()} if id2label else None}
     with atomic_folder(folder, PIPELINE_WRITER, "the pipeline folder") as temporary:
         GenTransformer.from_model(model).save_pretrained(os.path.join(temporary, "transformer"))
         if vae is not None:
             vae.save_pretrained(os.path.join(temporary, "vae"))
-        if model.config.family == "DiT":
+        if family.diffusers_native:
             dit_scheduler(index["process"]).save_pretrained(os.path.join(temporary, "scheduler"))
         for name, subfolder in REMOTE_FILES.items():
             shutil.copyfile(os.path.join(REMOTE_CODE, name), os.path.join(temporary, subfolder, name))
@@ -264,7 +267,7 @@ def load_diffusers(source):
     DiTTransformer2DModel)."""
     from diffusers import DiTTransformer2DModel
 
-    from .diffusers_remote.gen_transformer import GenTransformer
+    from .remote.gen_transformer import GenTransformer
 
     if isinstance(source, (DiTTransformer2DModel, GenTransformer)):
         transformer = source
@@ -292,15 +295,15 @@ def load_diffusers(source):
 
 
 def main(argv=None):
-    """python -m gen.diffusers_format WEIGHTS FOLDER [--vae VAE] [--custom]"""
+    """python -m gen.hub.diffusers_format WEIGHTS FOLDER [--vae VAE] [--custom]"""
     from common.cli import ArgumentParser
 
-    from .sampling.loading import resolve_vae
-    from .vae import load_vae
+    from ..vae import load_vae
+    from ..weights.loading import resolve_vae
 
     description = ("An export or training checkpoint as a diffusers pipeline folder, with its recorded process and "
                    "sampler: DiTPipeline's layout for MHSA DiT models, diffusers' custom-code layout for the others.")
-    parser = ArgumentParser(prog="python -m gen.diffusers_format", description=description)
+    parser = ArgumentParser(prog="python -m gen.hub.diffusers_format", description=description)
     parser.add_argument("weights", help="an export (.safetensors), a training checkpoint folder or an official .pt")
     parser.add_argument("folder", help="the pipeline folder to write: new, empty, or an earlier export of this command "
                                           "(replaced whole); a folder of other files is refused")

@@ -8,7 +8,7 @@ each part of a recipe buys. In the study file (the first arm is the baseline the
 
 Each arm is a study of its own in report_dir/ARM (its runs, its VCA-against-MHSA report and noise floor);
 report_dir/report.md compares each arm with the baseline, model by model, at the same step, training time and
-FLOPs, with the same paired intervals and verdicts as the twins (gen.study_stats).
+FLOPs, with the same paired intervals and verdicts as the twins (gen.study.stats).
 """
 import json
 import os
@@ -17,8 +17,9 @@ import re
 from common.errors import UserError
 from common.files import atomic_open
 
-from .plots import metric_by_budgets_figure, metric_label, save_figure
-from .study import (
+from ..training.curves import metric_label, save_figure
+from .figures import metric_by_budgets_figure
+from .runs import (
     BUDGET_AXES,
     comparison_row,
     final_metric,
@@ -28,7 +29,7 @@ from .study import (
     summarise,
     write_report,
 )
-from .study_stats import BUDGETS, compare_twins
+from .stats import BUDGETS, compare_twins
 
 ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # a folder name on every system
 

@@ -13,8 +13,8 @@ import yaml
 
 from common.files import atomic_open
 
-from .run_log import log_path, read_log
-from .training.checkpoint import RUN_RECORD
+from ..family import family_of
+from ..run_log import RUN_RECORD, log_path, read_log
 
 CARD_NAME = "README.md"
 # the training settings a reader asks for first, in this order (the whole record is the run's args.json)
@@ -42,7 +42,7 @@ def metadata_block(model, diffusers_folder: bool) -> str:
     meta = {"library_name": "diffusers" if diffusers_folder else "vca-gen",
             "pipeline_tag": "unconditional-image-generation",  # the hub's nearest: class-conditional, no text
             "tags": ["class-conditional", "image-generation", config.family.lower(), config.attention,
-                     "diffusion" if config.family == "DiT" else "flow-matching"],
+                     family_of(config).hub_tag],
             "license": None}
     text = yaml.safe_dump(meta, sort_keys=False).replace("license: null", "license:  # yours to choose before "
                                                           "uploading (DiT's own weights: cc-by-nc-4.0)")
@@ -57,7 +57,7 @@ def model_card(model, weights_name: str, *, run_folder=None, diffusers_folder=Fa
     config = model.config
     parameters = sum(parameter.numel() for parameter in model.parameters())
     lines = [metadata_block(model, diffusers_folder), f"# {model.name}", "",
-             f"A class-conditional {config.family} ({'Gaussian diffusion' if config.family == 'DiT' else 'flow'}) "
+             f"A class-conditional {config.family} ({family_of(config).process_name}) "
              f"transformer with {'Visual-Contrast Attention (VCA)' if config.attention == 'vca' else 'self-attention'}"
              f", trained with the vca-gen toolkit: {parameters:,} parameters, {config.depth} blocks of width "
              f"{config.hidden_size}, {config.input_size} x {config.input_size} x {config.in_channels} inputs "

@@ -12,11 +12,11 @@ import torch
 
 from common.errors import UserError
 
-from .models.zoo import model_config
-from .sampling import resolve_precision, samples_in_memory
-from .sampling.loading import load_for_sampling
-from .settings import TRAINING_SETTINGS, build_sampler, from_record
-from .training.evaluation import evaluation_reference, score_images
+from ..models.zoo import model_config
+from ..sampling import resolve_precision, samples_in_memory
+from ..settings import TRAINING_SETTINGS, from_record
+from ..training.evaluation import evaluation_reference, score_images
+from ..weights.loading import prepare_sampling
 
 
 def measure_noise_floor(run_dir, seeds: list[int], device=None) -> dict:
@@ -35,8 +35,9 @@ def measure_noise_floor(run_dir, seeds: list[int], device=None) -> dict:
     settings = from_record(TRAINING_SETTINGS[family], record, strict=False)
     precision = resolve_precision(settings.precision, device)
     # the VAE in float32 and the run's kernels: as the run's own evaluations sampled
-    weights = load_for_sampling(export, device, precision="fp32", vca_kernels=settings.vca_kernels)
-    sample_fn = build_sampler(settings, family, weights.process)
+    sampling = prepare_sampling(export, device, settings, pictures=False, precision="fp32",
+                                vca_kernels=settings.vca_kernels)
+    weights, sample_fn = sampling.weights, sampling.sample_fn
     features = settings.evaluation_features()
     from fid.networks import build_extractor
 

@@ -14,8 +14,9 @@ import dataclasses
 import typing
 
 from .checks import flag
-from .settings import TRAINING_SETTINGS, SamplingSettings
-from .settings.fields import field_types
+from .fields import field_types
+from .sampler import SamplingSettings
+from .training import TRAINING_SETTINGS
 
 
 def add_flags(parser, concern, *, owner=None, only=None, unset=False, keep=(), title=None, helps=None):
@@ -60,7 +61,7 @@ def add_field_flag(group, field, kind, unset: bool, help: str | None = None):
 
 def add_sampling_flags(parser, *, keep=(), helps=None):
     """Steps, both families' sampler options and guidance, None unless given (but `keep`): a command that learns
-    the family from a weights file fills them from its record (gen.settings.fill_from_record)."""
+    the family from a weights file fills them from its record (gen.family.Family.fill_from_record)."""
     names = [field.name for field in dataclasses.fields(SamplingSettings) if field.name != "precision"]
     return add_flags(parser, SamplingSettings, only=names, unset=True, keep=keep, title="sampler", helps=helps)
 

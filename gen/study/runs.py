@@ -12,7 +12,7 @@ seconds and training FLOPs, and each VCA model against its MHSA twin at the same
 curves interpolated linearly in the budget; a paired t interval over seeds; a verdict that also asks the
 difference to exceed the evaluation noise floor, measured on one run's final model over `noise_floor_seeds`
 sampling seeds, default 3, 0: not measured). `jobs: N` (or --jobs N) trains N runs at once, each with cpus / N
-threads; `arms` trains the whole study once per set of flags and compares them (gen.study_arms).
+threads; `arms` trains the whole study once per set of flags and compares them (gen/study/arms.py).
 """
 import json
 import math
@@ -23,22 +23,23 @@ import subprocess
 import sys
 import time
 
-from common.cli import ArgumentParser, check_config, run_command
+from common.cli import ArgumentParser, check_config
 from common.errors import UserError
 from common.files import atomic_open, check_output_folder
 from common.yaml_file import read_yaml
 
-from .args import add_training_flags
-from .models.zoo import model_config
+from ..family import FAMILIES
+from ..models.zoo import model_config
+from ..run_log import log_path, read_log
+from ..settings.data import available_cpus
+from ..settings.flags import add_training_flags
+from ..training.checkpoint import list_checkpoints, run_files
+from ..training.curves import metric_label, save_figure
+from .figures import metric_by_budgets_figure, plot_bars, plot_metric_by_steps
 from .noise_floor import measure_noise_floor
-from .plots import metric_by_budgets_figure, metric_label, plot_bars, plot_metric_by_steps, save_figure
-from .run_log import log_path, read_log
-from .settings.data import available_cpus
-from .study_stats import BUDGETS, compare_twins
-from .training.checkpoint import list_checkpoints, run_files
+from .stats import BUDGETS, compare_twins
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = {"DiT": "train_dit.py", "SiT": "train_sit.py"}
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the scripts' folder
 REQUIRED = ("models", "seeds", "report_dir", "shared")
 NOISE_FLOOR_SEEDS = 3  # sampling seeds of the noise floor unless the study says `noise_floor_seeds`
 NOISE_FLOOR_FILE = "noise_floor.json"  # kept beside the report: --report-only does not measure it again
@@ -62,7 +63,7 @@ def read_study(path) -> dict:
     if study.get("launcher", "python") not in ("python", "accelerate"):
         raise UserError(f"study file {path}: launcher must be python or accelerate, got {study['launcher']!r}")
     if "arms" in study:
-        from .study_arms import arm_studies, check_arms
+        from .arms import arm_studies, check_arms
 
         check_arms(study, path)
         for arm_study in arm_studies(study).values():
@@ -94,12 +95,12 @@ def check_run_flags(study, path):
         raise UserError(f"study file {path}: shared must map flag names to values, e.g. shared: "
                         f"{{max_steps: 600}}, got {study['shared']!r}")
     for name in {model_config(model).family for model in study["models"]}:
-        parser = add_training_flags(ArgumentParser(prog=SCRIPTS[name]), name)
+        parser = add_training_flags(ArgumentParser(prog=FAMILIES[name].script), name)
         check_config(parser, run_flags(study, name), f"study file {path}")
 
 
 def run_flags(study, family: str) -> dict:
-    """The flags of a run of `family`: `shared`, then the family's, then the arm's (gen.study_arms), each winning."""
+    """The flags of a run of `family`: `shared`, then the family's, then the arm's (gen/study/arms.py), each winning."""
     return {**study["shared"], **study.get("family", {}).get(family, {}), **study.get("arm", {})}
 
 
@@ -128,7 +129,7 @@ def run_command_line(study, model: str, seed: int) -> list[str]:
     values = run_flags(study, family)
     arguments = ["--model", model, "--global-seed", str(seed), "--results-dir", run_dir(study, model, seed),
                  *flags(values)]
-    script = os.path.join(ROOT, SCRIPTS[family])
+    script = os.path.join(ROOT, FAMILIES[family].script)
     if study.get("launcher", "python") == "accelerate":
         return ["accelerate", "launch", *map(str, study.get("launch_args", [])), script, *arguments]
     return [sys.executable, script, *arguments]
@@ -449,7 +450,7 @@ def main(argv=None):
             raise UserError(f"--seeds {unknown} are not among the study's seeds {study['seeds']}")
         study["seeds"] = [seed for seed in study["seeds"] if seed in args.seeds]
     if "arms" in study:
-        from .study_arms import arm_studies, planned_arm_runs, write_arms_report
+        from .arms import arm_studies, planned_arm_runs, write_arms_report
 
         studies = arm_studies(study)
         if not args.report_only:
@@ -459,7 +460,3 @@ def main(argv=None):
     if not args.report_only:
         train_missing(study, jobs)
     print(f"study: wrote {write_report(study)}")
-
-
-if __name__ == "__main__":
-    run_command(main)

@@ -1,8 +1,8 @@
 """How good the demo's digits are, scored honestly: right (class accuracy, per class), like the data (the
 digits FID, next to the floor of real held-out digits) and as varied as the data (per-class spread).
 
-    python -m gen.demo                          # results/demo/samples.npz
-    python -m gen.demo path/to/samples.npz
+    python -m gen.study.demo                          # results/demo/samples.npz
+    python -m gen.study.demo path/to/samples.npz
 
 Everything comes from the digits feature network (fid.digits: a small CNN trained on the real digits in
 seconds, cached). A model that draws one perfect digit per class passes the accuracy but not the FID or the
@@ -46,7 +46,7 @@ def score_digits(images: np.ndarray, labels: np.ndarray) -> dict:
 
 def read_samples(path) -> tuple[np.ndarray, np.ndarray]:
     """(arr_0 images, arr_1 labels) of a samples .npz; anything else is one line naming the file."""
-    how = "gen.demo needs arr_0 (images) and arr_1 (class labels): train with --final-samples or run sample.py"
+    how = "gen.study.demo needs arr_0 (images) and arr_1 (class labels): train with --final-samples or run sample.py"
     try:
         data = np.load(path)  # no pickles: a file that is not an .npz fails here
         if not isinstance(data, np.lib.npyio.NpzFile):
@@ -64,7 +64,7 @@ def read_samples(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog="python -m gen.demo", description=__doc__)
+    parser = ArgumentParser(prog="python -m gen.study.demo", description=__doc__)
     parser.add_argument("samples", nargs="?", default="results/demo/samples.npz")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.samples):

@@ -2,7 +2,7 @@
 DiTPipeline cannot run (VCA attention; SiT's transport): it samples with the project's GenerationPipeline, so
 its PIL images are those of `gen.GenerationPipeline` and sample.py for the same labels, seed, steps and guidance.
 
-Copied into the root of a custom diffusers folder (gen.diffusers_format); diffusers imports it there:
+Copied into the root of a custom diffusers folder (gen.hub.diffusers_format); diffusers imports it there:
 
     pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
     images = pipe(class_labels=[3, 7], num_inference_steps=25, guidance_scale=1.5,
@@ -48,7 +48,7 @@ class GenPipeline(DiffusionPipeline):
     def save_pretrained(self, save_directory, push_to_hub=False, **kwargs):
         """The folder as gen's exporter writes it, this code included, so that it loads again: diffusers' own save
         would name this module `diffusers_modules.local...` and leave the code behind. Weights are safetensors."""
-        from gen.diffusers_format import save_custom_pipeline
+        from gen.hub.diffusers_format import save_custom_pipeline
 
         if push_to_hub:
             raise ValueError("save the folder, then upload it with huggingface_hub's upload_folder (the project's "

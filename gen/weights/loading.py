@@ -13,11 +13,12 @@ import torch
 
 from common.errors import MissingInput, UserError
 
-from ..export import load_pretrained, read_settings
+from ..family import Family, family_of
 from ..models import set_vca_kernels
-from ..settings import recorded_process
+from ..sampling.precision import vae_dtype
+from ..settings.sampler import fill_defaults
 from ..vae import DEFAULT_VAE, HUB_NAMES, downsampling_factor, load_vae, use_channel_norm
-from .precision import vae_dtype
+from .export import load_pretrained, read_settings
 
 WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")  # exports; official and other torch files
 
@@ -31,6 +32,24 @@ class SamplingWeights:
     image_size: int  # pixels of the images made
     process: dict  # diffusion (DiT) or transport (SiT) settings
     recorded_sampler: dict | None  # sampler, steps and guidance of training's samples (export.save_pretrained)
+
+
+def load_guide(path, model, device, latent_norm=None):
+    """The autoguidance guide of `path` (an export, a checkpoint folder or an official .pt), checked to take the same
+    inputs and classes as `model`, in the same input space (`latent_norm`: the model's channel statistics)."""
+    guide = load_pretrained(path, device)
+    if read_settings(path).get("latent_norm") != latent_norm:
+        raise UserError(f"--guide-ckpt {path} was trained on latents normalised otherwise than {model.name}'s "
+                        f"(--latent-norm and its statistics): pass a guide trained on the same latent set")
+    mine, theirs = model.config, guide.config
+    wanted = dict(family=mine.family, input_size=mine.input_size, in_channels=mine.in_channels,
+                  num_classes=mine.num_classes)
+    differing = {key: getattr(theirs, key) for key, value in wanted.items() if getattr(theirs, key) != value}
+    if differing:
+        raise UserError(f"--guide-ckpt {path} holds {guide.name} with {differing}, but the guide must take "
+                        f"{model.name}'s inputs and classes ({wanted}); pass an earlier or smaller model of the same "
+                        f"run or data")
+    return guide
 
 
 def resolve_vae(ckpt, chosen: str | None, recorded: str | None, official=False) -> str:
@@ -52,7 +71,7 @@ def resolve_vae(ckpt, chosen: str | None, recorded: str | None, official=False) 
 def resolve_process(ckpt, model, recorded: dict | None, chosen: dict) -> dict:
     """The diffusion (DiT) or transport (SiT) settings: the file's, else the family's defaults; `chosen` values
     (None: not chosen) are allowed only where they agree with the file."""
-    known = recorded_process(model, recorded)
+    known = family_of(model).recorded_process(model, recorded)
     process = {}
     for key, value in known.items():
         flag = chosen.get(key)
@@ -106,3 +125,27 @@ def load_for_sampling(ckpt, device, *, vae: str | None = None, precision: str = 
     resolved = resolve_process(ckpt, model, settings.get("process"), process or {})
     return SamplingWeights(model, vae_model, vae_name, (channels, config.input_size), image_size, resolved,
                            settings.get("sampler"))
+
+
+@dataclass
+class Sampling:
+    """A weights file ready to sample: its weights, the sampler settings as filled, and the sampler."""
+    weights: SamplingWeights
+    family: Family
+    settings: object  # the caller's settings object, its None values filled
+    sample_fn: object  # gen.sampling's contract: sample_fn(model_fn, noise, *, noise_sampler, progress)
+
+
+def ready_sampler(weights: SamplingWeights, settings, source, *, pictures: bool) -> Sampling:
+    """The one way from loaded weights to a sampler: the sampler and guidance options of `settings` (sample.py's
+    flags, a pipeline call's arguments, training's record) left None take the file's record, else the defaults
+    (pictures: DiT's guidance for grids, else for FID); another family's option fails, naming `source`."""
+    family = family_of(weights.model)
+    family.fill_from_record(settings, source, weights.recorded_sampler)
+    fill_defaults(settings, pictures=pictures)
+    return Sampling(weights, family, settings, family.build_sampler(settings, weights.process))
+
+
+def prepare_sampling(ckpt, device, settings, *, pictures: bool, **loading) -> Sampling:
+    """`ckpt` loaded (load_for_sampling's `loading` options) and its sampler made from `settings` (ready_sampler)."""
+    return ready_sampler(load_for_sampling(ckpt, device, **loading), settings, os.fspath(ckpt), pictures=pictures)

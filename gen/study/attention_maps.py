@@ -1,6 +1,6 @@
 """What a VCA model attends to, drawn over a sample it generates (docs/sampling.md, "Pictures").
 
-    python -m gen.attention_maps --ckpt results/demo/model.safetensors --class-label 3 --out maps.png
+    python -m gen.study.attention_maps --ckpt results/demo/model.safetensors --class-label 3 --out maps.png
 
 The model draws one image of the class with its own settings (the weights file's VAE and diffusion or transport
 settings; the sampler flags are sample.py's). That image is noised again, with the noise it started from, to
@@ -23,14 +23,14 @@ from matplotlib.patches import Rectangle
 from common.cli import ArgumentParser, parse_with_config, run_command
 from common.errors import UserError
 
-from . import checks
-from .args import add_sampling_flags
-from .models.vca import VisualContrastAttention
-from .plots import save_figure
-from .sampling import GUIDANCE_FOR_PICTURES, draw_batch, generate_latents
-from .sampling.loading import load_for_sampling
-from .settings import build_sampler, fill_defaults, fill_from_record
-from .vae import decode
+from ..family import family_of
+from ..models.vca import VisualContrastAttention
+from ..sampling import GUIDANCE_FOR_PICTURES, draw_batch, generate_latents
+from ..settings import checks
+from ..settings.flags import add_sampling_flags
+from ..training.curves import save_figure
+from ..vae import decode
+from ..weights.loading import prepare_sampling
 
 SHOWN_TOKENS = 4  # contrast tokens drawn per head in stage I, spread over the pooled grid
 OVERLAY_ALPHA = 0.6  # the map over the greyscale sample: both stay readable
@@ -83,18 +83,7 @@ def attention_maps(model, x, t, labels, blocks=None) -> dict[int, dict[str, torc
 # -- the sample and the noised input --------------------------------------------------------------------------------
 def noised_input(model, latents, noise, step_fraction: float, process: dict):
     """(x_t, t): `latents` noised with `noise` to `step_fraction` of the way from noise (0) to data (1)."""
-    batch = len(latents)
-    if model.config.family == "DiT":
-        from .diffusion import create_diffusion
-
-        diffusion = create_diffusion("", **process)  # all steps: t is the network's own timestep
-        t = torch.full((batch,), round((1 - step_fraction) * (diffusion.num_timesteps - 1)), device=latents.device)
-        return diffusion.q_sample(latents, t, noise), t
-    from .diffusion import create_transport
-
-    transport = create_transport(**process)
-    t = torch.full((batch,), float(step_fraction), device=latents.device)
-    return transport.path.plan(t, noise, latents)[1], t
+    return family_of(model).noised(process, latents, noise, step_fraction)
 
 
 @torch.no_grad()
@@ -236,7 +225,7 @@ def _overlay(axes, grey, values, title, vmax):
 
 # -- the command line -----------------------------------------------------------------------------------------------
 def build_parser():
-    parser = ArgumentParser(prog="python -m gen.attention_maps", description=__doc__)
+    parser = ArgumentParser(prog="python -m gen.study.attention_maps", description=__doc__)
     parser.add_argument("--ckpt", required=True,
                         help="a VCA model: an exported .safetensors or a training checkpoint folder")
     parser.add_argument("--class-label", type=int, required=True)
@@ -269,12 +258,11 @@ def main(argv=None):
     if args.cfg_scale is not None:
         checks.guidance_scale(args.cfg_scale)
     checks.writable_file(args.out, "--out")
-    weights = load_for_sampling(args.ckpt, args.device, check_model=lambda model: check_model(model, args))
-    model, vae, process = weights.model, weights.vae, weights.process
-    fill_from_record(args, model.config.family, args.ckpt, weights.recorded_sampler)  # as sample.py
-    fill_defaults(args, pictures=True)
-    sample_fn = build_sampler(args, model.config.family, process)
-    result = sample_attention_maps(model, vae, process, sample_fn, args.class_label, seed=args.seed,
+    sampling = prepare_sampling(args.ckpt, args.device, args, pictures=True,  # as sample.py
+                                check_model=lambda model: check_model(model, args))
+    weights = sampling.weights
+    result = sample_attention_maps(weights.model, weights.vae, weights.process, sampling.sample_fn, args.class_label,
+                                   seed=args.seed,
                                    cfg_scale=args.cfg_scale, step_fraction=args.step_fraction, device=args.device)
     print(f"wrote {draw_attention_maps(result, args.out, block=args.block, tokens=args.tokens)}")
 

@@ -22,10 +22,10 @@ import torch
 from common.errors import UserError
 from common.files import save_safetensors
 
-from .models import ModelConfig, build_model, create_model, load_official_state_dict, read_state_dict
-from .models.convert import describe_mismatch
-from .settings import check_process_record
-from .vae import ChannelNorm
+from ..family import family_named
+from ..models import ModelConfig, build_model, create_model, load_official_state_dict, read_state_dict
+from ..models.convert import describe_mismatch
+from ..vae import ChannelNorm
 
 FORMAT_KEY = "config"
 CHECKPOINT_WEIGHTS = "ema.safetensors"  # the EMA export in each training checkpoint folder
@@ -139,7 +139,7 @@ def check_record(path, info: dict):
     try:
         config = ModelConfig.from_dict(info[FORMAT_KEY])
         if info["process"] is not None:
-            check_process_record(config.family, info["process"])
+            family_named(config.family).check_process_record(info["process"])
         if info["latent_norm"] is not None:
             info["latent_norm"] = ChannelNorm.from_record(info["latent_norm"], config.in_channels, "the record")
     except (TypeError, ValueError) as error:  # InvalidValue is a ValueError
