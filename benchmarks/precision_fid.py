@@ -22,7 +22,8 @@ import torch
 sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 from bench_common import StreamTable, device_name, synchronize  # noqa: E402
 
-from gen.sampling import PRECISIONS, make_sampler, samples_in_memory  # noqa: E402
+from gen.family import make_sampler  # noqa: E402
+from gen.sampling import PRECISIONS, samples_in_memory  # noqa: E402
 from gen.weights.export import load_pretrained, read_settings  # noqa: E402
 
 

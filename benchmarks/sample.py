@@ -24,8 +24,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import StreamTable, device_name, measure_rows, median_ratio, one_line, paired_seconds  # noqa: E402
 
+from gen.family import make_sampler  # noqa: E402
 from gen.models import create_model  # noqa: E402
-from gen.sampling import generate_latents, make_sampler  # noqa: E402
+from gen.sampling import generate_latents  # noqa: E402
 
 
 def perturbed(model):

@@ -8,7 +8,8 @@ from tiny import perturbed
 import sample
 from common.errors import UserError
 from gen import GenerationPipeline, save_pretrained
-from gen.sampling import make_sampler, sample_grid
+from gen.family import make_sampler
+from gen.sampling import sample_grid
 from gen.sampling.grid import GRID_GAP, GRID_MIN_SIDE
 from gen.settings import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS
 

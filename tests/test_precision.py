@@ -11,7 +11,8 @@ from tiny import perturbed
 import sample
 from common.errors import InvalidValue
 from gen import save_pretrained
-from gen.sampling import generate_images, guided, make_sampler, resolve_precision, sampling_precision
+from gen.family import make_sampler
+from gen.sampling import generate_images, guided, resolve_precision, sampling_precision
 from gen.vae import DECODE_BATCH_FP32, DECODE_BATCH_HALF, decode, decode_batch, load_vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -102,7 +102,8 @@ class FieldModel(torch.nn.Module):
 
 
 def test_interval_guidance_is_repas(anchors):
-    from gen.sampling import generate_latents, guided_within, make_sampler, noise_level_of
+    from gen.family import make_sampler, noise_level_of
+    from gen.sampling import generate_latents, guided_within
 
     euler = make_sampler("SiT", "ODE", 11, sampling_method="euler")  # 10 Euler steps, as REPA's num_steps=10
     sample_fn = guided_within(euler, 0.0, 0.7, noise_level_of("SiT"))

@@ -17,7 +17,8 @@ import sample
 from common.cli import parse_with_config
 from common.errors import UserError
 from gen import save_pretrained
-from gen.sampling import generate_latents, make_sampler
+from gen.family import make_sampler
+from gen.sampling import generate_latents
 from gen.sampling.grid import GRID_GAP, GRID_MIN_SIDE
 from gen.settings import DIFFUSION_DEFAULTS, TRANSPORT_DEFAULTS
 

@@ -90,7 +90,7 @@ def test_arms_train_once_each_two_at_a_time_and_are_compared_with_the_first(stud
 
 
 def test_an_arms_flags_win_over_the_family_ones(tmp_path):
-    from gen.study.arms import arm_studies
+    from gen.study.plan import arm_studies
 
     study = {"models": ["SiT-Mini/2"], "seeds": [0], "report_dir": str(tmp_path), "shared": {"max_steps": 3},
              "family": {"SiT": {"sampling_method": "euler"}}, "arms": {"base": {}, "heun": {"sampling_method": "heun"}}}

@@ -1,11 +1,11 @@
 """Sampling: one sampler contract for DiT (DDPM, DDIM, DPM-Solver++) and SiT (ODE, SDE), classifier-free
 guidance, per-image seeding, grids, and deterministic, distributed, resumable N-sample runs to `samples.npz`.
 
-    sample_fn = make_sampler("DiT", "ddim", num_steps=50)
+    sample_fn = make_sampler("DiT", "ddim", num_steps=50)              # from gen.family
     labels, noise, noise_sampler = draw_batch(seed=0, indices=range(8), latent_shape=(4, 32), num_classes=1000)
     latents = generate_latents(model, labels, noise, sample_fn, cfg_scale=4.0, noise_sampler=noise_sampler)
 
-    samplers.py  the samplers (make_sampler: gen.family, importable here too)  guidance.py  guided model_fn, latents
+    samplers.py  the samplers (gen.family.make_sampler picks one by family)  guidance.py  guided model_fn, latents
     seeding.py   per-image generators, step noise   grid.py      class grids       folder.py  N-sample runs
     counter_normal.py  normals as a hash of (seed, image, step, element), computed on the device
     precision.py --precision (fp32, tf32, bf16)     timing.py    seconds per stage
@@ -32,13 +32,3 @@ __all__ = ["CLASS_ORDERS", "DEFAULT_PRECISION", "DIT_SAMPLER_DEFAULTS", "DIT_SAM
            "make_sampler", "pack_npz",
            "resolve_precision", "sample_grid", "sample_to_folder", "samples_in_memory", "sampling_precision",
            "save_grid", "vae_dtype"]
-
-
-def __getattr__(name):
-    """make_sampler and noise_level_of choose by family: they are the family registry's (gen.family), which is built
-    on this package, so they load from there on first use."""
-    if name in ("make_sampler", "noise_level_of"):
-        from .. import family
-
-        return getattr(family, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,14 +12,12 @@ FLOPs, with the same paired intervals and verdicts as the twins (gen.study.stats
 """
 import json
 import os
-import re
 
-from common.errors import UserError
 from common.files import atomic_open
 
 from ..training.curves import metric_label, save_figure
 from .figures import metric_by_budgets_figure
-from .runs import (
+from .report import (
     BUDGET_AXES,
     comparison_row,
     final_metric,
@@ -30,35 +28,6 @@ from .runs import (
     write_report,
 )
 from .stats import BUDGETS, compare_twins
-
-ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # a folder name on every system
-
-
-def check_arms(study, path):
-    """`arms`, when there, maps folder-safe names to mappings of training flags."""
-    arms = study["arms"]
-    if not isinstance(arms, dict) or len(arms) < 2:
-        raise UserError(f"study file {path}: arms must map at least two names to flags, the first the baseline, "
-                        f"e.g. arms: {{vanilla: {{}}, lognormal: {{weighting: lognormal}}}}")
-    for name, values in arms.items():
-        if not isinstance(name, str) or not ARM_NAME.fullmatch(name):
-            raise UserError(f"study file {path}: the arm name {name!r} is not a folder name (letters, digits, . _ + -)")
-        if not isinstance(values, dict):
-            raise UserError(f"study file {path}: the arm {name} must map flag names to values, got {values!r}")
-
-
-def arm_studies(study) -> dict[str, dict]:
-    """{arm: the study of that arm}: its flags (`arm`, over `shared` and `family`), its own report_dir and name."""
-    plain = {key: value for key, value in study.items() if key != "arms"}
-    return {arm: dict(plain, name=f"{study.get('name', 'study')}: {arm}", arm=values,
-                      report_dir=os.path.join(study["report_dir"], arm))
-            for arm, values in study["arms"].items()}
-
-
-def planned_arm_runs(studies: dict[str, dict]) -> list[tuple[dict, str, int]]:
-    """Seed by seed, arm by arm: an interrupted study has whole seeds of every arm."""
-    first = next(iter(studies.values()))
-    return [(studies[arm], model, seed) for seed in first["seeds"] for arm in studies for model in first["models"]]
 
 
 def arm_comparisons(studies: dict[str, dict], summaries: dict, floors: dict) -> dict:
