@@ -174,7 +174,7 @@ def check_arguments(args):
         checks.writable_folder(args.sample_dir, "--sample-dir")
 
 
-COMPILE_PAYS_FROM = 3000  # measured: 1,000 images took 12 s eager and 25 s compiled, 4.6 s once compiled
+COMPILE_PAYS_FROM = 3000  # images per process from which --compile's 20 s pay back (docs/benchmarks.md)
 
 
 def compile_would_pay(args, accelerator) -> bool:
