@@ -18,46 +18,20 @@ from accelerate import Accelerator
 
 from common.cli import ArgumentParser, parse_with_config, run_command
 from gen.data import open_image_dataset
-from gen.data.latents import DTYPES, LatentSetError, extract_latents, extraction_plan, feature_plan
-from gen.encoders import check_enc_type, load_encoder
-from gen.settings import checks
-from gen.settings.data import DEFAULT_IMAGE_SIZE, DEFAULT_WORKERS
+from gen.data.latents import DTYPES, extract_latents, extraction_plan, feature_plan
+from gen.encoders import load_encoder
+from gen.settings.extraction import ExtractionSettings
+from gen.settings.flags import add_flags
 from gen.vae import latent_shape, load_vae
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--data-path", default=None,
-                        help="ImageFolder (root/<class>/<image>); without it, the built-in scikit-learn digits")
-    parser.add_argument("--output", required=True, help="the latent folder (created, or completed when resumed)")
-    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
-    parser.add_argument("--vae", default="ema", help="ema | mse | a local AutoencoderKL folder")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16", help="how latents are stored")
-    parser.add_argument("--shard-size", type=int, default=10_000, help="images per shard (the unit of resumption)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per VAE batch (per process)")
-    parser.add_argument("--num-workers", type=int, default=DEFAULT_WORKERS)
-    parser.add_argument("--strict", action="store_true", help="stop at an unreadable image instead of skipping it")
-    parser.add_argument("--global-seed", type=int, default=0, help="seeds the posterior samples")
-    parser.add_argument("--enc-type", default=None,
-                        help="also store REPA's features of this encoder (train.py's --enc-type values): large, see "
-                             "above")
-    parser.add_argument("--enc-grid", type=int, default=None,
-                        help="the token grid the features are made for: the trained model's (default: the latent "
-                             "side / 2, patch size 2)")
-    return parse_with_config(parser, argv)
+    return parse_with_config(add_flags(ArgumentParser(description=__doc__), ExtractionSettings), argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.vae == "none":
-        raise LatentSetError("--vae none trains on pixels directly; there is nothing to extract")
-    checks.at_least(args, 1, "image_size", "shard_size", "batch_size", "enc_grid")
-    if args.enc_type is not None:
-        check_enc_type(args.enc_type)
-    checks.at_least(args, 0, "num_workers")
-    if args.data_path is not None and not os.path.isdir(args.data_path):
-        raise LatentSetError(f"--data-path {args.data_path} is not a folder; check the path")
-    checks.writable_folder(args.output, "--output")
+    ExtractionSettings.validate(args)
     accelerator = Accelerator()
     vae = load_vae(args.vae, accelerator.device)
     dataset = open_image_dataset(args.data_path, args.image_size, strict=args.strict)

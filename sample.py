@@ -20,18 +20,10 @@ from gen import sampling
 from gen.family import FAMILIES
 from gen.sampling.autoguidance import Autoguided
 from gen.sampling.timing import stage_summary
-from gen.settings import (
-    MAX_SAMPLING_STEPS,
-    DataSettings,
-    GuidanceSettings,
-    ModelSettings,
-    SamplerSettings,
-    checks,
-)
+from gen.settings import DataSettings, ModelSettings, SamplerSettings, SamplingSettings, checks
 from gen.settings.flags import add_flags, add_sampling_flags
+from gen.settings.sample import DIT_GRID_LABELS, GridSettings, ManySamplesSettings, WeightsSettings
 from gen.weights.loading import load_for_sampling, load_guide, ready_sampler
-
-DIT_GRID_LABELS = [207, 360, 387, 974, 88, 979, 417, 279]  # DiT's sample.py classes, for ImageNet models
 
 
 def build_parser():
@@ -39,21 +31,12 @@ def build_parser():
     parser.add_argument("positional_mode", nargs="?", choices=sampling.SIT_MODES, metavar="{ODE,SDE}",
                         help="SiT's habit: the same as --mode")
     model = parser.add_argument_group("model")
-    model.add_argument("--ckpt", required=True, help="exported .safetensors, training checkpoint folder or "
-                       "official DiT/SiT .pt")
-    model.add_argument("--model", default=None, help="e.g. DiT-XL/2; read from the checkpoint when it says, "
-                       "else from an official file name")
-    model.add_argument("--image-size", type=int, default=None, help="pixels (default: what the model makes)")
-    model.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's (1000)")
+    add_flags(model, WeightsSettings, only=["ckpt", "model", "image_size", "num_classes"], title="")
     add_flags(model, DataSettings, only=["vae"], unset=True, title="")
     add_flags(model, SamplerSettings, only=["precision"], title="")
-    model.add_argument("--compile", action="store_true",
-                       help="torch.compile the network once for the sampling shape: about 20 s, then network steps "
-                            "2.3x faster on an H200; pays from about 3,000 images per process")
+    add_flags(model, WeightsSettings, only=["compile"], title="")
     add_flags(model, ModelSettings, only=["vca_kernels"], title="")
-    model.add_argument("--guide-ckpt", default=None, metavar="FILE",
-                       help="autoguidance: guide with this smaller or earlier model of the same data instead of the "
-                            "null class (guide + cfg_scale x (model - guide); Karras et al. 2024)")
+    add_flags(model, WeightsSettings, only=["guide_ckpt"], title="")
     for family in FAMILIES.values():  # each family's process, as its training took it
         add_flags(parser, family.process_settings, unset=True,
                   helps={"learn_sigma": "learned variance; default: what the network's output says (a contradicting "
@@ -61,19 +44,9 @@ def build_parser():
     add_sampling_flags(parser, helps={"cfg_scale": "guidance scale (1: none); default: the weights file's record, "
                                                    f"else {sampling.GUIDANCE_FOR_PICTURES} for grids, "
                                                    f"{sampling.GUIDANCE_FOR_FID} for FID"})
-    parser.add_argument("--seed", "--global-seed", dest="seed", type=int, default=0)
-    grid = parser.add_argument_group("grid mode (without --num-fid-samples)")
-    grid.add_argument("--class-labels", type=int, nargs="+", default=None,
-                      help=f"default: {DIT_GRID_LABELS} for ImageNet models, else the model's classes")
-    grid.add_argument("--nrow", type=int, default=4, help="images per row")
-    grid.add_argument("--output", default="sample.png")
-    grid.add_argument("--label-rows", action="store_true", help="write each row's class ids at its left")
-    many = parser.add_argument_group("N-sample mode")
-    many.add_argument("--num-fid-samples", type=int, default=None)
-    many.add_argument("--per-proc-batch-size", type=int, default=32)
-    many.add_argument("--sample-dir", default="samples")
-    many.add_argument("--class-order", choices=sampling.CLASS_ORDERS, default="random",
-                      help="random: uniform classes as DiT's sample_ddp.py; balanced: image i has class i mod N")
+    add_flags(parser, WeightsSettings, only=["seed"], title="")
+    add_flags(parser, GridSettings)
+    add_flags(parser, ManySamplesSettings)
     return parser
 
 
@@ -154,20 +127,8 @@ def check_arguments(args):
         if args.mode not in (None, "ODE", args.positional_mode):  # "ODE" is --mode's default
             raise UserError(f"{args.positional_mode} and --mode {args.mode} disagree; give one of them")
         args.mode = args.positional_mode
-    checks.at_least(args, 1, "num_fid_samples", "per_proc_batch_size", "num_sampling_steps", "nrow",
-                    "image_size", "num_classes")
-    checks.within(args, "num_sampling_steps", 1, MAX_SAMPLING_STEPS)
-    GuidanceSettings.validate(args)  # the scale and the interval of noise levels where it applies
-    checks.at_least(args, 0.0, "time_shift")
-    checks.seed(args, "seed")
-    checks.class_count(args)
-    checks.at_least(args, 0.0, "ddim_eta", "diffusion_norm")
-    checks.positive(args, "atol", "rtol")
-    checks.within(args, "last_step_size", 0.0, 1.0, high_open=True)
-    for flag, path in (("--ckpt", args.ckpt), ("--guide-ckpt", args.guide_ckpt)):
-        if path is not None and not os.path.exists(path):
-            raise UserError(f"{flag} {path} not found; pass an exported .safetensors, a training checkpoint folder or "
-                            f"an official DiT/SiT .pt")
+    for concern in (WeightsSettings, SamplingSettings, GridSettings, ManySamplesSettings):
+        concern.validate(args)
     if args.num_fid_samples is None:
         checks.writable_file(args.output, "--output")
     else:

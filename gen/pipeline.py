@@ -7,7 +7,6 @@ A file is read as sample.py reads it (gen.weights.loading): its model, its recor
 diffusion or transport settings, and its recorded sampler, steps and guidance as the call's defaults (else DiT's:
 250 steps, guidance 4.0). Image i of a call is image i of sample.py's grid for the same labels and seed.
 """
-import math
 import numbers
 
 import torch
@@ -16,8 +15,8 @@ from PIL import Image
 from common.errors import InvalidValue
 
 from .family import family_of
-from .sampling import GUIDANCE_FOR_PICTURES, resolve_precision, sample_grid
-from .settings.checks import MAX_SEED
+from .sampling import resolve_precision, sample_grid
+from .settings import checks
 from .settings.fields import unset
 from .settings.sampler import SamplingSettings
 from .vae import downsampling_factor, to_uint8
@@ -108,7 +107,7 @@ class GenerationPipeline:
         labels = self._checked_labels(class_labels)
         check_call(num_inference_steps, guidance_scale, seed, generator, output_type)
         if generator is not None:
-            seed = int(torch.randint(MAX_SEED + 1, (1,), generator=generator, device=generator.device))
+            seed = int(torch.randint(checks.MAX_SEED + 1, (1,), generator=generator, device=generator.device))
         sampling = self._sampling(num_inference_steps, guidance_scale, sampler, **sampler_options)
         settings, sample_fn = sampling.settings, sampling.sample_fn
         device = self.device
@@ -131,14 +130,10 @@ class GenerationPipeline:
 
 def check_call(num_inference_steps, guidance_scale, seed, generator, output_type):
     """A call's values, checked before anything is sampled; each failure is one line."""
-    if num_inference_steps is not None and not num_inference_steps >= 1:
-        raise InvalidValue(f"num_inference_steps must be at least 1, got {num_inference_steps}")
-    if guidance_scale is not None and not (math.isfinite(guidance_scale) and guidance_scale >= 1):
-        raise InvalidValue(f"guidance_scale must be a number >= 1 (1: no guidance; DiT uses "
-                           f"{GUIDANCE_FOR_PICTURES} for pictures), got {guidance_scale}")
+    checks.sampling_steps(num_inference_steps, "num_inference_steps")
+    checks.guidance_scale(guidance_scale, "guidance_scale")
     if seed is not None and generator is not None:
         raise InvalidValue("give seed or generator, not both (a generator picks the seed)")
-    if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise InvalidValue(f"seed must lie in [0, {MAX_SEED}], got {seed}")
+    checks.value_within(seed, 0, checks.MAX_SEED, "seed")
     if output_type not in OUTPUT_TYPES:
         raise InvalidValue(f"unknown output_type {output_type!r}; use one of {list(OUTPUT_TYPES)}")

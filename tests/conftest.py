@@ -14,7 +14,8 @@ if not torch.cuda.is_available():
 
 from tiny import write_image_folder  # noqa: E402
 
-# The end-to-end tier: files that train, sample, score or launch commands (most of the suite's time). `make test`
+# The end-to-end tier: files that train, sample, score or launch commands (most of the suite's time), and single
+# tests marked @pytest.mark.e2e. `make test`
 # runs everything; `make test-fast` (pytest -m "not e2e") the rest, the unit tier, for development.
 END_TO_END_FILES = {
     "test_alignment.py", "test_attention_maps.py", "test_benchmarks.py", "test_checkpoints.py",

@@ -117,6 +117,7 @@ def test_gen_modules_import_each_other_without_a_circle():
     assert cycle_in(gen_module_graph()) == []
 
 
+@pytest.mark.e2e  # a fresh interpreter each (about 4 s): the full tier only
 @pytest.mark.parametrize("first", ["gen.family", "gen.settings.training", "gen.weights", "gen.sampling",
                                    "gen.settings.process", "gen.models", "gen.study", "gen.hub.diffusers_format"])
 def test_any_module_can_be_imported_first(first):

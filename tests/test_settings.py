@@ -29,7 +29,9 @@ from gen.settings import (
     TransportSettings,
     from_record,
 )
+from gen.settings.extraction import ExtractionSettings
 from gen.settings.flags import add_flags, settings_from_flags
+from gen.settings.sample import GridSettings, ManySamplesSettings, WeightsSettings
 from gen.training import train_dit, train_sit
 from gen.training.entry import training_parser
 
@@ -86,6 +88,16 @@ def test_unset_flags_say_where_their_value_comes_from():
     (RunSettings, dict(log_with="carrier-pigeon"), "unknown tracker"),
     (EvaluationSettings, dict(eval_samples=3), "--eval-samples must be at least 4"),
     (DiTSamplerSettings, dict(num_sampling_steps=0), "--num-sampling-steps must be at least 1"),
+    (DiTSamplerSettings, dict(ddim_eta=-0.5), "--ddim-eta must be at least 0.0"),
+    (SiTSamplerSettings, dict(num_sampling_steps=10**6), "--num-sampling-steps must lie in [1, 100000]"),
+    (SiTSamplerSettings, dict(atol=0.0), "--atol must be a positive number"),
+    (SiTSamplerSettings, dict(last_step_size=1.0), "--last-step-size must lie in [0.0, 1.0)"),
+    (WeightsSettings, dict(ckpt="/no/such/model.safetensors"), "--ckpt /no/such/model.safetensors not found"),
+    (WeightsSettings, dict(ckpt=__file__, seed=-1), "--seed must lie in [0, 4294967295]"),
+    (GridSettings, dict(nrow=0), "--nrow must be at least 1"),
+    (ManySamplesSettings, dict(num_fid_samples=0), "--num-fid-samples must be at least 1"),
+    (ExtractionSettings, dict(output="unused", vae="none"), "--vae none trains on pixels directly"),
+    (ExtractionSettings, dict(output="unused", shard_size=0), "--shard-size must be at least 1"),
 ])
 def test_each_concern_checks_its_own_values(concern, values, phrase):
     with pytest.raises(UserError) as error:
@@ -93,9 +105,17 @@ def test_each_concern_checks_its_own_values(concern, values, phrase):
     assert phrase in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("settings", TRAINING_SETTINGS.values(), ids=TRAINING_SETTINGS)
+def test_a_familys_settings_are_one_flat_class_of_its_concerns_fields(settings):
+    assert [field.name for field in dataclasses.fields(settings)] == [
+        field.name for concern in settings.concerns for field in dataclasses.fields(concern)]
+    assert not any(issubclass(settings, concern) for concern in settings.concerns)  # fields lent, not inherited
+    assert settings().model == settings.family_entry().default_model
+
+
 def test_the_combined_settings_validate_every_concern():
     with pytest.raises(UserError, match="--num-sampling-steps must be at least 1"):
-        DiTTrainingSettings(max_steps=1, num_sampling_steps=0).validate()  # not only the first concern's checks
+        DiTTrainingSettings(max_steps=1, num_sampling_steps=0).check()  # every concern's checks, the sampler's too
 
 
 def test_an_eval_ref_is_read_only_when_evaluating(tmp_path):

@@ -6,7 +6,9 @@
 import math
 import os
 
-from common.errors import UserError
+from common.errors import InvalidValue, UserError
+
+from ..sampling.guidance import GUIDANCE_FOR_FID, GUIDANCE_FOR_PICTURES
 
 
 def flag(dest: str) -> str:
@@ -16,20 +18,27 @@ def flag(dest: str) -> str:
 def at_least(args, minimum, *dests):
     """Each named value that is set (not None) is >= minimum."""
     for dest in dests:
-        value = getattr(args, dest)
-        if value is not None and not value >= minimum:
-            raise UserError(f"{flag(dest)} must be at least {minimum}, got {value}")
+        value_at_least(getattr(args, dest), minimum, flag(dest))
+
+
+def value_at_least(value, minimum, name: str):
+    """The rule of at_least for one value, `name` as the caller spells it (a flag, a Python argument)."""
+    if value is not None and not value >= minimum:
+        raise InvalidValue(f"{name} must be at least {minimum}, got {value}")
 
 
 def within(args, dest, low, high, *, high_open=False):
     """low <= value <= high (or < high), and a number; None is left alone."""
-    value = getattr(args, dest)
+    value_within(getattr(args, dest), low, high, flag(dest), high_open=high_open)
+
+
+def value_within(value, low, high, name: str, *, high_open=False):
     if value is None:
         return
-    inside = math.isfinite(value) and low <= value and (value < high if high_open else value <= high)
+    inside = low <= value and (value < high if high_open else value <= high)  # NaN compares False: outside
     if not inside:
         bracket = ")" if high_open else "]"
-        raise UserError(f"{flag(dest)} must lie in [{low}, {high}{bracket}, got {value}")
+        raise InvalidValue(f"{name} must lie in [{low}, {high}{bracket}, got {value}")
 
 
 def positive(args, *dests):
@@ -37,14 +46,22 @@ def positive(args, *dests):
     for dest in dests:
         value = getattr(args, dest)
         if value is not None and not (math.isfinite(value) and value > 0):
-            raise UserError(f"{flag(dest)} must be a positive number, got {value}")
+            raise InvalidValue(f"{flag(dest)} must be a positive number, got {value}")
 
 
-def guidance_scale(value, dest="cfg_scale"):
+def guidance_scale(value, name="--cfg-scale"):
     """Classifier-free guidance: 1 is the conditional model, above 1 guides; anything else is a mistake."""
     if value is not None and not (math.isfinite(value) and value >= 1):
-        raise UserError(f"{flag(dest)} must be a number >= 1 (1: no guidance; DiT uses 1.5 for FID, 4.0 for "
-                        f"pictures), got {value}")
+        raise InvalidValue(f"{name} must be a number >= 1 (1: no guidance; DiT uses {GUIDANCE_FOR_FID} for FID, "
+                           f"{GUIDANCE_FOR_PICTURES} for pictures), got {value}")
+
+
+MAX_SAMPLING_STEPS = 100_000  # 100x ADM's longest chain: a larger count is a typo that would run for days
+
+
+def sampling_steps(value, name="--num-sampling-steps"):
+    value_at_least(value, 1, name)
+    value_within(value, 1, MAX_SAMPLING_STEPS, name)
 
 
 def writable_folder(path, what: str):
@@ -77,13 +94,11 @@ MAX_CLASSES = 100_000  # a label-embedding row per class; ImageNet-21k has 21,84
 
 def seed(args, *dests):
     for dest in dests:
-        value = getattr(args, dest)
-        if value is not None and not 0 <= value <= MAX_SEED:
-            raise UserError(f"{flag(dest)} must lie in [0, {MAX_SEED}], got {value}")
+        value_within(getattr(args, dest), 0, MAX_SEED, flag(dest))
 
 
 def class_count(args, dest="num_classes"):
     value = getattr(args, dest)
     if value is not None and value > MAX_CLASSES:
-        raise UserError(f"{flag(dest)} must be at most {MAX_CLASSES:,} (a label-embedding row per class), got "
+        raise InvalidValue(f"{flag(dest)} must be at most {MAX_CLASSES:,} (a label-embedding row per class), got "
                         f"{value}")

@@ -15,13 +15,14 @@ from .checks import flag
 
 
 def setting(default, help: str | None = None, *, choices=None, parse=None, switch: bool = False,
-            aliases: tuple[str, ...] = (), metavar: str | None = None, constants: dict | None = None):
+            aliases: tuple[str, ...] = (), metavar: str | None = None, constants: dict | None = None,
+            required: bool = False):
     """A field with a default. `parse` reads the flag's text (default: the field's type); `switch`: a bool that is
     a plain `--flag` (no `--no-flag`); `aliases`: more flag spellings; `constants`: flags that set one value
-    (`{"--tf32": "tf32"}`, DiT's spelling of `--precision tf32`)."""
+    (`{"--tf32": "tf32"}`, DiT's spelling of `--precision tf32`); `required`: the command line must give it."""
     return dataclasses.field(default=default, metadata=dict(help=help, choices=choices, parse=parse, switch=switch,
                                                             aliases=aliases, metavar=metavar,
-                                                            constants=constants or {}))
+                                                            constants=constants or {}, required=required))
 
 
 def redefault(concern, name: str, default, help: str | None = None):

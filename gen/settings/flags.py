@@ -44,6 +44,8 @@ def add_field_flag(group, field, kind, unset: bool, help: str | None = None):
     options = dict(default=None if unset else field.default, help=help)
     if meta["metavar"]:
         options["metavar"] = meta["metavar"]
+    if meta.get("required"):
+        options["required"] = True
     if kind is bool:
         options["action"] = "store_true" if meta["switch"] else argparse.BooleanOptionalAction
     else:

@@ -15,7 +15,7 @@ from . import checks
 from .fields import setting
 
 DEFAULT_SAMPLING_STEPS = 250  # DiT's and SiT's
-MAX_SAMPLING_STEPS = 100_000  # 100x ADM's longest chain: a larger count is a typo that would run for days
+MAX_SAMPLING_STEPS = checks.MAX_SAMPLING_STEPS
 D, S = DIT_SAMPLER_DEFAULTS, SIT_SAMPLER_DEFAULTS
 
 
@@ -31,14 +31,17 @@ class SamplerSettings:
                              choices=("auto", *PRECISIONS), constants={"--tf32": "tf32"})
 
     def validate(self):
-        checks.at_least(self, 1, "num_sampling_steps")
-        checks.within(self, "num_sampling_steps", 1, MAX_SAMPLING_STEPS)
+        checks.sampling_steps(self.num_sampling_steps)
 
 
 @dataclass
 class DiTSamplerSettings(SamplerSettings):
     sampler: str = setting(D["sampler"], "DiT's sampler", choices=DIT_SAMPLERS)
     ddim_eta: float = setting(D["ddim_eta"], "DDIM noise (0: deterministic)")
+
+    def validate(self):
+        SamplerSettings.validate(self)
+        checks.at_least(self, 0.0, "ddim_eta")
 
 
 @dataclass
@@ -60,7 +63,9 @@ class SiTSamplerSettings(SamplerSettings):
 
     def validate(self):
         SamplerSettings.validate(self)
-        checks.at_least(self, 0.0, "time_shift")
+        checks.at_least(self, 0.0, "time_shift", "diffusion_norm")
+        checks.positive(self, "atol", "rtol")
+        checks.within(self, "last_step_size", 0.0, 1.0, high_open=True)
 
 
 @dataclass
@@ -87,6 +92,7 @@ class SamplingSettings(SiTSamplerSettings, DiTSamplerSettings, GuidanceSettings)
 
     def validate(self):
         SiTSamplerSettings.validate(self)
+        DiTSamplerSettings.validate(self)
         GuidanceSettings.validate(self)
 
 

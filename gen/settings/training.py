@@ -1,11 +1,13 @@
-"""Everything train_dit.py and train_sit.py take, as one object per family made of the concerns' settings:
+"""Everything train_dit.py and train_sit.py take, as one flat settings class per family made from the concerns'
+fields (data, model, optimisation, process, objective, run, guidance, sampler, evaluation):
 
     settings = SiTTrainingSettings(model="SiT-Mini/4-VCA", image_size=16, num_classes=10, vae="none", max_steps=300)
     settings.lr, settings.mode          # the optimisation's and the sampler's fields, by their flag names
 
-Each concern checks its own values (`validate`); `check` runs them all and the rules that join two concerns.
+The concerns lend their fields and their checks, nothing else: each concern's `validate` checks its own values,
+and `check` runs them all in order, then the rules that join two concerns.
 """
-from dataclasses import asdict, dataclass, make_dataclass
+import dataclasses
 from typing import ClassVar
 
 from common.errors import InvalidValue, UserError
@@ -24,28 +26,30 @@ from .sampler import GuidanceSettings
 GUIDANCE_HELP = "classifier-free guidance of grids, final samples and evaluations (1: none)"
 
 
-def concerns_of(process, sampler) -> tuple[type, ...]:
-    """A family's concerns, given its process and sampler settings, in the order of --help's groups."""
-    return (DataSettings, ModelSettings, OptimisationSettings, process, ObjectiveSettings, RunSettings,
-            GuidanceSettings, sampler, EvaluationSettings)
+def concerns_of(family: Family) -> tuple[type, ...]:
+    """A family's concerns, in the order of --help's groups and of its settings' fields."""
+    return (DataSettings, ModelSettings, OptimisationSettings, family.process_settings, ObjectiveSettings,
+            RunSettings, GuidanceSettings, family.sampler_settings, EvaluationSettings)
 
 
-@dataclass
-class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, ObjectiveSettings, OptimisationSettings,
-                       ModelSettings, DataSettings):
-    """What both families' training settings share; each family adds its process and sampler settings."""
+class TrainingSettings:
+    """What both families' training settings do; `training_settings` makes each family's class with its fields."""
     family: ClassVar[str | None] = None  # the family's name: the classes made below say it
     concerns: ClassVar[tuple[type, ...]] = ()
-    cfg_scale: float = redefault(GuidanceSettings, "cfg_scale", GuidanceSettings.cfg_scale, GUIDANCE_HELP)
+
+    def __init__(self, **values):
+        raise InvalidValue("TrainingSettings is the families' shared base; use DiTTrainingSettings or "
+                           "SiTTrainingSettings")
+
+    digits = DataSettings.digits  # the concerns' helpers that the training reads
+    fill_defaults = DataSettings.fill_defaults
+    lightning_options = ModelSettings.lightning_options
 
     def check(self) -> list[str]:
         """Fill the data's defaults, then check every value before the VAE, the data or the model load; returns
         what to tell the user."""
-        if self.family is None:
-            raise InvalidValue("TrainingSettings is the families' shared base; use DiTTrainingSettings or "
-                               "SiTTrainingSettings")
         check_types(self)
-        notes = DataSettings.fill_defaults(self)
+        notes = self.fill_defaults()
         family, mine = FAMILIES[model_config(self.model).family], self.family_entry()  # an unknown name fails here
         if family is not mine:
             raise UserError(f"{mine.script} trains {mine.name} models; use {family.script} for --model {self.model}")
@@ -57,7 +61,7 @@ class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, Object
         if self.enc_type is not None and self.encoder_depth > depth:
             raise UserError(f"--encoder-depth {self.encoder_depth} is past the last of {self.model}'s {depth} blocks; "
                             f"pick a block in 1..{depth} (REPA: 8 of SiT-XL's 28, about a third)")
-        if self.cos_loss and not self.family_entry().predicts_velocity(self.process()):
+        if self.cos_loss and not mine.predicts_velocity(self.process()):
             raise UserError("--cos-loss compares velocities: it needs a SiT model with --prediction velocity")
         if self.cfg_scale > 1 and self.class_dropout_prob <= 0:
             raise UserError("--cfg-scale > 1 needs the null class that --class-dropout-prob > 0 trains; "
@@ -68,8 +72,6 @@ class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, Object
             raise UserError("--eval-every with Inception features needs --eval-ref REF.npz (an ADM reference batch, "
                             "e.g. VIRTUAL_imagenet256_labeled.npz, or one from `python -m fid ref`)")
         return notes
-
-    validate = check  # a concern's name for it; without this the first concern's validate alone would run
 
     @classmethod
     def family_entry(cls) -> Family:
@@ -96,17 +98,26 @@ class TrainingSettings(EvaluationSettings, GuidanceSettings, RunSettings, Object
 
     def to_dict(self) -> dict:
         """Every field by name: args.json, the checkpoint's record and the trackers' config."""
-        return asdict(self)
+        return dataclasses.asdict(self)
 
 
 def training_settings(family: Family) -> type:
-    """`family`'s training settings: the shared ones, its sampler's and its process's, its model by default."""
-    return make_dataclass(f"{family.name}TrainingSettings",
-                          [("model", str, redefault(ModelSettings, "model", family.default_model))],
-                          bases=(TrainingSettings, family.sampler_settings, family.process_settings),
-                          namespace={"family": family.name,
-                                     "concerns": concerns_of(family.process_settings, family.sampler_settings),
-                                     "__module__": __name__})
+    """`family`'s training settings: one dataclass with every field of its concerns, in their order; its model by
+    default, and the guidance's help as training uses it."""
+    concerns = concerns_of(family)
+    own = {"model": redefault(ModelSettings, "model", family.default_model),
+           "cfg_scale": redefault(GuidanceSettings, "cfg_scale", GuidanceSettings.cfg_scale, GUIDANCE_HELP)}
+    fields, seen = [], set()
+    for concern in concerns:
+        for field in dataclasses.fields(concern):
+            if field.name in seen:
+                raise TypeError(f"{concern.__name__}.{field.name} is declared by two concerns of {family.name}")
+            seen.add(field.name)
+            fields.append((field.name, field.type, own.get(field.name) or redefault(concern, field.name,
+                                                                                      field.default)))
+    return dataclasses.make_dataclass(f"{family.name}TrainingSettings", fields, bases=(TrainingSettings,),
+                                      namespace={"family": family.name, "concerns": concerns,
+                                                 "__module__": __name__})
 
 
 TRAINING_SETTINGS = {name: training_settings(family) for name, family in FAMILIES.items()}

@@ -26,7 +26,7 @@ from common.errors import UserError
 from ..family import family_of
 from ..models.vca import VisualContrastAttention
 from ..sampling import GUIDANCE_FOR_PICTURES, draw_batch, generate_latents
-from ..settings import checks
+from ..settings import SamplingSettings, checks
 from ..settings.flags import add_sampling_flags
 from ..training.curves import save_figure
 from ..vae import decode
@@ -254,9 +254,9 @@ def check_model(model, args):
 def main(argv=None):
     args = parse_with_config(build_parser(), argv)
     checks.within(args, "step_fraction", 0.0, 1.0)
-    checks.at_least(args, 1, "tokens", "num_sampling_steps")
-    if args.cfg_scale is not None:
-        checks.guidance_scale(args.cfg_scale)
+    checks.at_least(args, 1, "tokens")
+    checks.seed(args, "seed")
+    SamplingSettings.validate(args)  # as sample.py's
     checks.writable_file(args.out, "--out")
     sampling = prepare_sampling(args.ckpt, args.device, args, pictures=True,  # as sample.py
                                 check_model=lambda model: check_model(model, args))
