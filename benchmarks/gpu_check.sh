@@ -41,8 +41,8 @@ echo "gpu_e2e: exit $? (see $OUT/gpu_e2e.md)"
 timeout 120 "$PYTHON" benchmarks/kernel_resources.py > "$OUT/kernel_resources.md" 2>&1
 echo "kernel_resources: exit $?"
 
-# 4. The report: training step (eager, compiled; VCA fused and torch paths against MHSA), profile, attention
-#    module, sampling, Inception; each section under its own budget.
+# 4. The report: training step (eager, compiled; VCA's one-kernel core, fused epilogues and torch paths against
+#    MHSA), profile, attention module, sampling, Inception; each section under its own budget.
 timeout 420 "$PYTHON" benchmarks/gpu_report.py --out "$OUT/gpu_report.md" --budget-s 380 \
-    --vca-kernels triton torch "${DRY_RUN[@]}" > /dev/null 2> "$OUT/gpu_report.stderr"
+    --vca-kernels triton-core triton torch "${DRY_RUN[@]}" > /dev/null 2> "$OUT/gpu_report.stderr"
 echo "gpu_report: exit $? (see $OUT/gpu_report.md)"

@@ -89,10 +89,10 @@ def resources(compiled) -> tuple[str, str, str]:
     return (registers.group(1) if registers else "?", local.group(1) if local else "?", f"{wide} / {pairs} / {single}")
 
 
-def record(dim, heads, side, batch, dtype):
-    """The launches of one forward and backward of VCA's fused path under `dtype` autocast."""
+def record(dim, heads, side, batch, dtype, kernels):
+    """The launches of one forward and backward of VCA's fused path (`kernels`) under `dtype` autocast."""
     torch.manual_seed(0)
-    vca = VisualContrastAttention(dim, heads, (side, side), kernels="triton")
+    vca = VisualContrastAttention(dim, heads, (side, side), kernels=kernels)
     x = torch.randn(batch, side * side, dim, requires_grad=True)
     recording = RecordingKernels(vca_fused._kernels())
     saved, vca_fused._KERNELS = vca_fused._KERNELS, recording
@@ -110,14 +110,21 @@ def main(argv=None):
     parser.add_argument("--side", type=int, default=16, help="token grid side (16: 256 px with /2 patches)")
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--batch-size", type=int, default=64, help="sets the grids (and the programs per SM)")
+    parser.add_argument("--kernels", nargs="+", choices=["triton", "triton-core"], default=["triton", "triton-core"],
+                        help="the fused paths whose kernels are compiled (triton-core: the one-kernel core)")
     args = parser.parse_args(argv)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     rows = []
-    for label, dim, heads in (("DiT-S", 384, 6), ("DiT-XL", 1152, 16)):
-        for kernel, grid, launch_args, meta in record(dim, heads, args.side, args.batch_size, dtype):
-            compiled, warps = compile_for_sm90(kernel, launch_args, meta)
-            blocks = ", ".join(f"{k}={v}" for k, v in meta.items() if k.startswith(("BLOCK", "TOKENS")))
-            rows.append([label, kernel.__name__, f"{tuple(grid)}", blocks, warps, *resources(compiled)])
+    seen = set()
+    for kernels in args.kernels:
+        for label, dim, heads in (("DiT-S", 384, 6), ("DiT-XL", 1152, 16)):
+            for kernel, grid, launch_args, meta in record(dim, heads, args.side, args.batch_size, dtype, kernels):
+                if (label, kernel.__name__) in seen:  # the epilogue after the core is triton's too
+                    continue
+                seen.add((label, kernel.__name__))
+                compiled, warps = compile_for_sm90(kernel, launch_args, meta)
+                blocks = ", ".join(f"{k}={v}" for k, v in meta.items() if k.startswith(("BLOCK", "TOKENS")))
+                rows.append([label, kernel.__name__, f"{tuple(grid)}", blocks, warps, *resources(compiled)])
     print(f"sm_90 (H100/H200), Triton {triton.__version__}, {args.side}x{args.side} grid, {args.dtype}, "
           f"batch {args.batch_size}")
     print_table("VCA's Triton kernels as compiled for sm_90", ["model", "kernel", "grid", "blocks", "warps",

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from gen.models import VisualContrastAttention, create_model, set_vca_kernels, vca_fused
+from gen.models import VisualContrastAttention, create_model, set_vca_kernels, vca_core, vca_fused
 from gen.models.lightning import QueryKeyTransform
 from gen.models.vca import auto_takes_triton
 from gen.models.vca_fused import pooling_bins
@@ -99,15 +99,16 @@ def test_fused_equals_reference(case, precision):
     reference = outputs_and_gradients(exact.reference_forward, exact, x.detach().double().requires_grad_(),
                                       grad_out.double())
     errors = {}
-    for kernels in ("triton", "torch"):
+    for kernels in ("triton-core", "triton", "torch"):
         vca.kernels = kernels
         with same_attention_arithmetic(autocast_dtype is None):
             errors[kernels] = relative_errors(outputs_and_gradients(vca.forward, vca, x, grad_out, autocast_dtype),
                                               reference)
     assert len(errors["triton"]) == 2 + len(list(vca.parameters()))
-    for name, error in errors["triton"].items():
-        allowed = max(factor * errors["torch"][name], lambda_floor if "lambda" in name else floor)
-        assert error <= allowed, (name, error, errors["torch"][name])
+    for fused in ("triton-core", "triton"):
+        for name, error in errors[fused].items():
+            allowed = max(factor * errors["torch"][name], lambda_floor if "lambda" in name else floor)
+            assert error <= allowed, (fused, name, error, errors["torch"][name])
 
 
 @pytest.mark.parametrize("grid, pool", [((8, 8), (4, 4)), ((6, 10), (4, 3)), ((7, 5), (3, 2)), ((5, 5), (5, 5))])
@@ -135,20 +136,23 @@ def test_kernels_option_chooses_the_path():
     assert not vca._uses_fused_kernels(x.double())  # the kernels compute in float32: float64 keeps torch ops
     set_vca_kernels(torch.nn.Sequential(vca), "triton")
     assert vca.kernels == "triton" and vca._uses_fused_kernels(x)
-    with pytest.raises(ValueError, match="VCA kernels must be one of auto, torch, triton, got 'cuda'"):
+    set_vca_kernels(vca, "triton-core")
+    assert vca._uses_fused_kernels(x)
+    with pytest.raises(ValueError, match="VCA kernels must be one of auto, torch, triton, triton-core, got 'cuda'"):
         set_vca_kernels(vca, "cuda")
     with pytest.raises(ValueError, match="got 10 tokens"):
         vca(torch.randn(1, 10, 32))
 
 
-def test_a_dit_through_the_fused_path_compiles_and_trains():
+@pytest.mark.parametrize("kernels", ["triton", "triton-core"])
+def test_a_dit_through_the_fused_path_compiles_and_trains(kernels):
     """The custom ops trace through AOTAutograd: compiled = eager, and their gradients reach every parameter."""
     model = create_model("DiT-Mini/2-VCA", input_size=8, num_classes=4).to(DEVICE)
     with torch.no_grad():  # adaLN-Zero starts every block and the output at zero; open them so all take part
         for p in model.parameters():
             if not p.any():
                 p.normal_(std=0.05)
-    set_vca_kernels(model, "triton")
+    set_vca_kernels(model, kernels)
     x, t, y = torch.randn(2, 4, 8, 8, device=DEVICE), torch.tensor([3, 700], device=DEVICE), torch.tensor([1, 2])
     eager = model(x, t, y.to(DEVICE))
     compiled = torch.compile(model, backend="aot_eager")(x, t, y.to(DEVICE))
@@ -172,6 +176,17 @@ def test_custom_ops_pass_opcheck(local_term):
     weight = torch.randn(h * d, 1, 3, 3, device=DEVICE, requires_grad=True) if local_term else None
     bias = torch.randn(h * d, device=DEVICE, requires_grad=True) if local_term else None
     torch.library.opcheck(vca_fused.norm_merge_local, (o, v, gain, weight, bias, 3, 4, 0.7, 1e-5))
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_the_core_op_passes_opcheck(joint):
+    """The one-op core: schema, fake implementation, autograd registration and AOT dispatch."""
+    B, h, n, N, d = 2, 2, 3, 10, 8
+    q, k, v = (torch.randn(B, N, h, d, device=DEVICE).transpose(1, 2).requires_grad_() for _ in range(3))
+    contrast = torch.randn(B, h, 2 * n, d, device=DEVICE, requires_grad=True)
+    gain = torch.randn(d, device=DEVICE, requires_grad=True)
+    lambdas = torch.tensor([0.4, 0.6], device=DEVICE, requires_grad=True)
+    torch.library.opcheck(vca_core.core, (q, k, v, contrast, gain, lambdas, 0.7, 1e-5, joint))
 
 
 def test_a_failing_triton_build_says_how_to_go_back(monkeypatch):

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import split_heads_qkv
+from .vca_core import core_stages
 from .vca_fused import fused_forward, pooling_bins, triton_available
 
 
@@ -30,7 +31,7 @@ def _pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-KERNELS = ("auto", "torch", "triton")
+KERNELS = ("auto", "torch", "triton", "triton-core")
 
 
 def auto_takes_triton(device_type: str, dtype: torch.dtype, head_dim: int) -> bool:
@@ -41,7 +42,8 @@ def auto_takes_triton(device_type: str, dtype: torch.dtype, head_dim: int) -> bo
 
 
 def check_kernels(kernels: str) -> str:
-    """The fast path's kernels: "torch" (any device), "triton" (fused, CUDA or Triton's interpreter), "auto"."""
+    """The fast path's kernels: "torch" (any device), "triton" (fused epilogues around two attention calls, CUDA or
+    Triton's interpreter), "triton-core" (stage I, the contrast values and stage II in one kernel pair), "auto"."""
     if kernels not in KERNELS:
         raise ValueError(f"VCA kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
     return kernels
@@ -193,11 +195,11 @@ class VisualContrastAttention(nn.Module):
     # -- shared pieces ---------------------------------------------------------------------------------------
     def _uses_fused_kernels(self, x) -> bool:
         """The Triton path where asked for, or by default on CUDA; the torch path otherwise."""
-        if self.kernels == "triton" and not triton_available():
-            raise RuntimeError("VCA kernels='triton' needs Triton (it ships with torch's CUDA builds); "
+        if self.kernels.startswith("triton") and not triton_available():
+            raise RuntimeError(f"VCA kernels={self.kernels!r} needs Triton (it ships with torch's CUDA builds); "
                                "use kernels='torch' or install triton")
         if self.kernels != "auto":
-            return self.kernels == "triton"
+            return self.kernels != "torch"
         return auto_takes_triton(x.device.type, x.dtype, self.head_dim) and triton_available()
 
     def _check_tokens(self, x):
@@ -262,7 +264,7 @@ class VisualContrastAttention(nn.Module):
             return self.reference_forward(x, return_attention_maps=True)
         if self._uses_fused_kernels(x):
             self._check_tokens(x)
-            return fused_forward(self, x)
+            return fused_forward(self, x, core_stages if self.kernels == "triton-core" else None)
         q, k, v = self._split_heads_qkv(x)
         plus, minus = self.contrast_tokens(q)
         contrast = torch.cat([plus, minus], dim=2)

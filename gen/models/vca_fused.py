@@ -251,24 +251,31 @@ def pooling_bins(grid_size, pool_size) -> tuple[Tensor, Tensor, float | None]:
     return member.view(sh * sw, H * W), 1.0 / torch.tensor(sizes, dtype=torch.float32).view(-1, 1), uniform
 
 
-def fused_forward(vca, x: Tensor) -> Tensor:
-    """`VisualContrastAttention.forward` through the fused epilogues; equal to the reference to float rounding."""
-    n = vca.num_contrast
+def fused_forward(vca, x: Tensor, stages=None) -> Tensor:
+    """`VisualContrastAttention.forward` through the fused kernels; equal to the reference to float rounding.
+    `stages`: what makes stage II's output from q, k, v and the contrast tokens (default: `attention_stages`;
+    vca_core.core_stages for kernels="triton-core")."""
     q, k, v = vca._split_heads_qkv(x)
     contrast = _contrast_tokens(vca, q, x.shape[0])  # [B, h, 2n, d]
     scale = 1 - vca.lambda_init
-    lambdas = [getattr(stage, name) for stage in (vca.stage1_lambda, vca.stage2_lambda) for name in LAMBDA_VECTORS]
-    u = F.scaled_dot_product_attention(contrast, k, v)
-    values, _ = contrast_values(u, vca.stage1_norm.weight, lambdas, vca.lambda_init, scale, vca.stage1_norm.eps)
-    if vca.stage2_softmax == "joint":
-        out = F.scaled_dot_product_attention(q, contrast, values)
-    else:  # A+ Vc - l2 A- Vc, the values' second half holding -l2 Vc
-        out = (F.scaled_dot_product_attention(q, contrast[:, :, :n], values[:, :, :n])
-               + F.scaled_dot_product_attention(q, contrast[:, :, n:], values[:, :, n:]))
+    out = (stages or attention_stages)(vca, q, k, v, contrast, scale)
     conv = vca.local_conv
     merged, _ = norm_merge_local(out, v, vca.stage2_norm.weight, None if conv is None else conv.weight,
                                  None if conv is None else conv.bias, *vca.grid_size, scale, vca.stage2_norm.eps)
     return vca.proj(merged)
+
+
+def attention_stages(vca, q: Tensor, k: Tensor, v: Tensor, contrast: Tensor, scale: float) -> Tensor:
+    """Stage I and stage II as two attention calls with the contrast values' epilogue between them."""
+    n = vca.num_contrast
+    lambdas = [getattr(stage, name) for stage in (vca.stage1_lambda, vca.stage2_lambda) for name in LAMBDA_VECTORS]
+    u = F.scaled_dot_product_attention(contrast, k, v)
+    values, _ = contrast_values(u, vca.stage1_norm.weight, lambdas, vca.lambda_init, scale, vca.stage1_norm.eps)
+    if vca.stage2_softmax == "joint":
+        return F.scaled_dot_product_attention(q, contrast, values)
+    # A+ Vc - l2 A- Vc, the values' second half holding -l2 Vc
+    return (F.scaled_dot_product_attention(q, contrast[:, :, :n], values[:, :, :n])
+            + F.scaled_dot_product_attention(q, contrast[:, :, n:], values[:, :, n:]))
 
 
 def _contrast_tokens(vca, q: Tensor, batch: int) -> Tensor:

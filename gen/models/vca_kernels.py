@@ -9,6 +9,8 @@ summed by the caller, so no atomics and the same result on every run. Imported o
 import triton
 import triton.language as tl
 
+from .vca_core_kernels import vca_core_backward, vca_core_forward  # noqa: F401  (launched by name, as the rest)
+
 
 @triton.jit
 def _load_vector(ptr, col, ok):

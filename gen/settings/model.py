@@ -24,9 +24,10 @@ class ModelSettings:
                                     metavar="FILE")
     gradient_checkpointing: bool = setting(False, "recompute blocks to save memory", switch=True)
     compile: bool = setting(False, "torch.compile the model", switch=True)
-    vca_kernels: str = setting("auto", "VCA's fast path: fused Triton kernels (triton), torch ops (torch), or auto: "
-                                       "triton on CUDA for head widths that are powers of 2 (measured faster there), "
-                                       "torch elsewhere", choices=KERNELS)
+    vca_kernels: str = setting("auto", "VCA's fast path: fused Triton epilogues (triton), its core in one Triton "
+                                       "kernel pair (triton-core; not yet measured on a GPU), torch ops (torch), or "
+                                       "auto: triton on CUDA for head widths that are powers of 2 (measured faster "
+                                       "there), torch elsewhere", choices=KERNELS)
     qk_norm: bool = setting(False, "LightningDiT's QK-norm: a per-head norm of queries and keys (against NaNs in long "
                                    "runs); with VCA before both stages", switch=True)
     rope: bool = setting(False, "LightningDiT's 2-D rotary position embedding of queries and keys (head width "
