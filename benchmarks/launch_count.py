@@ -143,12 +143,13 @@ def main(argv=None):
 
 
 def count_modules(args, x):
-    """Table rows and launches by name for MHSA and VCA's two paths."""
+    """Table rows and launches by name for MHSA and VCA's three paths."""
     grid = (args.side, args.side)
     modules = {
         "MHSA": Attention(args.dim, args.heads),
         "VCA, torch path": VisualContrastAttention(args.dim, args.heads, grid, kernels="torch"),
         "VCA, fused path": VisualContrastAttention(args.dim, args.heads, grid, kernels="triton"),
+        "VCA, one-kernel core": VisualContrastAttention(args.dim, args.heads, grid, kernels="triton-core"),
     }
     rows, names = [], collections.defaultdict(collections.Counter)
     for label, module in modules.items():

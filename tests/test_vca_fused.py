@@ -185,8 +185,8 @@ def test_the_core_op_passes_opcheck(joint):
     q, k, v = (torch.randn(B, N, h, d, device=DEVICE).transpose(1, 2).requires_grad_() for _ in range(3))
     contrast = torch.randn(B, h, 2 * n, d, device=DEVICE, requires_grad=True)
     gain = torch.randn(d, device=DEVICE, requires_grad=True)
-    lambdas = torch.tensor([0.4, 0.6], device=DEVICE, requires_grad=True)
-    torch.library.opcheck(vca_core.core, (q, k, v, contrast, gain, lambdas, 0.7, 1e-5, joint))
+    lambdas = [torch.randn(d, device=DEVICE, requires_grad=True) * 0.1 for _ in range(8)]
+    torch.library.opcheck(vca_core.core, (q, k, v, contrast, gain, lambdas, 0.5, 0.7, 1e-5, joint))
 
 
 def test_a_failing_triton_build_says_how_to_go_back(monkeypatch):

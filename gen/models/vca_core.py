@@ -2,7 +2,7 @@
 kernel per direction (gen/models/vca_core_kernels.py), in place of two attention calls and the epilogue between
 them. The contrast tokens before it and the norm, head merge and local term after it are vca_fused's.
 
-    out, *saved = core(q, k, v, contrast, gain, lambdas, scale, eps, joint)   # out [B, h, N, d], before its norm
+    out, *saved = core(q, k, v, contrast, gain, lambda_vectors, lambda_init, scale, eps, joint)  # before its norm
 
 The saved tensors (stage I's output and the softmaxes' statistics) are small: [B, h, 2n, d] and a few floats
 per token. Tests compare the op's output and every gradient with the reference path.
@@ -13,7 +13,7 @@ import os
 import torch
 from torch import Tensor
 
-from .vca_fused import _alignment, _block_d, _heads_layout, _launch, _no_gradient_for_rstd
+from .vca_fused import LAMBDA_VECTORS, _alignment, _block_d, _heads_layout, _launch, _no_gradient_for_rstd
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -39,26 +39,27 @@ def _strides(*tensors: Tensor) -> list[int]:
 
 
 @torch.library.custom_op("vca::core", mutates_args=())
-def core(q: Tensor, k: Tensor, v: Tensor, contrast: Tensor, gain: Tensor, lambdas: Tensor, scale: float,
-         eps: float, joint: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """q, k, v [B, h, N, d]; contrast [T+; T-] [B, h, 2n, d]; gain: stage I's norm gain [d]; lambdas: float32
-    [lambda1, lambda2]. Returns stage II's output before its norm, then what the backward needs: stage I's output
-    U, the log-sum-exps of stage I [B, h, 2n] and of stage II [B, h, 1 (joint) or 2, N], stage I's 1/rms [B, h, n]."""
+def core(q: Tensor, k: Tensor, v: Tensor, contrast: Tensor, gain: Tensor, lambda_vectors: list[Tensor],
+         lambda_init: float, scale: float, eps: float, joint: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """q, k, v [B, h, N, d]; contrast [T+; T-] [B, h, 2n, d]; gain: stage I's norm gain [d]; lambda_vectors: q1,
+    k1, q2, k2 of stage I's lambda, then of stage II's (`DifferentialLambda`; the kernels compute both). Returns
+    stage II's output before its norm, then what the backward needs: stage I's output U, the log-sum-exps of
+    stage I [B, h, 2n] and of stage II [B, h, 1 (joint) or 2, N], stage I's 1/rms [B, h, n]."""
     B, h, N, d = q.shape
     n = contrast.shape[2] // 2
     out, u = _heads_layout(q), contrast.new_empty(contrast.shape)
     lse1 = q.new_empty(B, h, 2 * n, dtype=torch.float32)
     lse2 = q.new_empty(B, h, 1 if joint else 2, N, dtype=torch.float32)
     rstd = q.new_empty(B, h, n, dtype=torch.float32)
-    _launch("vca_core_forward", (B * h,), q, k, v, contrast, gain, lambdas, out, u, lse1, lse2, rstd, N, n, d, h,
-            *_strides(q, k, v, contrast, out, u), 1 / math.sqrt(d), scale, eps, JOINT=joint,
+    _launch("vca_core_forward", (B * h,), q, k, v, contrast, gain, *lambda_vectors, out, u, lse1, lse2, rstd,
+            N, n, d, h, *_strides(q, k, v, contrast, out, u), lambda_init, 1 / math.sqrt(d), scale, eps, JOINT=joint,
             PRECISION=_precision(q.dtype), ALIGN=_alignment(q, k, v, contrast, out, u), **_blocks(n, d),
             num_warps=WARPS)
     return out, u, lse1, lse2, rstd
 
 
 @core.register_fake
-def _(q, k, v, contrast, gain, lambdas, scale, eps, joint):
+def _(q, k, v, contrast, gain, lambda_vectors, lambda_init, scale, eps, joint):
     B, h, N, _ = q.shape
     n = contrast.shape[2] // 2
     return (_heads_layout(q), contrast.new_empty(contrast.shape), q.new_empty(B, h, 2 * n, dtype=torch.float32),
@@ -66,48 +67,48 @@ def _(q, k, v, contrast, gain, lambdas, scale, eps, joint):
 
 
 @torch.library.custom_op("vca::core_backward", mutates_args=())
-def core_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, contrast: Tensor, gain: Tensor, lambdas: Tensor,
-                  u: Tensor, lse1: Tensor, lse2: Tensor, rstd: Tensor, scale: float,
-                  joint: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def core_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, contrast: Tensor, gain: Tensor,
+                  lambda_vectors: list[Tensor], u: Tensor, lse1: Tensor, lse2: Tensor, rstd: Tensor, lambda_init: float,
+                  scale: float, joint: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """dq (stage II's part; the pooling's part flows back through the contrast tokens), dk, dv, d contrast, and
-    float32 [B * h, d + 2]: per (image, head) the gain's gradient, then lambda1's and lambda2's."""
+    float32 [9, d]: the gain's gradient, then those of the 8 lambda vectors."""
     B, h, N, d = q.shape
     n = contrast.shape[2] // 2
     dq, dk, dv = _heads_layout(q), _heads_layout(k), _heads_layout(v)
     d_contrast = torch.empty_like(contrast)
     partial = q.new_empty(B * h, d + 2, dtype=torch.float32)
-    _launch("vca_core_backward", (B * h,), grad, q, k, v, contrast, gain, lambdas, u, lse1, lse2, rstd,
-            dq, dk, dv, d_contrast, partial, N, n, d, h,
-            *_strides(grad, q, k, v, contrast, u, dq, dk, dv, d_contrast), 1 / math.sqrt(d), scale, JOINT=joint,
+    _launch("vca_core_backward", (B * h,), grad, q, k, v, contrast, gain, *lambda_vectors, u, lse1, lse2, rstd,
+            dq, dk, dv, d_contrast, partial, N, n, d, h, *_strides(grad, q, k, v, contrast, u, dq, dk, dv, d_contrast),
+            lambda_init, 1 / math.sqrt(d), scale, JOINT=joint,
             PRECISION=_precision(q.dtype), ALIGN=_alignment(grad, q, k, v, contrast, u, dq, dk, dv, d_contrast),
             **_blocks(n, d), num_warps=WARPS)
-    return dq, dk, dv, d_contrast, partial
+    small = q.new_empty(9, d, dtype=torch.float32)  # summed by torch, then the lambdas' chain rule in one program
+    _launch("contrast_values_finish", (1,), partial.sum(0), *lambda_vectors, small, d, BLOCK_D=_block_d(d))
+    return dq, dk, dv, d_contrast, small
 
 
 @core_backward.register_fake
-def _(grad, q, k, v, contrast, gain, lambdas, u, lse1, lse2, rstd, scale, joint):
-    B, h, _, d = q.shape
+def _(grad, q, k, v, contrast, gain, lambda_vectors, u, lse1, lse2, rstd, lambda_init, scale, joint):
     return (_heads_layout(q), _heads_layout(k), _heads_layout(v), torch.empty_like(contrast),
-            q.new_empty(B * h, d + 2, dtype=torch.float32))
+            q.new_empty(9, q.shape[-1], dtype=torch.float32))
 
 
 def _core_setup(ctx, inputs, output):
-    q, k, v, contrast, gain, lambdas, scale, _, joint = inputs
+    q, k, v, contrast, gain, lambda_vectors, lambda_init, scale, _, joint = inputs
     _, u, lse1, lse2, rstd = output
-    ctx.save_for_backward(q, k, v, contrast, gain, lambdas, u, lse1, lse2, rstd)
-    ctx.scale, ctx.joint = scale, joint
+    ctx.save_for_backward(q, k, v, contrast, gain, u, lse1, lse2, rstd, *lambda_vectors)
+    ctx.lambda_init, ctx.scale, ctx.joint = lambda_init, scale, joint
     for saved in (u, lse1, lse2):
         ctx.mark_non_differentiable(saved)
     _no_gradient_for_rstd(ctx, rstd)
 
 
 def _core_grad(ctx, grad_out, *_saved_grads):
-    q, k, v, contrast, gain, lambdas, u, lse1, lse2, rstd = ctx.saved_tensors
-    dq, dk, dv, d_contrast, partial = core_backward(grad_out, q, k, v, contrast, gain, lambdas, u, lse1, lse2, rstd,
-                                                    ctx.scale, ctx.joint)
-    sums = partial.sum(0)
-    d = q.shape[-1]
-    return dq, dk, dv, d_contrast, sums[:d].to(gain.dtype), sums[d:].to(lambdas.dtype), None, None, None
+    q, k, v, contrast, gain, u, lse1, lse2, rstd, *lambda_vectors = ctx.saved_tensors
+    dq, dk, dv, d_contrast, small = core_backward(grad_out, q, k, v, contrast, gain, lambda_vectors, u, lse1, lse2,
+                                                  rstd, ctx.lambda_init, ctx.scale, ctx.joint)
+    grad_lambdas = [grad.to(vector.dtype) for grad, vector in zip(small[1:], lambda_vectors, strict=True)]
+    return dq, dk, dv, d_contrast, small[0].to(gain.dtype), grad_lambdas, None, None, None, None
 
 
 core.register_autograd(_core_grad, setup_context=_core_setup)
@@ -119,6 +120,6 @@ def core_stages(vca, q: Tensor, k: Tensor, v: Tensor, contrast: Tensor, scale: f
     device = q.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else v.dtype
     q, k, v, contrast = (t.to(dtype) for t in (q, k, v, contrast))
-    lambdas = torch.stack([vca.stage1_lambda(), vca.stage2_lambda()]).float()
-    return core(q, k, v, contrast, vca.stage1_norm.weight, lambdas, scale, vca.stage1_norm.eps,
+    lambdas = [getattr(stage, name) for stage in (vca.stage1_lambda, vca.stage2_lambda) for name in LAMBDA_VECTORS]
+    return core(q, k, v, contrast, vca.stage1_norm.weight, lambdas, vca.lambda_init, scale, vca.stage1_norm.eps,
                 vca.stage2_softmax == "joint")[0]

@@ -15,6 +15,21 @@ import triton.language as tl
 
 
 @triton.jit
+def load_vector(ptr, col, ok):
+    return tl.load(ptr + col, mask=ok, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def differential_lambda(q1_ptr, k1_ptr, q2_ptr, k2_ptr, lambda_init, d, BLOCK_D: tl.constexpr):
+    """exp(<q1, k1>) - exp(<q2, k2>) + lambda_init, from the four vectors of `DifferentialLambda`."""
+    col = tl.arange(0, BLOCK_D)
+    ok = col < d
+    q1, k1 = load_vector(q1_ptr, col, ok), load_vector(k1_ptr, col, ok)
+    q2, k2 = load_vector(q2_ptr, col, ok), load_vector(k2_ptr, col, ok)
+    return tl.exp(tl.sum(q1 * k1, axis=0)) - tl.exp(tl.sum(q2 * k2, axis=0)) + lambda_init
+
+
+@triton.jit
 def _row_pointers(ptr, b, head, s_b, s_h, s_i, s_j, row, col, ALIGN: tl.constexpr):
     """Pointers to rows `row` of a [B, h, S, d] tensor; ALIGN: what divides every row's start (the hint that lets
     a head of 72 load in vectors)."""
@@ -66,11 +81,12 @@ def _stage2_weights(s_plus, s_minus, lse_plus, lse_minus, lambda2, JOINT: tl.con
 
 @triton.jit
 def vca_core_forward(
-    q_ptr, k_ptr, v_ptr, t_ptr, gain_ptr, lambda_ptr, o_ptr, u_ptr, lse1_ptr, lse2_ptr, rstd_ptr,
+    q_ptr, k_ptr, v_ptr, t_ptr, gain_ptr, s1q1, s1k1, s1q2, s1k2, s2q1, s2k1, s2q2, s2k2,
+    o_ptr, u_ptr, lse1_ptr, lse2_ptr, rstd_ptr,
     N, n, d: tl.constexpr, heads,
     sq_b, sq_h, sq_i, sq_j, sk_b, sk_h, sk_i, sk_j, sv_b, sv_h, sv_i, sv_j, st_b, st_h, st_i, st_j,
     so_b, so_h, so_i, so_j, su_b, su_h, su_i, su_j,
-    sm_scale, norm_scale, eps,
+    lambda_init, sm_scale, norm_scale, eps,
     JOINT: tl.constexpr, PRECISION: tl.constexpr, ALIGN: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -120,7 +136,8 @@ def vca_core_forward(
     tl.store(lse1_ptr + stats + n + c, m_minus + tl.log(l_minus), mask=c_ok)
 
     # The contrast values, kept in registers for stage II.
-    lambda1, lambda2 = tl.load(lambda_ptr), tl.load(lambda_ptr + 1)
+    lambda1 = differential_lambda(s1q1, s1k1, s1q2, s1k2, lambda_init, d, BLOCK_D)
+    lambda2 = differential_lambda(s2q1, s2k1, s2q2, s2k2, lambda_init, d, BLOCK_D)
     gain = tl.load(gain_ptr + col, mask=col_ok, other=0.0).to(tl.float32)
     diff = u_plus.to(tl.float32) - lambda1 * u_minus.to(tl.float32)
     rstd = tl.rsqrt(tl.sum(diff * diff, axis=1) / d + eps)
@@ -154,14 +171,15 @@ def vca_core_forward(
 
 @triton.jit
 def vca_core_backward(
-    grad_ptr, q_ptr, k_ptr, v_ptr, t_ptr, gain_ptr, lambda_ptr, u_ptr, lse1_ptr, lse2_ptr, rstd_ptr,
+    grad_ptr, q_ptr, k_ptr, v_ptr, t_ptr, gain_ptr, s1q1, s1k1, s1q2, s1k2, s2q1, s2k1, s2q2, s2k2,
+    u_ptr, lse1_ptr, lse2_ptr, rstd_ptr,
     dq_ptr, dk_ptr, dv_ptr, dt_ptr, partial_ptr,
     N, n, d: tl.constexpr, heads,
     sg_b, sg_h, sg_i, sg_j, sq_b, sq_h, sq_i, sq_j, sk_b, sk_h, sk_i, sk_j, sv_b, sv_h, sv_i, sv_j,
     st_b, st_h, st_i, st_j, su_b, su_h, su_i, su_j,
     sdq_b, sdq_h, sdq_i, sdq_j, sdk_b, sdk_h, sdk_i, sdk_j, sdv_b, sdv_h, sdv_i, sdv_j,
     sdt_b, sdt_h, sdt_i, sdt_j,
-    sm_scale, norm_scale,
+    lambda_init, sm_scale, norm_scale,
     JOINT: tl.constexpr, PRECISION: tl.constexpr, ALIGN: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -178,7 +196,8 @@ def vca_core_backward(
     dtype = t_plus.dtype
     u_plus = _rows(u_ptr, b, head, su_b, su_h, su_i, su_j, c, col, c_mask, ALIGN).to(tl.float32)
     u_minus = _rows(u_ptr, b, head, su_b, su_h, su_i, su_j, c + n, col, c_mask, ALIGN).to(tl.float32)
-    lambda1, lambda2 = tl.load(lambda_ptr), tl.load(lambda_ptr + 1)
+    lambda1 = differential_lambda(s1q1, s1k1, s1q2, s1k2, lambda_init, d, BLOCK_D)
+    lambda2 = differential_lambda(s2q1, s2k1, s2q2, s2k2, lambda_init, d, BLOCK_D)
     gain = tl.load(gain_ptr + col, mask=col_ok, other=0.0).to(tl.float32)
     rstd = tl.load(rstd_ptr + program * n + c, mask=c_ok, other=0.0)
     contrast_values, diff = _contrast_values(u_plus, u_minus, rstd, gain, lambda1, norm_scale)

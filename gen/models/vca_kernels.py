@@ -9,22 +9,7 @@ summed by the caller, so no atomics and the same result on every run. Imported o
 import triton
 import triton.language as tl
 
-from .vca_core_kernels import vca_core_backward, vca_core_forward  # noqa: F401  (launched by name, as the rest)
-
-
-@triton.jit
-def _load_vector(ptr, col, ok):
-    return tl.load(ptr + col, mask=ok, other=0.0).to(tl.float32)
-
-
-@triton.jit
-def differential_lambda(q1_ptr, k1_ptr, q2_ptr, k2_ptr, lambda_init, d, BLOCK_D: tl.constexpr):
-    """exp(<q1, k1>) - exp(<q2, k2>) + lambda_init, from the four vectors of `DifferentialLambda`."""
-    col = tl.arange(0, BLOCK_D)
-    ok = col < d
-    q1, k1 = _load_vector(q1_ptr, col, ok), _load_vector(k1_ptr, col, ok)
-    q2, k2 = _load_vector(q2_ptr, col, ok), _load_vector(k2_ptr, col, ok)
-    return tl.exp(tl.sum(q1 * k1, axis=0)) - tl.exp(tl.sum(q2 * k2, axis=0)) + lambda_init
+from .vca_core_kernels import differential_lambda, load_vector, vca_core_backward, vca_core_forward  # noqa: F401
 
 
 @triton.jit
@@ -120,8 +105,8 @@ def lambda_vector_gradients(grad_lambda, q1_ptr, k1_ptr, q2_ptr, k2_ptr, out_ptr
     """Rows q1, k1, q2, k2 of out: the gradients of exp(<q1, k1>) - exp(<q2, k2>) given the lambda's gradient."""
     col = tl.arange(0, BLOCK_D)
     ok = col < d
-    q1, k1 = _load_vector(q1_ptr, col, ok), _load_vector(k1_ptr, col, ok)
-    q2, k2 = _load_vector(q2_ptr, col, ok), _load_vector(k2_ptr, col, ok)
+    q1, k1 = load_vector(q1_ptr, col, ok), load_vector(k1_ptr, col, ok)
+    q2, k2 = load_vector(q2_ptr, col, ok), load_vector(k2_ptr, col, ok)
     grad_first = grad_lambda * tl.exp(tl.sum(q1 * k1, axis=0))
     grad_second = -grad_lambda * tl.exp(tl.sum(q2 * k2, axis=0))
     tl.store(out_ptr + col, grad_first * k1, mask=ok)  # d/dq1 exp(<q1, k1>) = exp(<q1, k1>) k1
