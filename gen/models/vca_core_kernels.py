@@ -71,12 +71,9 @@ def _contrast_values(u_plus, u_minus, rstd, gain, lambda1, norm_scale):
 
 
 @triton.jit
-def _stage2_weights(s_plus, s_minus, lse_plus, lse_minus, lambda2, JOINT: tl.constexpr):
-    """Stage II's attention A+ and A- of a tile of queries from their scores and log-sum-exps (joint: one softmax
-    over [T+; T-], whose log-sum-exp is lse_plus; separate: one each)."""
-    a_plus = tl.exp(s_plus - lse_plus[:, None])
-    a_minus = tl.exp(s_minus - (lse_plus if JOINT else lse_minus)[:, None])
-    return a_plus, a_minus
+def _softmax(scores, lse):
+    """A softmax recomputed from its scores and the log-sum-exp of each row that the forward kept."""
+    return tl.exp(scores - lse[:, None])
 
 
 @triton.jit
@@ -142,7 +139,8 @@ def vca_core_forward(
     diff = u_plus.to(tl.float32) - lambda1 * u_minus.to(tl.float32)
     rstd = tl.rsqrt(tl.sum(diff * diff, axis=1) / d + eps)
     tl.store(rstd_ptr + program * n + c, rstd, mask=c_ok)
-    contrast_values = (diff * rstd[:, None] * gain[None, :] * norm_scale).to(dtype)
+    contrast_values = _contrast_values(u_plus.to(tl.float32), u_minus.to(tl.float32), rstd, gain, lambda1,
+                                       norm_scale)[0].to(dtype)
 
     # Stage II: every tile of queries over the 2n contrast tokens; a whole row of scores fits in registers.
     for start in range(0, N, BLOCK_N):
@@ -220,7 +218,7 @@ def vca_core_backward(
         lse_minus = lse_plus
         if not JOINT:
             lse_minus = tl.load(lse2_row + N + i, mask=i_ok, other=0.0)
-        a_plus, a_minus = _stage2_weights(s_plus, s_minus, lse_plus, lse_minus, lambda2, JOINT)
+        a_plus, a_minus = _softmax(s_plus, lse_plus), _softmax(s_minus, lse_minus)  # joint: one lse for both
         g = _dot(grad, tl.trans(contrast_values), PRECISION)  # dO Vc^T: d(A+), and -d(A-)/l2
         g_plus, g_minus = tl.sum(a_plus * g, axis=1), tl.sum(a_minus * g, axis=1)
         if JOINT:  # one softmax: both halves share the row's sum of A dA
@@ -260,8 +258,8 @@ def vca_core_backward(
         pair_ok = c_ok[:, None] & j_ok[None, :]
         keys = _rows(k_ptr, b, head, sk_b, sk_h, sk_i, sk_j, j, col, j_mask, ALIGN)
         values = _rows(v_ptr, b, head, sv_b, sv_h, sv_i, sv_j, j, col, j_mask, ALIGN)
-        p_plus = tl.where(pair_ok, tl.exp(_scores(t_plus, keys, sm_scale, PRECISION) - lse_plus[:, None]), 0.0)
-        p_minus = tl.where(pair_ok, tl.exp(_scores(t_minus, keys, sm_scale, PRECISION) - lse_minus[:, None]), 0.0)
+        p_plus = tl.where(pair_ok, _softmax(_scores(t_plus, keys, sm_scale, PRECISION), lse_plus), 0.0)
+        p_minus = tl.where(pair_ok, _softmax(_scores(t_minus, keys, sm_scale, PRECISION), lse_minus), 0.0)
         ds_plus = (p_plus * (_scores(du_plus, values, 1.0, PRECISION) - delta_plus[:, None])).to(dtype)
         ds_minus = (p_minus * (_scores(du_minus, values, 1.0, PRECISION) - delta_minus[:, None])).to(dtype)
         dk = (_dot(tl.trans(ds_plus), t_plus, PRECISION) + _dot(tl.trans(ds_minus), t_minus, PRECISION)) * sm_scale
