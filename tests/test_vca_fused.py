@@ -78,6 +78,10 @@ CASES = {  # (dim, heads, grid, pool, options)
 }
 
 
+# The core's kernels treat these shapes as the others in bf16 (masks, tiles): float32 proves them, and the interpreter's
+# bf16 runs, slow, stay for the cases whose dtypes differ (autocast casts, QK-norm's float32, learned tokens).
+CORE_FLOAT32_ONLY = {"non-square, pool not dividing, d=12", "no local term", "more tokens than one program walks (289)"}
+
 # Both fast paths measured against the float64 reference: the fused one must be within FLOOR or no further off
 # than the torch one times FACTOR (a gradient summed from cancelling terms loses digits on either). In bf16 the
 # lambdas' gradients, sums over every token of such terms, are off by 0.1-30 % on both paths, seed by seed.
@@ -99,13 +103,14 @@ def test_fused_equals_reference(case, precision):
     reference = outputs_and_gradients(exact.reference_forward, exact, x.detach().double().requires_grad_(),
                                       grad_out.double())
     errors = {}
-    for kernels in ("triton-core", "triton", "torch"):
+    core_case = autocast_dtype is None or case not in CORE_FLOAT32_ONLY
+    for kernels in ("triton-core", "triton", "torch") if core_case else ("triton", "torch"):
         vca.kernels = kernels
         with same_attention_arithmetic(autocast_dtype is None):
             errors[kernels] = relative_errors(outputs_and_gradients(vca.forward, vca, x, grad_out, autocast_dtype),
                                               reference)
     assert len(errors["triton"]) == 2 + len(list(vca.parameters()))
-    for fused in ("triton-core", "triton"):
+    for fused in ("triton-core", "triton") if core_case else ("triton",):
         for name, error in errors[fused].items():
             allowed = max(factor * errors["torch"][name], lambda_floor if "lambda" in name else floor)
             assert error <= allowed, (fused, name, error, errors["torch"][name])
