@@ -43,6 +43,13 @@ def _rows(ptr, b, head, s_b, s_h, s_i, s_j, row, col, mask, ALIGN: tl.constexpr)
 
 
 @triton.jit
+def _halves(ptr, b, head, s_b, s_h, s_i, s_j, n, c, col, mask, ALIGN: tl.constexpr):
+    """The plus rows c and the minus rows n + c of a [B, h, 2n, d] tensor ([T+; T-], or stage I's output)."""
+    return (_rows(ptr, b, head, s_b, s_h, s_i, s_j, c, col, mask, ALIGN),
+            _rows(ptr, b, head, s_b, s_h, s_i, s_j, c + n, col, mask, ALIGN))
+
+
+@triton.jit
 def _store_rows(ptr, value, b, head, s_b, s_h, s_i, s_j, row, col, mask, ALIGN: tl.constexpr):
     tl.store(_row_pointers(ptr, b, head, s_b, s_h, s_i, s_j, row, col, ALIGN), value.to(ptr.dtype.element_ty),
              mask=mask)
@@ -95,8 +102,7 @@ def vca_core_forward(
     c, col = tl.arange(0, BLOCK_C), tl.arange(0, BLOCK_D)
     c_ok, col_ok = c < n, col < d
     c_mask = c_ok[:, None] & col_ok[None, :]
-    t_plus = _rows(t_ptr, b, head, st_b, st_h, st_i, st_j, c, col, c_mask, ALIGN)
-    t_minus = _rows(t_ptr, b, head, st_b, st_h, st_i, st_j, c + n, col, c_mask, ALIGN)
+    t_plus, t_minus = _halves(t_ptr, b, head, st_b, st_h, st_i, st_j, n, c, col, c_mask, ALIGN)
     dtype = t_plus.dtype
 
     # Stage I: both halves of [T+; T-] over all keys, each with its online softmax.
@@ -189,11 +195,10 @@ def vca_core_backward(
     c, col = tl.arange(0, BLOCK_C), tl.arange(0, BLOCK_D)
     c_ok, col_ok = c < n, col < d
     c_mask = c_ok[:, None] & col_ok[None, :]
-    t_plus = _rows(t_ptr, b, head, st_b, st_h, st_i, st_j, c, col, c_mask, ALIGN)
-    t_minus = _rows(t_ptr, b, head, st_b, st_h, st_i, st_j, c + n, col, c_mask, ALIGN)
+    t_plus, t_minus = _halves(t_ptr, b, head, st_b, st_h, st_i, st_j, n, c, col, c_mask, ALIGN)
     dtype = t_plus.dtype
-    u_plus = _rows(u_ptr, b, head, su_b, su_h, su_i, su_j, c, col, c_mask, ALIGN).to(tl.float32)
-    u_minus = _rows(u_ptr, b, head, su_b, su_h, su_i, su_j, c + n, col, c_mask, ALIGN).to(tl.float32)
+    u_plus, u_minus = _halves(u_ptr, b, head, su_b, su_h, su_i, su_j, n, c, col, c_mask, ALIGN)
+    u_plus, u_minus = u_plus.to(tl.float32), u_minus.to(tl.float32)
     lambda1 = differential_lambda(s1q1, s1k1, s1q2, s1k2, lambda_init, d, BLOCK_D)
     lambda2 = differential_lambda(s2q1, s2k1, s2q2, s2k2, lambda_init, d, BLOCK_D)
     gain = tl.load(gain_ptr + col, mask=col_ok, other=0.0).to(tl.float32)
