@@ -97,7 +97,8 @@ def run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings, f
     others = {key for other in FAMILIES.values() for key in other.options() if key not in family.options()}
     recorded = {k: v for k, v in sorted(vars(args).items()) if k not in skip and k not in others}
     recorded.update(settings)  # the process as used: the file's, where the flags left it None
-    sampling.check_settings(args.sample_dir, recorded, accelerator.is_main_process)
+    if accelerator.is_main_process:  # before anyone writes: sample_to_folder's barrier waits for it
+        sampling.check_settings(args.sample_dir, recorded)
     stats = {}
     start = time.perf_counter()
     made = sampling.sample_to_folder(accelerator, model, vae, sample_fn, sample_dir=args.sample_dir,

@@ -54,7 +54,8 @@ def launch_two_processes(*argv):
                "--main_process_port", str(port), "sample.py", *map(str, argv)]
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    reasons = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # any rank's one line
+    assert result.returncode == 0, "\n".join(reasons) + "\n" + result.stderr[-4000:]
     assert "on 2 processes" in result.stdout + result.stderr
 
 

@@ -30,23 +30,23 @@ def write_png(image_uint8: np.ndarray, path: str):
         Image.fromarray(image_uint8).save(handle, format="PNG")
 
 
-def check_settings(sample_dir, settings: dict, is_main: bool):
-    """Refuse to mix images of other settings, or files of anyone else, into `sample_dir`; the main process
-    records the settings once (the record marks the folder as sample.py's: resuming trusts its PNGs)."""
+def check_settings(sample_dir, settings: dict):
+    """Refuse to mix images of other settings, or files of anyone else, into `sample_dir`, and record the settings
+    once (the record marks the folder as sample.py's: resuming trusts its PNGs). The main process alone calls it:
+    the others' settings are the same, and a second process reading the folder while this one writes the record
+    would see its temporary file and call it someone else's."""
     path = os.path.join(sample_dir, SETTINGS_FILE)
-    if not os.path.exists(path):  # not ours: it must be empty (another process may be writing the record)
-        being_written = {name for name in os.listdir(sample_dir) if name.startswith(SETTINGS_FILE)}
-        check_output_folder(sample_dir, "--sample-dir", ignored=being_written)
-    if os.path.exists(path):
-        with open(path) as handle:
-            saved = json.load(handle)
-        changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
-        if changed:
-            raise UserError(f"{sample_dir} holds samples made with other settings (was, now: {changed}); "
-                            f"use another --sample-dir or delete this one")
-    elif is_main:
+    if not os.path.exists(path):  # not ours: it must be empty
+        check_output_folder(sample_dir, "--sample-dir")
         with atomic_open(path, "w") as handle:
             json.dump(settings, handle, indent=1)
+        return
+    with open(path) as handle:
+        saved = json.load(handle)
+    changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+    if changed:
+        raise UserError(f"{sample_dir} holds samples made with other settings (was, now: {changed}); "
+                        f"use another --sample-dir or delete this one")
 
 
 def sample_to_folder(accelerator, model, vae, sample_fn, *, sample_dir, num_samples, batch_size, latent_shape,
