@@ -12,6 +12,13 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Under pytest-xdist (make test), the workers share the cores: each its share of threads, its subprocesses too
+# (a test of tiny models with more threads than cores waits on them: the unit tier took twice as long).
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 from tiny import write_image_folder  # noqa: E402
 
 # The end-to-end tier: files that train, sample, score or launch commands (most of the suite's time), and single
