@@ -44,7 +44,7 @@ def run(*argv):
     sample.main([str(arg) for arg in argv])
 
 
-def launch_two_processes(*argv):
+def launch_two_processes(*argv, check=True):
     """sample.py on 2 CPU processes: accelerate's torchrun launcher with its CPU switch (gloo)."""
     with socket.socket() as probe:  # a free port, so concurrent runs do not collide
         probe.bind(("127.0.0.1", 0))
@@ -54,6 +54,8 @@ def launch_two_processes(*argv):
                "--main_process_port", str(port), "sample.py", *map(str, argv)]
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if not check:
+        return result
     reasons = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # any rank's one line
     assert result.returncode == 0, "\n".join(reasons) + "\n" + result.stderr[-4000:]
     assert "on 2 processes" in result.stdout + result.stderr
@@ -92,6 +94,16 @@ def test_samples_do_not_depend_on_processes_batches_or_resuming(tmp_path, export
     run(*common, "--per-proc-batch-size", 4, "--sample-dir", tmp_path / "two")
     assert (tmp_path / "two" / "000000.png").stat().st_mtime_ns == kept
     np.testing.assert_array_equal(load_npz(tmp_path / "two")["arr_0"], one["arr_0"])
+
+
+def test_two_processes_refuse_a_folder_of_someone_elses_files_alike(tmp_path, exports):
+    (tmp_path / "photo.jpg").write_bytes(b"not ours")
+    result = launch_two_processes("--ckpt", exports["DiT"], "--vae", "none", "--num-sampling-steps", 2,
+                                  "--num-fid-samples", 4, "--sample-dir", tmp_path, check=False)
+    reasons = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and len(reasons) == 2 and "photo.jpg" in reasons[0], result.stderr[-3000:]
+    assert "Connection closed" not in result.stderr  # no process left waiting for one that quit
+    assert sorted(os.listdir(tmp_path)) == ["photo.jpg"]
 
 
 def test_balanced_classes_and_refusal_to_mix_settings(tmp_path, exports):
