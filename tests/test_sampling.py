@@ -106,6 +106,13 @@ def test_two_processes_refuse_a_folder_of_someone_elses_files_alike(tmp_path, ex
     assert sorted(os.listdir(tmp_path)) == ["photo.jpg"]
 
 
+def test_a_settings_record_cut_short_by_kill_9_does_not_refuse_the_folder(tmp_path, exports):
+    (tmp_path / "sample_settings.json.tmp-12345").write_text('{"seed"')  # the write a kill -9 stopped
+    run("--ckpt", exports["DiT"], "--vae", "none", "--num-sampling-steps", 2, "--num-fid-samples", 4,
+        "--sample-dir", tmp_path)
+    assert load_npz(tmp_path)["arr_0"].shape == (4, 8, 8, 3)
+
+
 def test_balanced_classes_and_refusal_to_mix_settings(tmp_path, exports):
     common = ["--ckpt", exports["DiT"], "--vae", "none", "--sampler", "ddim", "--num-sampling-steps", 3,
               "--num-fid-samples", 12, "--sample-dir", tmp_path]

@@ -10,7 +10,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from common.errors import UserError
-from common.files import atomic_open, check_output_folder, save_samples_npz
+from common.files import atomic_open, check_output_folder, folder_entries, save_samples_npz
 
 from ..vae import to_uint8
 from .guidance import GUIDANCE_FOR_FID, generate_images
@@ -36,8 +36,9 @@ def check_settings(sample_dir, settings: dict):
     the others' settings are the same, and a second process reading the folder while this one writes the record
     would see its temporary file and call it someone else's."""
     path = os.path.join(sample_dir, SETTINGS_FILE)
-    if not os.path.exists(path):  # not ours: it must be empty
-        check_output_folder(sample_dir, "--sample-dir")
+    if not os.path.exists(path):  # not ours: it must be empty, but for a record a kill -9 cut short
+        cut_short = {name for name in folder_entries(sample_dir) if name.startswith(f"{SETTINGS_FILE}.tmp-")}
+        check_output_folder(sample_dir, "--sample-dir", ignored=cut_short)
         with atomic_open(path, "w") as handle:
             json.dump(settings, handle, indent=1)
         return
