@@ -13,10 +13,10 @@ import os
 import time
 
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
 
 from common.cli import ArgumentParser, parse_with_config, run_command
 from common.errors import UserError
+from common.processes import decided_by_main
 from gen import sampling
 from gen.family import FAMILIES
 from gen.sampling.autoguidance import Autoguided
@@ -91,21 +91,6 @@ def run_grid(args, model, vae, latent_shape, sample_fn, device):
           f"{stats['model_evaluations']} model evaluations")
 
 
-def check_sample_dir(accelerator, sample_dir, recorded):
-    """The main process alone checks and records the folder's settings (gen.sampling.check_settings says why);
-    on a refusal every process stops alike with its one line, none waits at a barrier for a process gone."""
-    refusal = [None]
-    if accelerator.is_main_process:
-        try:
-            sampling.check_settings(sample_dir, recorded)
-        except UserError as error:
-            refusal = [str(error)]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(refusal)
-    if refusal[0] is not None:
-        raise UserError(refusal[0])
-
-
 def run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings, family):
     os.makedirs(args.sample_dir, exist_ok=True)
     skip = {"num_fid_samples", "per_proc_batch_size", "sample_dir", "config", "class_labels", "nrow", "output",
@@ -113,7 +98,7 @@ def run_many(args, model, vae, latent_shape, sample_fn, accelerator, settings, f
     others = {key for other in FAMILIES.values() for key in other.options() if key not in family.options()}
     recorded = {k: v for k, v in sorted(vars(args).items()) if k not in skip and k not in others}
     recorded.update(settings)  # the process as used: the file's, where the flags left it None
-    check_sample_dir(accelerator, args.sample_dir, recorded)
+    decided_by_main(accelerator, lambda: sampling.check_settings(args.sample_dir, recorded))
     stats = {}
     start = time.perf_counter()
     made = sampling.sample_to_folder(accelerator, model, vae, sample_fn, sample_dir=args.sample_dir,

@@ -87,3 +87,28 @@ def test_files_that_arrive_while_writing_stop_the_swap(tmp_path):
         folder.mkdir()
         (folder / "late.txt").write_text("someone else's")
     assert os.listdir(folder) == ["late.txt"] and os.listdir(tmp_path) == ["out"]
+
+
+class OneProcess:
+    """decided_by_main's view of a launch: which process this is, of how many."""
+
+    def __init__(self, is_main_process):
+        self.is_main_process, self.num_processes = is_main_process, 1
+
+
+def test_the_main_process_decides_and_its_refusal_is_raised_as_the_callers_error():
+    from common.errors import UserError
+    from common.processes import decided_by_main
+
+    assert decided_by_main(OneProcess(True), lambda: "lock") == "lock"
+    calls = []
+    assert decided_by_main(OneProcess(False), lambda: calls.append("decided")) is None and not calls
+
+    def refuse():
+        raise ForeignFiles("--sample-dir x holds files this command did not write (photo.jpg)")
+
+    class RunError(UserError):
+        pass
+
+    with pytest.raises(RunError, match=r"^--sample-dir x holds files .* \(photo.jpg\)$"):
+        decided_by_main(OneProcess(True), refuse, RunError)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from common.errors import UserError
 from common.files import atomic_open, save_safetensors
+from common.processes import decided_by_main
 
 from ..vae import encode
 from .images import SkippedImage, collate_skipping_unreadable, split_key
@@ -200,9 +201,7 @@ def extract_latents(dataset, vae, root, plan: dict, *, accelerator, batch_size: 
     """Encode the shards of `dataset` missing from `root`, spread over the processes (with the REPA `encoder`
     that plan["features"] names, its features too); then, on the main process, complete the manifest. Returns the
     manifest."""
-    if accelerator.is_main_process:
-        start_extraction(root, plan)
-    accelerator.wait_for_everyone()
+    decided_by_main(accelerator, lambda: start_extraction(root, plan), LatentSetError)
     todo = []
     for shard in range(accelerator.process_index, plan["num_shards"], accelerator.num_processes):
         path = os.path.join(root, shard_name(shard))

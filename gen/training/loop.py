@@ -29,7 +29,8 @@ from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from common.errors import UserError
-from common.files import LOCK_FILE, FolderInUse, ForeignFiles, check_output_folder, lock_folder, release_folder
+from common.files import LOCK_FILE, ForeignFiles, check_output_folder, lock_folder, release_folder
+from common.processes import decided_by_main
 
 from ..data import EpochBatchSampler, LatentDataset, collate_skipping_unreadable, open_image_dataset
 from ..data.statistics import channel_statistics
@@ -177,20 +178,7 @@ def prepare_results_dir(settings, results_dir, accelerator, warn):
     """Create the run's folder and lock it on the main process (returns the lock, None elsewhere); a new run never
     writes into a folder where another run has trained, nor two live runs into one folder."""
     checks.writable_folder(results_dir, "--results-dir")
-    lock, refusal = None, [None]
-    if accelerator.is_main_process:
-        try:
-            lock = lock_folder(results_dir, "--results-dir", warn)
-            if settings.resume is None:  # a new run writes only into an empty folder or one where a run started
-                check_output_folder(results_dir, "--results-dir", own=run_files, ignored={LOCK_FILE, "log.txt"})
-        except (FolderInUse, ForeignFiles) as error:
-            if lock is not None:
-                release_folder(lock)
-            refusal = [str(error)]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(refusal)  # every process stops alike
-    if refusal[0] is not None:
-        raise TrainingError(refusal[0])
+    lock = decided_by_main(accelerator, lambda: claim_results_dir(settings, results_dir, warn), TrainingError)
     if settings.resume is not None or not os.path.exists(log_path(results_dir)):
         return lock
     if lock is not None:
@@ -200,6 +188,19 @@ def prepare_results_dir(settings, results_dir, accelerator, warn):
               "it has no checkpoint to resume: delete the folder")
     raise TrainingError(f"--results-dir {results_dir} already holds a run that trained (log.jsonl); {way_on}, "
                         f"or pass another --results-dir")
+
+
+def claim_results_dir(settings, results_dir, warn):
+    """The main process's lock on the run's folder; a new run writes only into an empty folder or one where a run
+    started."""
+    lock = lock_folder(results_dir, "--results-dir", warn)
+    if settings.resume is None:
+        try:
+            check_output_folder(results_dir, "--results-dir", own=run_files, ignored={LOCK_FILE, "log.txt"})
+        except ForeignFiles:
+            release_folder(lock)
+            raise
+    return lock
 
 
 def check_patch_grid(settings, shape, vae):
