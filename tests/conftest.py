@@ -37,6 +37,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in END_TO_END_FILES:
             item.add_marker(pytest.mark.e2e)
+    # the long files first, so that xdist's workers end together on the many short ones, not one on a long one
+    items.sort(key=lambda item: item.path.name not in END_TO_END_FILES)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
