@@ -53,7 +53,7 @@ def plan(vca_kernels: list[str], peak_tflops, trace: str) -> list[Section]:
     """The report's sections with their arguments on a GPU and their tiny CPU overrides."""
     kernels, first = ["--vca-kernels", *vca_kernels], ["--vca-kernels", vca_kernels[0]]
     peak = ["--peak-tflops", str(peak_tflops)] if peak_tflops else []
-    tiny_train = ["--models", "DiT-Mini/2", "--image-sizes", "32", "--batch-size", "2", "--rounds", "1",
+    tiny_train = ["--models", "DiT-Mini/2", "--image-sizes", "32", "--batch-size", "1", "--rounds", "1",
                   "--threads", "1", "--compile-backend", "none", "--no-memory"]
     tiny_sample = ["--batch-size", "1", "--num-steps", "2", "--ode-steps", "2", "--rounds", "1", "--threads", "1",
                    "--model-size", "Mini"]
@@ -62,11 +62,11 @@ def plan(vca_kernels: list[str], peak_tflops, trace: str) -> list[Section]:
                 "512", "--modes", "eager", *kernels, "--rounds", "5", *peak], 80, tiny_train),
         Section("GPU profile of a training step", "profile_step", ["--models", "DiT-S/2", "DiT-S/2-VCA",
                 "--image-size", "256", "--repeats", "3", *kernels, "--trace", trace], 40,
-                ["--models", "DiT-Mini/2", "DiT-Mini/2-VCA", "--image-size", "32", "--batch-size", "2",
+                ["--models", "DiT-Mini/2", "DiT-Mini/2-VCA", "--image-size", "32", "--batch-size", "1",
                  "--repeats", "1", "--threads", "1"]),
         Section("Attention module, VCA vs flash MHSA", "attention", ["--sides", "16", "32", "64", "128",
                 "--skip-reference", *kernels, "--repeats", "5"], 35,
-                ["--sides", "4", "--tokens-per-batch", "32", "--repeats", "1", "--threads", "1"]),
+                ["--sides", "4", "--tokens-per-batch", "16", "--repeats", "1", "--threads", "1"]),
         Section("Training step, compiled, DiT-S/2", "train_step", ["--models", "DiT-S/2", "--image-sizes", "256",
                 "--modes", "compiled", *first, "--rounds", "5", *peak], 120, tiny_train),
         Section("Sampling at 256 px, and Inception features", "sample", ["--image-size", "256", "--rounds", "2"], 40,
