@@ -44,6 +44,11 @@ def run(*argv):
     sample.main([str(arg) for arg in argv])
 
 
+def error_lines(result) -> list[str]:
+    """Every rank's one-line refusal (common.cli prints it as `error: ...`)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
 def launch_two_processes(*argv, check=True):
     """sample.py on 2 CPU processes: accelerate's torchrun launcher with its CPU switch (gloo)."""
     with socket.socket() as probe:  # a free port, so concurrent runs do not collide
@@ -56,8 +61,7 @@ def launch_two_processes(*argv, check=True):
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     if not check:
         return result
-    reasons = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # any rank's one line
-    assert result.returncode == 0, "\n".join(reasons) + "\n" + result.stderr[-4000:]
+    assert result.returncode == 0, "\n".join(error_lines(result)) + "\n" + result.stderr[-4000:]
     assert "on 2 processes" in result.stdout + result.stderr
 
 
@@ -100,7 +104,7 @@ def test_two_processes_refuse_a_folder_of_someone_elses_files_alike(tmp_path, ex
     (tmp_path / "photo.jpg").write_bytes(b"not ours")
     result = launch_two_processes("--ckpt", exports["DiT"], "--vae", "none", "--num-sampling-steps", 2,
                                   "--num-fid-samples", 4, "--sample-dir", tmp_path, check=False)
-    reasons = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    reasons = error_lines(result)
     assert result.returncode != 0 and len(reasons) == 2 and "photo.jpg" in reasons[0], result.stderr[-3000:]
     assert "Connection closed" not in result.stderr  # no process left waiting for one that quit
     assert sorted(os.listdir(tmp_path)) == ["photo.jpg"]
